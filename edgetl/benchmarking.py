@@ -1,0 +1,124 @@
+"""Measurement: accuracy on real images and latency/throughput with warm-up and fixed threads.
+
+Latency is measured in interleaved rounds (A, B, C, A, B, C, ...) so that a noisy neighbour or a
+frequency change hits every artefact alike; ratios between artefacts measured in one run are what
+the report compares. Every number here is measured; nothing is estimated.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgetl.runtime.runners import Runner
+
+
+class TorchRunner(Runner):
+    """Eager PyTorch, as a user would run the training checkpoint (eval mode, inference_mode)."""
+
+    def __init__(self, model: Any, name: str = "torch_fp32", threads: int | None = None) -> None:
+        super().__init__(name)
+        self.model = model
+        self.threads = threads
+        self._previous_threads: int | None = None
+
+    def _activate(self) -> None:
+        import torch
+
+        self._previous_threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self.model.eval()
+
+    def _deactivate(self) -> None:
+        import torch
+
+        if self._previous_threads:
+            torch.set_num_threads(self._previous_threads)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
+
+
+@dataclass
+class LatencyStats:
+    batch: int
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    max: float
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float], batch: int) -> LatencyStats:
+        values = np.asarray(samples_ms, dtype=np.float64)
+        return cls(
+            batch=batch,
+            count=int(values.size),
+            p50=float(np.percentile(values, 50)),
+            p90=float(np.percentile(values, 90)),
+            p99=float(np.percentile(values, 99)),
+            mean=float(values.mean()),
+            std=float(values.std()),
+            min=float(values.min()),
+            max=float(values.max()),
+        )
+
+
+def measure_latency(
+    runners: Sequence[Runner], sample: np.ndarray, warmup: int, iterations: int, rounds: int
+) -> dict[str, LatencyStats]:
+    """Batch-`len(sample)` latency of each runner, interleaved in `rounds` rounds."""
+    for runner in runners:
+        runner.activate()
+        for _ in range(warmup):
+            runner.infer(sample)
+    per_round = max(1, math.ceil(iterations / rounds))
+    samples: dict[str, list[float]] = {r.name: [] for r in runners}
+    for _ in range(rounds):
+        for runner in runners:
+            timings = samples[runner.name]
+            for _ in range(per_round):
+                started = time.perf_counter_ns()
+                runner.infer(sample)
+                timings.append((time.perf_counter_ns() - started) / 1e6)
+    return {name: LatencyStats.from_samples(values, len(sample)) for name, values in samples.items()}
+
+
+def measure_throughput(runner: Runner, batch: np.ndarray, iterations: int) -> dict[str, Any] | None:
+    """Images per second at `len(batch)`; None if the model cannot take that batch size."""
+    fixed = runner.fixed_batch
+    if fixed is not None and fixed != len(batch):
+        return None
+    runner.activate()
+    runner.infer(batch)  # warm-up: allocations for the larger shape
+    timings = []
+    for _ in range(iterations):
+        started = time.perf_counter_ns()
+        runner.infer(batch)
+        timings.append((time.perf_counter_ns() - started) / 1e9)
+    median = float(np.median(timings))
+    return {
+        "batch": int(len(batch)),
+        "iterations": iterations,
+        "images_per_second": len(batch) / median,
+        "batch_ms_p50": median * 1e3,
+    }
+
+
+def evaluate(runner: Runner, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Logits for every image (batched); the caller derives accuracy and agreement."""
+    runner.activate()
+    outputs = [runner.infer_any_batch(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)

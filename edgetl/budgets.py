@@ -1,0 +1,93 @@
+"""Budgets: limits in the profile that fail a build, each reported with by how much it was missed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgetl.profile import BudgetsConfig
+
+# Accuracy comparisons are on counts of images, so allow for float rounding only.
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class BudgetResult:
+    name: str
+    artifact: str
+    limit: float
+    measured: float
+    unit: str
+    passed: bool
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check(name: str, artifact: str, limit: float, measured: float, unit: str, upper: bool, what: str) -> BudgetResult:
+    passed = measured <= limit + _EPSILON if upper else measured >= limit - _EPSILON
+    if passed:
+        message = f"{name}: {artifact} {what} {measured:.2f} {unit} ({'<=' if upper else '>='} {limit:g} {unit})"
+    else:
+        excess = measured - limit if upper else limit - measured
+        relative = f" ({excess / limit:.1%})" if limit else ""
+        verb = "exceeds" if upper else "is below"
+        message = (
+            f"{name}: {artifact} {what} {measured:.2f} {unit} {verb} {limit:g} {unit} by {excess:.2f} {unit}{relative}"
+        )
+    return BudgetResult(name, artifact, limit, measured, unit, passed, message)
+
+
+def evaluate_budgets(budgets: BudgetsConfig, artifacts: dict[str, dict[str, Any]], artifact: str) -> list[BudgetResult]:
+    """Check every budget set in the profile against the measured `artifact` entry of the report."""
+    measured = artifacts[artifact]
+    results: list[BudgetResult] = []
+    if budgets.max_accuracy_drop is not None:
+        results.append(
+            _check(
+                "max_accuracy_drop",
+                artifact,
+                budgets.max_accuracy_drop,
+                -measured["accuracy_delta_points"],
+                "points",
+                True,
+                "accuracy drop vs baseline",
+            )
+        )
+    if budgets.min_accuracy is not None:
+        results.append(
+            _check(
+                "min_accuracy", artifact, budgets.min_accuracy, measured["accuracy"] * 100, "%", False, "top-1 accuracy"
+            )
+        )
+    if budgets.min_agreement is not None:
+        results.append(
+            _check(
+                "min_agreement",
+                artifact,
+                budgets.min_agreement,
+                measured["agreement"] * 100,
+                "%",
+                False,
+                "top-1 agreement with baseline",
+            )
+        )
+    if budgets.max_latency_ms is not None:
+        percentile = budgets.latency_percentile
+        results.append(
+            _check(
+                "max_latency_ms",
+                artifact,
+                budgets.max_latency_ms,
+                measured["latency_ms"][percentile],
+                "ms",
+                True,
+                f"{percentile} latency",
+            )
+        )
+    if budgets.max_size_mb is not None:
+        results.append(
+            _check("max_size_mb", artifact, budgets.max_size_mb, measured["size_bytes"] / 1e6, "MB", True, "file size")
+        )
+    return results

@@ -1,0 +1,158 @@
+"""Command line: a thin typer layer over the API. Expected failures are one line and an exit code.
+
+Exit codes: 0 ok, 1 internal error, 2 bad input, 3 budget violated, 4 verification failed,
+5 run directory locked, 130 interrupted. `--debug` (anywhere) shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edgetl import __version__
+from edgetl.errors import EdgeTLError
+
+app = typer.Typer(
+    name="edgetl",
+    help="From a folder of labelled images to a fine-tuned, quantized, benchmarked edge model.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+# Wide enough for the result table when stdout is a file or a CI log.
+_out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ProfileArg = Annotated[Path, typer.Argument(help="profile YAML file", show_default=False)]
+
+
+@app.command()
+def build(
+    profile: ProfileArg,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="run directory (overrides the profile's output_dir)")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="rerun every stage, ignoring cached results")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only print the result table and errors")] = False,
+) -> None:
+    """Fine-tune, export, quantize and benchmark as the profile says."""
+    from edgetl.console import Log
+    from edgetl.pipeline import REPORT_MD
+    from edgetl.pipeline import build as run_build
+    from edgetl.report import print_table
+
+    outcome = run_build(profile, output_dir=output_dir, force=force, log=Log(quiet=quiet))
+    print_table(outcome.report, _out)
+    skipped = [name for name, r in outcome.results.items() if r.skipped]
+    note = f"; up to date: {', '.join(skipped)}" if skipped else ""
+    _err.print(f"run directory: {outcome.run_dir} (report: {REPORT_MD}){note}; {outcome.seconds:.1f} s")
+    outcome.raise_for_budgets()
+
+
+@app.command()
+def validate(profile: ProfileArg) -> None:
+    """Check a profile without building anything (does not import torch)."""
+    from edgetl.profile import load_profile
+
+    loaded = load_profile(profile)
+    p = loaded.profile
+    data = p.data.root or f"named dataset {p.data.source!r}"
+    _out.print(
+        f"{loaded.path}: ok\n"
+        f"  name {p.name}, data {data}, backbone {p.backbone.name}, strategy {p.finetune.strategy}\n"
+        f"  target {p.target}, deployed artefact {p.deployed_artifact}, output {loaded.output_dir}"
+    )
+
+
+@app.command()
+def predict(
+    source: Annotated[Path, typer.Argument(help="run directory or edgetl .onnx file", show_default=False)],
+    images: Annotated[list[Path], typer.Argument(help="image files", show_default=False)],
+    artifact: Annotated[str | None, typer.Option(help="onnx_fp32 or onnx_int8 (default: the deployed one)")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="labels per image")] = 1,
+) -> None:
+    """Classify images with a built model, through the torch-free runtime."""
+    from edgetl.runtime import load
+
+    predictor = load(source, artifact=artifact)
+    try:
+        for image, predictions in zip(images, predictor.predict(list(images), top_k=top_k), strict=True):
+            labels = ", ".join(f"{p.label} {p.score:.3f}" for p in predictions)
+            typer.echo(f"{image}\t{labels}")  # tab-separated for scripts; rich would expand the tab
+    finally:
+        predictor.close()
+
+
+@app.command()
+def backbones() -> None:
+    """List the registered backbones and their preprocessing."""
+    from edgetl.backbones import list_backbones
+
+    for spec in list_backbones():
+        pre = spec.pretrained.preprocessing
+        _out.print(
+            f"{spec.name:<22} {spec.params_millions:.2f} M params, features {spec.feature_dim}, "
+            f"input {pre.crop} (resize {pre.resize}, {pre.interpolation}); {spec.description}"
+        )
+
+
+@app.command()
+def targets() -> None:
+    """List deployment targets."""
+    from edgetl.targets import get_target, target_names
+
+    for name in target_names():
+        target = get_target(name)
+        verified = "verified on this build machine" if target.verified_here else "not verified here"
+        _out.print(f"{name:<18} {target.description}; precisions {', '.join(target.precisions)}; {verified}")
+
+
+@app.command()
+def version() -> None:
+    """Print the edgetl version."""
+    _out.print(f"edgetl {__version__}")
+
+
+def _is_usage_error(error: Exception) -> bool:
+    """Click's ClickException interface (typer vendors click in some versions, so match by shape)."""
+    return callable(getattr(error, "show", None)) and isinstance(getattr(error, "exit_code", None), int)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="edgetl", standalone_mode=False)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        _err.print("edgetl: interrupted; finished stages are cached, run the same command to resume")
+        sys.exit(130)
+    except EdgeTLError as error:
+        if debug:
+            _err.print_exception()
+        for line in str(error).splitlines() or [error.__class__.__name__]:
+            _err.print(f"edgetl: error: {line}", markup=False)
+        sys.exit(error.exit_code)
+    except Exception as error:
+        if _is_usage_error(error):  # typer/click usage errors: they print themselves, exit code 2
+            error.show()  # type: ignore[attr-defined]
+            sys.exit(getattr(error, "exit_code", 2))
+        # A bug: say so in one line unless asked for the traceback.
+        if debug:
+            raise
+        _err.print(
+            f"edgetl: internal error: {error.__class__.__name__}: {error} (rerun with --debug for the traceback)",
+            markup=False,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Scan an ImageFolder tree and inspect every image, reporting (not failing on) bad files.
+
+A real image folder has corrupt JPEGs, "image not available" placeholders, hidden files and stray
+documents. Each becomes a `Problem` with a reason and is skipped; only conditions that make
+training impossible (no classes, an empty class) raise a `DataError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from edgetl.errors import DataError
+
+# Pillow refuses absurdly large images by default (decompression bombs); keep that, but say so.
+_PLACEHOLDER_MAX_COLOURS = 64
+_PLACEHOLDER_MAX_SATURATION = 8.0
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    rel: str  # path relative to the dataset root, POSIX separators
+    label: str
+    sha256: str
+    width: int
+    height: int
+    mode: str
+    format: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    rel: str
+    reason: str
+    action: str = "skipped"  # "skipped" | "warning"
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class FolderScan:
+    root: Path
+    classes: list[str]
+    images: list[ImageRecord]
+    problems: list[Problem]
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.classes, 0)
+        for record in self.images:
+            counts[record.label] += 1
+        return counts
+
+
+def _is_hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _is_placeholder(image: Image.Image) -> bool:
+    """Few distinct colours and no colour at all: a rendered 'image not found' card, not a photo."""
+    rgb = image.convert("RGB")
+    colours = rgb.getcolors(_PLACEHOLDER_MAX_COLOURS)
+    if colours is None:
+        return False
+    if len(colours) == 1:
+        return True
+    saturation = sum(count * (max(c) - min(c)) for count, c in colours) / max(1, rgb.width * rgb.height)
+    return saturation < _PLACEHOLDER_MAX_SATURATION
+
+
+def inspect_image(path: Path, min_size: int, skip_placeholders: bool) -> tuple[dict | None, str | None]:
+    """Decode `path` fully. Returns (info, None) for a usable image or (None, reason)."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return None, f"cannot read file ({error.strerror})"
+    if not data:
+        return None, "empty file (0 bytes)"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image_format = image.format or "?"
+            image.load()
+            width, height = image.size
+            mode = image.mode
+            if width < min_size or height < min_size:
+                return None, f"too small ({width}x{height} px, minimum {min_size})"
+            if skip_placeholders and _is_placeholder(image):
+                return None, "placeholder image (a few grey levels only, e.g. 'image not available')"
+    except Image.DecompressionBombError as error:
+        return None, f"refused: {error}"
+    except UnidentifiedImageError:
+        return None, "not a decodable image"
+    except (OSError, SyntaxError, ValueError) as error:
+        return None, f"corrupt image ({error})"
+    digest = hashlib.sha256(data).hexdigest()
+    return {"sha256": digest, "width": width, "height": height, "mode": mode, "format": image_format}, None
+
+
+def list_class_folders(root: Path) -> list[str]:
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_folder(
+    root: Path,
+    extensions: Iterable[str],
+    min_size: int = 16,
+    skip_placeholders: bool = True,
+    classes: list[str] | None = None,
+    rel_base: Path | None = None,
+) -> FolderScan:
+    """Scan root/<class>/**/<image>. `rel_base` is what record paths are relative to."""
+    rel_base = rel_base or root
+    wanted = {e.lower() for e in extensions}
+    found_classes = list_class_folders(root)
+    class_list = classes if classes is not None else found_classes
+    images: list[ImageRecord] = []
+    problems: list[Problem] = []
+
+    def rel(path: Path) -> str:
+        return path.relative_to(rel_base).as_posix()
+
+    for path in sorted(root.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            problems.append(Problem(rel(path), "file outside any class folder, ignored"))
+    for label in found_classes:
+        if label not in class_list:
+            continue
+        for path in sorted((root / label).rglob("*")):
+            if path.is_dir():
+                continue
+            if _is_hidden(path, root):
+                problems.append(Problem(rel(path), "hidden file, ignored"))
+                continue
+            if path.suffix.lower() not in wanted:
+                problems.append(Problem(rel(path), f"extension {path.suffix or '(none)'!r} is not an image type"))
+                continue
+            info, reason = inspect_image(path, min_size, skip_placeholders)
+            if info is None:
+                problems.append(Problem(rel(path), reason or "unusable"))
+                continue
+            images.append(ImageRecord(rel=rel(path), label=label, **info))
+    return FolderScan(root=root, classes=class_list, images=images, problems=problems)
+
+
+def require_trainable(scan: FolderScan, what: str) -> None:
+    """Refuse what cannot be trained on, with one clear message."""
+    if len(scan.classes) < 2:
+        raise DataError(
+            f"{scan.root}: {what} needs at least 2 class folders, found {len(scan.classes)}"
+            + (f" ({', '.join(scan.classes)})" if scan.classes else ""),
+            hint="layout: <root>/<class name>/<images>",
+        )
+    empty = [label for label, count in scan.counts().items() if count == 0]
+    if empty:
+        raise DataError(f"{scan.root}: {what} class folder(s) with no usable image: {', '.join(empty)}")
+
+
+def duplicate_problems(records: dict[str, list[ImageRecord]]) -> list[Problem]:
+    """Warn about identical files across splits (leakage) or across classes (label noise)."""
+    seen: dict[str, tuple[str, ImageRecord]] = {}
+    problems: list[Problem] = []
+    for split, items in records.items():
+        for record in items:
+            if record.sha256 in seen:
+                other_split, other = seen[record.sha256]
+                if other_split != split:
+                    reason = f"identical to {other.rel} in {other_split} (train/val leakage)"
+                elif other.label != record.label:
+                    reason = f"identical to {other.rel} but labelled {other.label!r}"
+                else:
+                    reason = f"duplicate of {other.rel}"
+                problems.append(Problem(record.rel, reason, action="warning"))
+            else:
+                seen[record.sha256] = (split, record)
+    return problems

@@ -1,0 +1,167 @@
+"""`edgetl build`: run the stages, then publish artefacts, report and manifest into the run directory.
+
+Stages write into fingerprinted cache folders under `<run>/.edgetl/cache`; nothing in the run
+directory itself changes until every stage has succeeded. Then the files are published (hard
+links, each renamed into place atomically), files of the previous build that this one no longer
+produces are removed, and `manifest.json` is written last: it is the commit point.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgetl import __version__
+from edgetl.console import Log
+from edgetl.errors import BudgetExceeded, ProfileError
+from edgetl.files import publish_file, read_json, remove_tree, sha256_file, write_json_atomic, write_text_atomic
+from edgetl.lock import RunLock
+from edgetl.machine import describe_machine
+from edgetl.profile import LoadedProfile, load_profile
+from edgetl.report import compose_report, render_markdown
+from edgetl.stages.base import BuildContext, Stage, StageResult, execute, package_versions, prune_cache
+
+MANIFEST_FILE = "manifest.json"
+MANIFEST_SCHEMA = "edgetl.manifest/1"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+PROFILE_COPY = "profile.yaml"
+
+DETERMINISM = {
+    "deterministic": [
+        "data splits and calibration set (seeded)",
+        "training on CPU with a fixed seed and thread count (same metrics, same checkpoint)",
+        "ONNX export and int8 quantization of a given checkpoint",
+    ],
+    "not_deterministic": [
+        "latency and throughput (machine load, frequency scaling)",
+        "training on GPUs or with a different number of threads (floating-point reduction order)",
+    ],
+}
+
+
+@dataclass
+class BuildOutcome:
+    run_dir: Path
+    report: dict[str, Any]
+    results: dict[str, StageResult]
+    seconds: float
+
+    def raise_for_budgets(self) -> None:
+        """BudgetExceeded (exit code 3) naming every violated budget and by how much."""
+        failed = [b["message"] for b in self.report["budgets"] if not b["passed"]]
+        if failed:
+            raise BudgetExceeded("budget violated: " + "; ".join(failed), hint=f"report: {self.run_dir / REPORT_MD}")
+
+
+def default_stages() -> list[Stage]:
+    from edgetl.stages.benchmark import BenchmarkStage
+    from edgetl.stages.data import DataStage
+    from edgetl.stages.export import ExportStage
+    from edgetl.stages.finetune import FinetuneStage
+    from edgetl.stages.optimize import OptimizeStage
+
+    return [DataStage(), FinetuneStage(), ExportStage(), OptimizeStage(), BenchmarkStage()]
+
+
+def build(
+    profile_path: str | Path,
+    output_dir: Path | None = None,
+    force: bool = False,
+    log: Log | None = None,
+) -> BuildOutcome:
+    """Run a whole build and publish it; budgets are checked by `BuildOutcome.raise_for_budgets`."""
+    started = time.perf_counter()
+    log = log or Log()
+    loaded = load_profile(profile_path)
+    run_dir = (output_dir.resolve() if output_dir else loaded.output_dir).resolve()
+    _check_run_dir(run_dir, loaded)
+    with RunLock(run_dir):
+        ctx = BuildContext(loaded=loaded, run_dir=run_dir, log=log, force=force)
+        for stage in default_stages():
+            execute(stage, ctx)
+        results_file = ctx.results["benchmark"].path("benchmark/results.json")
+        summaries = {name: result.summary for name, result in ctx.results.items()}
+        report = compose_report(loaded.profile, read_json(results_file), summaries, loaded.profile.deployed_artifact)
+        _publish(ctx, report, started)
+        prune_cache(ctx)
+    return BuildOutcome(run_dir, report, ctx.results, time.perf_counter() - started)
+
+
+def _check_run_dir(run_dir: Path, loaded: LoadedProfile) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ProfileError(f"{loaded.path}: output_dir {run_dir} exists and is not a directory")
+    manifest = run_dir / MANIFEST_FILE
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not manifest.exists() and not (run_dir / ".edgetl").exists():
+        raise ProfileError(
+            f"{loaded.path}: output_dir {run_dir} is a non-empty folder that is not an edgetl run directory",
+            hint="choose an empty or new folder so nothing of yours is overwritten",
+        )
+
+
+def _published_files(ctx: BuildContext) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for result in ctx.results.values():
+        for relative in result.files:
+            files[relative] = result.path(relative)
+    return files
+
+
+def _publish(ctx: BuildContext, report: dict[str, Any], started: float) -> None:
+    run_dir = ctx.run_dir
+    previous = _previous_files(run_dir)
+    files = _published_files(ctx)
+    for relative, source in files.items():
+        publish_file(source, run_dir / relative)
+    write_json_atomic(run_dir / REPORT_JSON, report)
+    write_text_atomic(run_dir / REPORT_MD, render_markdown(report))
+    write_text_atomic(run_dir / PROFILE_COPY, ctx.loaded.text)
+    produced = set(files) | {REPORT_JSON, REPORT_MD, PROFILE_COPY}
+    for stale in previous - produced:
+        remove_tree(run_dir / stale)
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "edgetl_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "build_seconds": round(time.perf_counter() - started, 2),
+        "profile": {
+            "path": str(ctx.loaded.path),
+            "sha256": ctx.loaded.sha256,
+            "resolved": ctx.profile.model_dump(mode="json"),
+        },
+        "target": ctx.profile.target,
+        "deployed_artifact": ctx.profile.deployed_artifact,
+        "seed": ctx.profile.seed,
+        "files": {
+            relative: {"sha256": sha256_file(run_dir / relative), "bytes": (run_dir / relative).stat().st_size}
+            for relative in sorted(produced)
+        },
+        "stages": {
+            name: {
+                "fingerprint": result.fingerprint,
+                "skipped": result.skipped,
+                "seconds": round(result.seconds, 2),
+                "summary": result.summary,
+            }
+            for name, result in ctx.results.items()
+        },
+        "packages": package_versions(
+            "torch", "torchvision", "timm", "onnx", "onnxscript", "onnxruntime", "numpy", "pillow", "pydantic"
+        ),
+        "machine": describe_machine(),
+        "determinism": DETERMINISM,
+    }
+    write_json_atomic(run_dir / MANIFEST_FILE, manifest)
+
+
+def _previous_files(run_dir: Path) -> set[str]:
+    manifest = run_dir / MANIFEST_FILE
+    if not manifest.is_file():
+        return set()
+    try:
+        return set(read_json(manifest).get("files", {}))
+    except (OSError, ValueError):
+        return set()

@@ -1,0 +1,381 @@
+"""Build profiles: one YAML file describes data, model, export, quantization, target and budgets.
+
+Validation is strict (unknown keys are rejected with a suggestion) and torch-free, so
+`edgetl validate` runs anywhere. Errors name the file, the line, the dotted field and the allowed
+values. Relative paths inside a profile resolve against the profile's own folder, so a build does
+not depend on the directory it is started from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgetl.backbones.registry import backbone_names, unknown_backbone_message
+from edgetl.errors import ProfileError
+from edgetl.files import sha256_text
+from edgetl.targets import get_target, target_names, unknown_target_message
+
+ArtifactName = Literal["torch_fp32", "onnx_fp32", "onnx_int8"]
+ALL_ARTIFACTS: tuple[str, ...] = ("torch_fp32", "onnx_fp32", "onnx_int8")
+
+_IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"]
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the images are and how they are split. Calibration images come from `train` only."""
+
+    source: Literal["folder", "hymenoptera"] = Field(
+        "folder", description="'folder': an ImageFolder at `root`; 'hymenoptera': the ants/bees tutorial set"
+    )
+    root: Path | None = Field(None, description="dataset folder (class sub-folders, or train/ and val/)")
+    train_dir: str = "train"
+    val_dir: str | None = Field("val", description="set to null to always split val off train")
+    val_fraction: Annotated[float, Field(gt=0.0, le=0.5)] = Field(
+        0.2, description="share of each class held out as val when there is no val folder"
+    )
+    holdout_fraction: Annotated[float, Field(ge=0.0, le=0.5)] = Field(
+        0.15, description="share of train kept aside for early stopping (val is never used for it)"
+    )
+    extensions: list[str] = Field(default_factory=lambda: list(_IMAGE_EXTENSIONS))
+    skip_placeholders: bool = Field(True, description="skip 'image not available' placeholder images")
+    min_image_size: PositiveInt = Field(16, description="images smaller than this (pixels, either side) are skipped")
+
+    @model_validator(mode="after")
+    def _root_for_folders(self) -> DataConfig:
+        if self.source == "folder" and self.root is None:
+            raise ValueError("root is required when source is 'folder'")
+        return self
+
+    @field_validator("extensions")
+    @classmethod
+    def _dotted_lowercase(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("at least one extension is required")
+        return [("." + v.lstrip(".")).lower() for v in values]
+
+
+class BackboneConfig(_Section):
+    name: str = "efficientnet_lite0"
+    pretrained: bool = True
+    weights: Path | None = Field(None, description="local weights file; default: the offline weights package")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in backbone_names():
+            raise ValueError(unknown_backbone_message(name))
+        return name
+
+
+class AugmentationConfig(_Section):
+    crop_scale: tuple[Annotated[float, Field(gt=0.0, le=1.0)], Annotated[float, Field(gt=0.0, le=1.0)]] = (0.5, 1.0)
+    crop_ratio: tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]] = (3 / 4, 4 / 3)
+    hflip: bool = True
+    color_jitter: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AugmentationConfig:
+        if self.crop_scale[0] > self.crop_scale[1] or self.crop_ratio[0] > self.crop_ratio[1]:
+            raise ValueError("crop_scale and crop_ratio must be [low, high] with low <= high")
+        return self
+
+
+class EarlyStoppingConfig(_Section):
+    patience: PositiveInt | None = Field(3, description="epochs without improvement; null disables")
+    monitor: Literal["holdout_loss", "holdout_accuracy"] = "holdout_loss"
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+class FinetuneConfig(_Section):
+    strategy: Literal["feature_extract"] = Field(
+        "feature_extract", description="frozen pretrained backbone, new trained head"
+    )
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 32
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    head_init: Literal["auto", "imagenet", "random"] = Field(
+        "auto", description="'auto': start from matching ImageNet classifier rows when every class matches"
+    )
+    head_dropout: Fraction = 0.2
+    augmentation: AugmentationConfig = AugmentationConfig()
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    threads: PositiveInt | None = Field(None, description="torch threads; default: all cores")
+    num_workers: Annotated[int, Field(ge=0)] = 0
+
+
+class ExportConfig(_Section):
+    opset: Annotated[int, Field(ge=18, le=23)] = Field(18, description="the torch.export-based exporter starts at 18")
+    batch_size: Literal["dynamic"] | PositiveInt = Field("dynamic", description="'dynamic' or a fixed batch")
+    parity_images: PositiveInt = Field(16, description="real images compared between PyTorch and ONNX")
+    parity_tolerance: Annotated[float, Field(gt=0.0)] = Field(1e-3, description="max abs logit difference")
+
+
+class Int8Config(_Section):
+    enabled: bool = True
+    calibration_images: PositiveInt = Field(
+        300, description="taken from train (+ holdout), never from val; all of them if train is smaller"
+    )
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    weight_type: Literal["int8", "uint8"] = "int8"
+    per_channel: bool = True
+    reduce_range: bool = Field(
+        True, description="7-bit weights: avoids int16 saturation of u8s8 kernels on x86 CPUs without VNNI"
+    )
+    keep_float: list[Literal["first_conv", "classifier"]] = Field(
+        default_factory=lambda: ["first_conv"],
+        description="layers kept in float; the 3-channel stem conv is both faster and more accurate in fp32",
+    )
+    exclude_nodes: list[str] = Field(default_factory=list, description="more ONNX node names kept in float")
+
+
+class OptimizeConfig(_Section):
+    int8: Int8Config = Int8Config()
+
+
+class BenchmarkConfig(_Section):
+    artifacts: list[ArtifactName] = Field(default_factory=lambda: list(ALL_ARTIFACTS))
+    baseline: ArtifactName = "torch_fp32"
+    threads: PositiveInt = 1
+    warmup: Annotated[int, Field(ge=0)] = 10
+    iterations: PositiveInt = 100
+    rounds: PositiveInt = Field(5, description="latency runs are interleaved across artefacts in rounds")
+    throughput_batch_size: PositiveInt = 32
+    throughput_iterations: PositiveInt = 5
+    eval_batch_size: PositiveInt = 32
+
+    @model_validator(mode="after")
+    def _baseline_measured(self) -> BenchmarkConfig:
+        if self.baseline not in self.artifacts:
+            raise ValueError(f"baseline {self.baseline!r} must be one of the benchmarked artifacts {self.artifacts}")
+        if len(set(self.artifacts)) != len(self.artifacts):
+            raise ValueError("artifacts must not repeat")
+        return self
+
+
+class BudgetsConfig(_Section):
+    """Limits that fail the build (exit code 3) after the report is written."""
+
+    artifact: ArtifactName | None = Field(None, description="artefact checked; default: the target's deployed one")
+    max_accuracy_drop: Annotated[float, Field(ge=0.0, le=100.0)] | None = Field(
+        None, description="percentage points below the baseline"
+    )
+    min_accuracy: Annotated[float, Field(ge=0.0, le=100.0)] | None = Field(None, description="percent")
+    min_agreement: Annotated[float, Field(ge=0.0, le=100.0)] | None = Field(
+        None, description="percent of eval images with the same top-1 as the baseline"
+    )
+    max_latency_ms: Annotated[float, Field(gt=0.0)] | None = None
+    latency_percentile: Literal["p50", "p90", "p99"] = "p90"
+    max_size_mb: Annotated[float, Field(gt=0.0)] | None = None
+
+
+class Profile(_Section):
+    version: Literal[1] = 1
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+    description: str = ""
+    seed: int = 0
+    output_dir: Path | None = Field(None, description="default: ./runs/<name>")
+    data: DataConfig
+    backbone: BackboneConfig = BackboneConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    export: ExportConfig = ExportConfig()
+    optimize: OptimizeConfig = OptimizeConfig()
+    target: str = "x86-cpu"
+    benchmark: BenchmarkConfig = BenchmarkConfig()
+    budgets: BudgetsConfig = BudgetsConfig()
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, name: str) -> str:
+        if name not in target_names():
+            raise ValueError(unknown_target_message(name))
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        int8 = self.optimize.int8.enabled
+        if "onnx_int8" in self.benchmark.artifacts and not int8:
+            raise ValueError("benchmark.artifacts lists onnx_int8 but optimize.int8.enabled is false")
+        deployed = self.budgets.artifact or get_target(self.target).deployed_artifact(int8)
+        if deployed not in self.benchmark.artifacts:
+            raise ValueError(f"budgets apply to {deployed!r}, which benchmark.artifacts does not measure")
+        return self
+
+    @property
+    def deployed_artifact(self) -> str:
+        return self.budgets.artifact or get_target(self.target).deployed_artifact(self.optimize.int8.enabled)
+
+
+@dataclass(frozen=True)
+class LoadedProfile:
+    """A validated profile plus where it came from; paths inside are already absolute."""
+
+    profile: Profile
+    path: Path
+    sha256: str
+    text: str
+
+    @property
+    def output_dir(self) -> Path:
+        return self.profile.output_dir or (Path.cwd() / "runs" / self.profile.name).resolve()
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe loader that rejects duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line_map(text: str) -> dict[tuple[Any, ...], int]:
+    """Map each key path in the YAML document to its 1-based line number."""
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key_path = (*path, key_node.value)
+                lines[key_path] = key_node.start_mark.line + 1
+                walk(value_node, key_path)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[(*path, index)] = item.start_mark.line + 1
+                walk(item, (*path, index))
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic section class that owns `path` (for listing allowed keys)."""
+    model: type[BaseModel] = Profile
+    for part in path:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return None
+    return model
+
+
+def _describe_error(error: dict[str, Any], lines: dict[tuple[Any, ...], int], file: Path) -> str:
+    loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and "[" in part))
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    line = None
+    for cut in range(len(loc), -1, -1):
+        line = lines.get(loc[:cut])
+        if line:
+            break
+    where = f"{file}:{line}" if line else str(file)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = sorted(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{where}: {dotted}: unknown key{hint} allowed keys: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"{where}: {dotted}: required field is missing"
+    message = error["msg"]
+    message = re.sub(r"^(Value error|Assertion failed), ", "", message)
+    given = error.get("input")
+    shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
+    return f"{where}: {dotted}: {message}{shown}"
+
+
+def parse_profile(text: str, file: Path) -> Profile:
+    """Parse and validate profile text; `file` is used for messages and relative paths."""
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader derives from SafeLoader
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else str(file)
+        raise ProfileError(f"{where}: invalid YAML: {error.problem or error.context}") from None
+    except yaml.YAMLError as error:
+        raise ProfileError(f"{file}: invalid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{file}: a profile must be a YAML mapping (key: value), got {type(raw).__name__}")
+    try:
+        profile = Profile.model_validate(raw)
+    except ValidationError as error:
+        lines = _line_map(text)
+        problems = [_describe_error(e, lines, file) for e in error.errors()]
+        raise ProfileError("\n".join(problems)) from None
+    return _resolve_paths(profile, file.parent)
+
+
+def _resolve_paths(profile: Profile, base: Path) -> Profile:
+    def absolute(path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        path = path.expanduser()
+        return (path if path.is_absolute() else base / path).resolve()
+
+    return profile.model_copy(
+        update={
+            "output_dir": absolute(profile.output_dir),
+            "data": profile.data.model_copy(update={"root": absolute(profile.data.root)}),
+            "backbone": profile.backbone.model_copy(update={"weights": absolute(profile.backbone.weights)}),
+        }
+    )
+
+
+def load_profile(path: str | Path) -> LoadedProfile:
+    file = Path(path)
+    if not file.exists():
+        raise ProfileError(f"{file}: profile not found")
+    if file.is_dir():
+        raise ProfileError(f"{file}: is a directory, expected a profile .yaml file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ProfileError(f"{file}: not a text file (expected UTF-8 YAML)") from None
+    except OSError as error:
+        raise ProfileError(f"{file}: cannot read profile ({error.strerror})") from None
+    profile = parse_profile(text, file.resolve())
+    return LoadedProfile(profile=profile, path=file.resolve(), sha256=sha256_text(text), text=text)
+
+
+def profile_section(profile: Profile, name: str) -> dict[str, Any]:
+    """JSON-ready dump of one section, used in stage fingerprints."""
+    return getattr(profile, name).model_dump(mode="json")

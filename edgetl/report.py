@@ -1,0 +1,250 @@
+"""The build report: every artefact side by side, ratios against the float baseline, budgets.
+
+`report.json` is versioned (`schema`) for CI tooling; `report.md` is for people; the same table is
+printed at the end of `edgetl build`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from edgetl import __version__
+from edgetl.budgets import evaluate_budgets
+from edgetl.profile import Profile
+
+REPORT_SCHEMA = "edgetl.report/1"
+
+
+def _artifact_entries(results: dict[str, Any], baseline: str) -> dict[str, dict[str, Any]]:
+    measured = results["artifacts"]
+    base = measured[baseline]
+    base_predictions = np.asarray(base["predictions"])
+    entries: dict[str, dict[str, Any]] = {}
+    for name, item in measured.items():
+        predictions = np.asarray(item["predictions"])
+        agreement = float((predictions == base_predictions).mean()) if len(predictions) else 0.0
+        entries[name] = {
+            key: item[key]
+            for key in (
+                "file",
+                "format",
+                "precision",
+                "runtime",
+                "size_bytes",
+                "correct",
+                "total",
+                "accuracy",
+                "latency_ms",
+                "throughput",
+            )
+        }
+        entries[name].update(
+            {
+                "agreement": agreement,
+                "disagreements": int((predictions != base_predictions).sum()),
+                "accuracy_delta_points": (item["accuracy"] - base["accuracy"]) * 100,
+                "speedup_vs": {
+                    other: measured[other]["latency_ms"]["p50"] / item["latency_ms"]["p50"] for other in measured
+                },
+                "size_ratio_vs": {other: item["size_bytes"] / measured[other]["size_bytes"] for other in measured},
+            }
+        )
+    return entries
+
+
+def compose_report(
+    profile: Profile, results: dict[str, Any], stages: dict[str, dict[str, Any]], deployed: str
+) -> dict[str, Any]:
+    baseline = profile.benchmark.baseline
+    artifacts = _artifact_entries(results, baseline)
+    budgets = evaluate_budgets(profile.budgets, artifacts, deployed)
+    finetune = stages.get("finetune", {})
+    return {
+        "schema": REPORT_SCHEMA,
+        "edgetl_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "profile": profile.name,
+        "target": profile.target,
+        "deployed_artifact": deployed,
+        "baseline": baseline,
+        "eval": {
+            "split": results["eval"]["split"],
+            "images": results["eval"]["images"],
+            "classes": results["eval"]["classes"],
+            "note": "val images are never used for training, early stopping or int8 calibration",
+        },
+        "machine": results["machine"],
+        "versions": results["versions"],
+        "settings": results["settings"],
+        "artifacts": artifacts,
+        "budgets": [b.to_dict() for b in budgets],
+        "passed": all(b.passed for b in budgets),
+        "training": {
+            key: finetune.get(key)
+            for key in (
+                "backbone",
+                "strategy",
+                "head_init",
+                "epochs_run",
+                "best_epoch",
+                "best_holdout_accuracy",
+                "trainable_parameters",
+                "total_parameters",
+                "train_seconds",
+            )
+        },
+        "export": stages.get("export", {}).get("parity"),
+        "quantization": (stages.get("optimize") or {}).get("int8"),
+        "data": stages.get("data"),
+    }
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def _rows(report: dict[str, Any]) -> list[list[str]]:
+    baseline = report["baseline"]
+    rows = []
+    for name, a in report["artifacts"].items():
+        throughput = a["throughput"]
+        rows.append(
+            [
+                name + (" (deployed)" if name == report["deployed_artifact"] else ""),
+                f"{a['accuracy']:.2%} ({a['correct']}/{a['total']})",
+                f"{a['agreement']:.2%}",
+                _ms(a["latency_ms"]["p50"]),
+                _ms(a["latency_ms"]["p90"]),
+                _ms(a["latency_ms"]["p99"]),
+                f"{a['speedup_vs'][baseline]:.2f}x",
+                f"{throughput['images_per_second']:.1f}" if throughput else "n/a",
+                f"{a['size_bytes'] / 1e6:.2f}",
+                f"{a['size_ratio_vs'][baseline]:.2f}x",
+            ]
+        )
+    return rows
+
+
+def _headers(report: dict[str, Any]) -> list[str]:
+    batch = report["settings"]["throughput_batch_size"]
+    return [
+        "artefact",
+        "top-1",
+        f"agree w/ {report['baseline']}",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "speedup",
+        f"img/s @ batch {batch}",
+        "size MB",
+        "size vs base",
+    ]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    settings = report["settings"]
+    machine = report["machine"]
+    lines = [
+        f"# edgetl report: {report['profile']}",
+        "",
+        f"Target `{report['target']}`; deployed artefact **{report['deployed_artifact']}**; "
+        f"baseline `{report['baseline']}`. "
+        f"Evaluated on **{report['eval']['images']} {report['eval']['split']} images**, "
+        f"{len(report['eval']['classes'])} classes ({report['eval']['note']}).",
+        "",
+        "| " + " | ".join(_headers(report)) + " |",
+        "|" + "---|" * len(_headers(report)),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
+    lines += [
+        "",
+        f"Latency: batch 1, {settings['threads']} thread(s), {settings['warmup']} warm-up runs, "
+        f"{settings['iterations']} timed runs interleaved across artefacts in {settings['rounds']} rounds. "
+        f"Throughput: median of {settings['throughput_iterations']} batches. All figures measured on this machine, "
+        "none estimated.",
+        "",
+        "Speedups between every pair (row is faster than column by):",
+        "",
+        "| | " + " | ".join(report["artifacts"]) + " |",
+        "|---|" + "---|" * len(report["artifacts"]),
+    ]
+    for name, a in report["artifacts"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{a['speedup_vs'][o]:.2f}x" for o in report["artifacts"]) + " |")
+    lines += ["", "## Budgets", ""]
+    if report["budgets"]:
+        lines += ["| budget | result | detail |", "|---|---|---|"]
+        lines += [
+            f"| {b['name']} | {'pass' if b['passed'] else '**FAIL**'} | {b['message']} |" for b in report["budgets"]
+        ]
+    else:
+        lines.append("No budgets set in the profile.")
+    training = report.get("training") or {}
+    if training.get("backbone"):
+        head = training.get("head_init") or {}
+        lines += [
+            "",
+            "## Fine-tuning",
+            "",
+            f"- backbone `{training['backbone']}`, strategy `{training['strategy']}`, "
+            f"{training['trainable_parameters']:,} trainable of {training['total_parameters']:,} parameters",
+            f"- head initialisation: {head.get('mode')}"
+            + (
+                f" ({', '.join(f'{k} <- {v}' for k, v in head.get('matches', {}).items())})"
+                if head.get("matches")
+                else ""
+            )
+            + (f" ({head['reason']})" if head.get("reason") else ""),
+            f"- {training['epochs_run']} epochs, best epoch {training['best_epoch']} "
+            f"(holdout accuracy {training['best_holdout_accuracy']:.2%})"
+            if training.get("best_holdout_accuracy") is not None
+            else f"- {training['epochs_run']} epochs, best epoch {training['best_epoch']}",
+        ]
+    parity = report.get("export")
+    if parity:
+        lines += [
+            "",
+            "## Export",
+            "",
+            f"- ONNX vs PyTorch on {parity['images']} real images: max |logit diff| {parity['max_abs_logit_diff']:.2e} "
+            f"(tolerance {parity['tolerance']:g}), top-1 agreement {parity['top1_agreement']:.0%}",
+        ]
+    quant = report.get("quantization")
+    if quant:
+        s = quant["settings"]
+        lines += [
+            "",
+            "## Quantization",
+            "",
+            f"- static int8 QDQ, {s['calibration_method']} calibration on {quant['calibration_images']} train images, "
+            f"activations {s['activation_type']}, weights {s['weight_type']} "
+            f"{'per-channel' if s['per_channel'] else 'per-tensor'}",
+        ]
+    lines += [
+        "",
+        "## Machine",
+        "",
+        f"- {machine['cpu']} ({machine['architecture']}), {machine['usable_cpus']} usable CPUs, "
+        f"flags: {', '.join(machine['cpu_flags']) or 'none of interest'}",
+        f"- {machine['os']}, Python {machine['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if k not in ("python",)),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def print_table(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"edgetl {report['profile']}: {report['eval']['images']} {report['eval']['split']} images")
+    for header in _headers(report):
+        table.add_column(header, justify="left" if header == "artefact" else "right")
+    for row in _rows(report):
+        table.add_row(*row)
+    console.print(table)
+    for budget in report["budgets"]:
+        style = "green" if budget["passed"] else "bold red"
+        console.print(f"[{style}]{'PASS' if budget['passed'] else 'FAIL'}[/] {budget['message']}")

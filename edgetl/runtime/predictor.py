@@ -1,0 +1,116 @@
+"""Load a built model (run directory or a single ONNX file) and classify images, without torch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edgetl.errors import ModelFileError, UserInputError
+from edgetl.preprocessing import Preprocessing, load_image
+from edgetl.runtime.runners import OnnxRuntimeRunner, Runner
+
+# Names of the artefacts inside a run directory, shared with the build pipeline.
+MODEL_FILES = {
+    "onnx_fp32": "models/model_fp32.onnx",
+    "onnx_int8": "models/model_int8.onnx",
+}
+METADATA_LABELS = "edgetl.labels"
+METADATA_PREPROCESSING = "edgetl.preprocessing"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    index: int
+    score: float  # softmax probability
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+class Predictor:
+    """Preprocessing + runner + labels: what an application embeds."""
+
+    def __init__(self, runner: Runner, preprocessing: Preprocessing, labels: list[str]) -> None:
+        self.runner = runner
+        self.preprocessing = preprocessing
+        self.labels = labels
+        self.runner.activate()
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.runner.infer_any_batch(batch)
+
+    def predict(self, images: list[str | Path | Image.Image | np.ndarray], top_k: int = 1) -> list[list[Prediction]]:
+        """Classify image files, PIL images or HWC uint8 RGB arrays."""
+        arrays = [self.preprocessing(_as_image(item)) for item in images]
+        if not arrays:
+            return []
+        probabilities = softmax(self.logits(np.stack(arrays)))
+        results = []
+        for row in probabilities:
+            order = np.argsort(-row)[: max(1, top_k)]
+            results.append([Prediction(self.labels[i], int(i), float(row[i])) for i in order])
+        return results
+
+    def close(self) -> None:
+        self.runner.deactivate()
+
+
+def _as_image(item: str | Path | Image.Image | np.ndarray) -> Image.Image:
+    if isinstance(item, Image.Image):
+        return item
+    if isinstance(item, np.ndarray):
+        if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
+            raise UserInputError(f"expected an HxWx3 uint8 RGB array, got shape {item.shape} dtype {item.dtype}")
+        return Image.fromarray(item, mode="RGB")
+    path = Path(item)
+    if not path.is_file():
+        raise UserInputError(f"{path}: image not found")
+    try:
+        return load_image(path)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UserInputError(f"{path}: cannot decode image ({error})") from None
+
+
+def _read_onnx_metadata(path: Path) -> dict[str, str]:
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:
+        raise ModelFileError(f"{path}: ONNX Runtime cannot load the model ({str(error).splitlines()[0]})") from None
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def load(source: str | Path, artifact: str | None = None, threads: int | None = None) -> Predictor:
+    """Open a run directory (default: its deployed artefact) or a single edgetl ONNX file."""
+    path = Path(source)
+    if path.is_file():
+        metadata = _read_onnx_metadata(path)
+        if METADATA_LABELS not in metadata or METADATA_PREPROCESSING not in metadata:
+            raise ModelFileError(f"{path}: not an edgetl model (no labels/preprocessing metadata)")
+        labels = json.loads(metadata[METADATA_LABELS])
+        preprocessing = Preprocessing.from_dict(json.loads(metadata[METADATA_PREPROCESSING]))
+        return Predictor(OnnxRuntimeRunner(path, threads=threads), preprocessing, labels)
+    if not path.is_dir():
+        raise UserInputError(f"{path}: no such run directory or model file")
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise ModelFileError(f"{path}: not a finished edgetl run (manifest.json missing)")
+    manifest = json.loads(manifest_path.read_text())
+    name = artifact or manifest.get("deployed_artifact", "onnx_fp32")
+    if name not in MODEL_FILES:
+        raise UserInputError(f"artifact {name!r} cannot be loaded by the runtime; choose from {', '.join(MODEL_FILES)}")
+    model_path = path / MODEL_FILES[name]
+    if not model_path.is_file():
+        raise ModelFileError(f"{model_path}: model file missing from the run directory")
+    labels = (path / "labels.txt").read_text(encoding="utf-8").splitlines()
+    preprocessing = Preprocessing.from_dict(json.loads((path / "preprocessing.json").read_text()))
+    return Predictor(OnnxRuntimeRunner(model_path, name=name, threads=threads), preprocessing, labels)

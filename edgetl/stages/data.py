@@ -1,0 +1,197 @@
+"""Data stage: find the images, check every file, split train / holdout / val, pick calibration.
+
+Outputs: `labels.txt`, `data/split.json` (every image by split, plus the calibration pool) and
+`data/check.json` (every problem file with its reason, class counts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from edgetl.data.check import (
+    FolderScan,
+    ImageRecord,
+    Problem,
+    duplicate_problems,
+    list_class_folders,
+    require_trainable,
+    scan_folder,
+)
+from edgetl.data.sources import resolve_named_dataset
+from edgetl.data.split import calibration_pool, check_disjoint, stratified_split
+from edgetl.errors import DataError
+from edgetl.files import read_json, write_json_atomic, write_text_atomic
+from edgetl.profile import profile_section
+from edgetl.stages.base import BuildContext, Stage
+
+SPLIT_FILE = "data/split.json"
+CHECK_FILE = "data/check.json"
+LABELS_FILE = "labels.txt"
+SPLIT_SCHEMA = "edgetl.split/1"
+_SHOWN_PROBLEMS = 20
+
+
+def dataset_root(ctx: BuildContext) -> Path:
+    data = ctx.profile.data
+    if "dataset_root" not in ctx.scratch:
+        if data.source == "folder":
+            assert data.root is not None
+            if not data.root.is_dir():
+                raise DataError(f"{ctx.loaded.path}: data.root: folder not found: {data.root}")
+            ctx.scratch["dataset_root"] = data.root
+        else:
+            ctx.scratch["dataset_root"] = resolve_named_dataset(data.source, data.root, log=ctx.log)
+    return ctx.scratch["dataset_root"]
+
+
+def _layout(root: Path, train_dir: str, val_dir: str | None) -> tuple[Path, Path | None]:
+    """(train folder, val folder or None). A root without train/ is itself the class-folder root."""
+    train = root / train_dir
+    if not train.is_dir():
+        train = root
+    val = root / val_dir if val_dir else None
+    if val is not None and (not val.is_dir() or train == root):
+        val = None
+    return train, val
+
+
+def _listing_digest(folders: list[Path]) -> str:
+    """Cheap fingerprint of a dataset: every file's path, size and modification time."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                stat = path.stat()
+                digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+class DataStage(Stage):
+    name = "data"
+
+    def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
+        data = ctx.profile.data
+        root = dataset_root(ctx)
+        train, val = _layout(root, data.train_dir, data.val_dir)
+        return {
+            "config": profile_section(ctx.profile, "data"),
+            "seed": ctx.profile.seed,
+            "root": str(root),
+            "listing": _listing_digest([train] + ([val] if val else [])),
+        }
+
+    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+        data = ctx.profile.data
+        seed = ctx.profile.seed
+        root = dataset_root(ctx)
+        train_root, val_root = _layout(root, data.train_dir, data.val_dir)
+        if not list_class_folders(train_root):
+            raise DataError(f"{train_root}: no class folders found", hint="layout: <root>/<class>/<images>")
+
+        ctx.log.stage(self.name, f"checking images in {root}")
+        train_scan = scan_folder(
+            train_root, data.extensions, data.min_image_size, data.skip_placeholders, rel_base=root
+        )
+        require_trainable(train_scan, "train")
+        classes = train_scan.classes
+        problems: list[Problem] = list(train_scan.problems)
+
+        if val_root is not None:
+            val_classes = list_class_folders(val_root)
+            unknown = [c for c in val_classes if c not in classes]
+            if unknown:
+                raise DataError(
+                    f"{val_root}: val class folder(s) {', '.join(unknown)} have no train folder",
+                    hint=f"train classes: {', '.join(classes)}",
+                )
+            val_scan = scan_folder(
+                val_root, data.extensions, data.min_image_size, data.skip_placeholders, classes=classes, rel_base=root
+            )
+            problems += val_scan.problems
+            missing = [c for c, n in val_scan.counts().items() if n == 0]
+            problems += [Problem(f"{data.val_dir}/{c}", "class has no val images", action="warning") for c in missing]
+            train_records, val_records = train_scan.images, val_scan.images
+            val_source = "folder"
+        else:
+            train_records, val_records = stratified_split(train_scan.images, data.val_fraction, seed)
+            val_source = f"split ({data.val_fraction:.0%} of each class, seed {seed})"
+
+        fit_records, holdout_records = stratified_split(train_records, data.holdout_fraction, seed + 17)
+        pool = calibration_pool(train_records, seed)
+        splits = {"train": fit_records, "holdout": holdout_records, "val": val_records, "calibration_pool": pool}
+        names = {key: [r.rel for r in value] for key, value in splits.items()}
+        check_disjoint(names, [("train", "val"), ("holdout", "val"), ("calibration_pool", "val"), ("train", "holdout")])
+        problems += duplicate_problems({"train": train_records, "val": val_records})
+
+        index = {label: i for i, label in enumerate(classes)}
+        write_text_atomic(out / LABELS_FILE, "\n".join(classes) + "\n")
+        write_json_atomic(
+            out / SPLIT_FILE,
+            {
+                "schema": SPLIT_SCHEMA,
+                "root": str(root),
+                "classes": classes,
+                "val_source": val_source,
+                **{key: [[r.rel, index[r.label]] for r in value] for key, value in splits.items()},
+            },
+        )
+        counts = {key: _class_counts(value, classes) for key, value in splits.items() if key != "calibration_pool"}
+        write_json_atomic(
+            out / CHECK_FILE,
+            {
+                "root": str(root),
+                "counts": counts,
+                "problems": [p.to_dict() for p in problems],
+                "images_by_format": _formats(train_records + val_records),
+            },
+        )
+        skipped = [p for p in problems if p.action == "skipped"]
+        for problem in problems[:_SHOWN_PROBLEMS]:
+            ctx.log.warn(f"{problem.rel}: {problem.reason}" + (" (skipped)" if problem.action == "skipped" else ""))
+        if len(problems) > _SHOWN_PROBLEMS:
+            ctx.log.warn(f"... and {len(problems) - _SHOWN_PROBLEMS} more, listed in {CHECK_FILE}")
+        ctx.log.stage(
+            self.name,
+            f"{len(classes)} classes; train {len(fit_records)}, holdout {len(holdout_records)}, "
+            f"val {len(val_records)} ({val_source}); {len(skipped)} file(s) skipped",
+        )
+        return {
+            "root": str(root),
+            "classes": classes,
+            "counts": {key: sum(v.values()) for key, v in counts.items()},
+            "val_source": val_source,
+            "skipped_files": len(skipped),
+            "warnings": len(problems) - len(skipped),
+        }
+
+
+def _class_counts(records: list[ImageRecord], classes: list[str]) -> dict[str, int]:
+    counts = dict.fromkeys(classes, 0)
+    for record in records:
+        counts[record.label] += 1
+    return counts
+
+
+def _formats(records: list[ImageRecord]) -> dict[str, int]:
+    formats: dict[str, int] = {}
+    for record in records:
+        formats[record.format] = formats.get(record.format, 0) + 1
+    return dict(sorted(formats.items()))
+
+
+def read_split(path: Path) -> dict[str, Any]:
+    split = read_json(path)
+    if split.get("schema") != SPLIT_SCHEMA:
+        raise DataError(f"{path}: unsupported split file schema {split.get('schema')!r}")
+    return split
+
+
+def split_paths(split: dict[str, Any], name: str) -> tuple[list[Path], list[int]]:
+    root = Path(split["root"])
+    entries = split[name]
+    return [root / rel for rel, _ in entries], [int(label) for _, label in entries]
+
+
+__all__ = ["DataStage", "FolderScan", "read_split", "split_paths", "SPLIT_FILE", "CHECK_FILE", "LABELS_FILE"]

@@ -1,0 +1,110 @@
+"""Tiny generated image folders and profiles for fast tests (no downloads, no shared data)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import yaml
+from PIL import Image, ImageDraw
+
+# Class name -> dominant colour. Names deliberately match no ImageNet class.
+CLASS_COLOURS = {"reds": (200, 40, 40), "blues": (40, 60, 200), "greens": (40, 170, 60)}
+SHARED_HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
+
+
+def make_image(colour: tuple[int, int, int], seed: int, size: tuple[int, int] = (72, 56)) -> Image.Image:
+    """A noisy photo-like image whose dominant colour carries the class."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, tuple(max(0, min(255, c + rng.randint(-30, 30))) for c in colour))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x, y = rng.randint(0, size[0]), rng.randint(0, size[1])
+        w, h = rng.randint(4, 20), rng.randint(4, 20)
+        shade = tuple(rng.randint(0, 255) for _ in range(3))
+        draw.ellipse((x, y, x + w, y + h), fill=shade)
+    return image
+
+
+def make_image_folder(
+    root: Path,
+    per_class: dict[str, int],
+    seed: int = 0,
+    fmt: str = "JPEG",
+) -> Path:
+    """root/<class>/<n>.jpg for each class; returns root."""
+    for label, count in per_class.items():
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            suffix = ".jpg" if fmt == "JPEG" else ".png"
+            make_image(CLASS_COLOURS[label], seed=hash((label, i, seed)) % 100000).save(
+                folder / f"{i:03d}{suffix}", fmt
+            )
+    return root
+
+
+def make_dataset(root: Path, train: int = 10, val: int = 4, classes: tuple[str, ...] = ("reds", "blues")) -> Path:
+    make_image_folder(root / "train", {c: train for c in classes}, seed=1)
+    make_image_folder(root / "val", {c: val for c in classes}, seed=2)
+    return root
+
+
+def add_messy_files(class_dir: Path) -> dict[str, str]:
+    """Files a real dataset contains; returns name -> expected reason fragment."""
+    (class_dir / "empty.jpg").write_bytes(b"")
+    (class_dir / "truncated.jpg").write_bytes((class_dir.parent / class_dir.name / "000.jpg").read_bytes()[:300])
+    (class_dir / "notes.txt").write_text("not an image")
+    (class_dir / ".DS_Store").write_bytes(b"\x00\x01")
+    (class_dir / "fake.png").write_bytes(b"this is not a png")
+    placeholder = Image.new("RGB", (120, 120), (235, 235, 235))
+    ImageDraw.Draw(placeholder).text((10, 50), "image not found", fill=(90, 90, 90))
+    placeholder.convert("P").save(class_dir / "placeholder.gif")
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(class_dir / "tiny.png")
+    return {
+        "empty.jpg": "empty file",
+        "truncated.jpg": "corrupt image",
+        "notes.txt": "not an image type",
+        ".DS_Store": "hidden file",
+        "fake.png": "not a decodable image",
+        "placeholder.gif": "placeholder",
+        "tiny.png": "too small",
+    }
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = (
+            deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
+    return merged
+
+
+def tiny_profile(data_root: Path, output_dir: Path, **overrides: object) -> dict:
+    """A fast profile over a generated dataset: few epochs, few timing runs."""
+    base = {
+        "version": 1,
+        "name": "tiny",
+        "seed": 0,
+        "output_dir": str(output_dir),
+        "data": {"root": str(data_root), "holdout_fraction": 0.2},
+        "finetune": {"epochs": 3, "batch_size": 8, "lr": 0.01, "threads": 2, "early_stopping": {"patience": 2}},
+        "export": {"parity_images": 4},
+        "optimize": {"int8": {"calibration_images": 8}},
+        "benchmark": {
+            "warmup": 1,
+            "iterations": 4,
+            "rounds": 2,
+            "throughput_batch_size": 4,
+            "throughput_iterations": 2,
+            "eval_batch_size": 8,
+        },
+    }
+    return deep_merge(base, overrides)
+
+
+def write_profile(path: Path, profile: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    return path

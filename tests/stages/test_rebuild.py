@@ -1,0 +1,151 @@
+"""Stage cache, failure safety, budgets and locking, on copies of the session's tiny build."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgetl.console import Log
+from edgetl.errors import BudgetExceeded, DataError, ProfileError, RunLockedError, VerificationError
+from edgetl.files import sha256_file
+from edgetl.lock import RunLock
+from edgetl.pipeline import build
+from tests.helpers import deep_merge, make_dataset, tiny_profile, write_profile
+
+QUIET = Log(quiet=True)
+
+
+def clone(built_run, tmp_path: Path, **overrides) -> Path:
+    """Copy the session's run directory (cache included) and write a profile pointing at the copy."""
+    run = tmp_path / "run"
+    shutil.copytree(built_run.run_dir, run)
+    profile = yaml.safe_load((built_run.run_dir / "profile.yaml").read_text())
+    profile = deep_merge(profile, {"output_dir": str(run), **overrides})
+    return write_profile(tmp_path / "profile.yaml", profile)
+
+
+def published_hashes(run: Path) -> dict[str, str]:
+    return {
+        p.relative_to(run).as_posix(): sha256_file(p)
+        for p in run.rglob("*")
+        if p.is_file() and ".edgetl" not in p.parts
+    }
+
+
+def test_unchanged_rerun_skips_every_stage(built_run, tmp_path: Path) -> None:
+    profile = clone(built_run, tmp_path)
+    before = published_hashes(tmp_path / "run")
+    outcome = build(profile, log=QUIET)
+    assert all(result.skipped for result in outcome.results.values())
+    after = published_hashes(tmp_path / "run")
+    for relative in before:
+        if relative not in ("manifest.json", "report.json", "report.md", "profile.yaml"):  # timestamps, new output_dir
+            assert after[relative] == before[relative], relative
+    assert outcome.seconds < 10
+
+
+def test_quantization_change_reruns_only_optimize_and_benchmark(built_run, tmp_path: Path) -> None:
+    profile = clone(built_run, tmp_path, optimize={"int8": {"calibration_images": 6}})
+    outcome = build(profile, log=QUIET)
+    ran = sorted(name for name, result in outcome.results.items() if not result.skipped)
+    assert ran == ["benchmark", "optimize"]
+    quantization = json.loads((tmp_path / "run/optimize/quantization.json").read_text())
+    assert len(quantization["calibration_images"]) == 6
+    caches = sorted(p.name for p in (tmp_path / "run/.edgetl/cache/optimize").iterdir())
+    assert len(caches) == 1, f"stale cache entries kept: {caches}"
+
+
+def test_force_reruns_everything(built_run, tmp_path: Path) -> None:
+    profile = clone(built_run, tmp_path)
+    outcome = build(profile, force=True, log=QUIET)
+    assert not any(result.skipped for result in outcome.results.values())
+    # Same seed, same machine: the retrained model is bit-identical.
+    assert sha256_file(tmp_path / "run/models/model_fp32.onnx") == sha256_file(
+        built_run.run_dir / "models/model_fp32.onnx"
+    )
+
+
+def test_a_failing_stage_leaves_the_previous_build_intact(built_run, tmp_path: Path) -> None:
+    profile = clone(built_run, tmp_path, export={"parity_tolerance": 1e-12}, finetune={"epochs": 2})
+    before = published_hashes(tmp_path / "run")
+    with pytest.raises(VerificationError, match="does not match PyTorch"):
+        build(profile, log=QUIET)
+    assert published_hashes(tmp_path / "run") == before
+    leftovers = [p for p in (tmp_path / "run/.edgetl/cache").rglob("*.tmp-*")]
+    assert not leftovers, leftovers
+    assert not (tmp_path / "run/.edgetl/lock").exists(), "lock not released after a failure"
+
+
+def test_violated_budget_writes_the_report_then_fails(built_run, tmp_path: Path) -> None:
+    profile = clone(
+        built_run, tmp_path, budgets={"max_latency_ms": 0.001, "latency_percentile": "p50", "max_size_mb": 100}
+    )
+    outcome = build(profile, log=QUIET)
+    assert not any(not r.skipped for name, r in outcome.results.items() if name != "benchmark"), "budgets re-ran stages"
+    report = json.loads((tmp_path / "run/report.json").read_text())
+    assert report["passed"] is False
+    failed = [b for b in report["budgets"] if not b["passed"]]
+    assert [b["name"] for b in failed] == ["max_latency_ms"]
+    assert "exceeds 0.001 ms by" in failed[0]["message"]
+    with pytest.raises(BudgetExceeded) as caught:
+        outcome.raise_for_budgets()
+    assert caught.value.exit_code == 3 and "max_latency_ms" in str(caught.value)
+
+
+def test_second_build_into_a_locked_run_directory_refuses(built_run, tmp_path: Path) -> None:
+    profile = clone(built_run, tmp_path)
+    with RunLock(tmp_path / "run"):  # held by this (live) process
+        with pytest.raises(RunLockedError, match="is building into this run directory"):
+            build(profile, log=QUIET)
+
+
+def test_lock_left_by_a_dead_process_is_taken_over(built_run, tmp_path: Path) -> None:
+    profile = clone(built_run, tmp_path)
+    lock = tmp_path / "run/.edgetl/lock"
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    os.waitpid(child, 0)
+    import socket
+
+    lock.write_text(json.dumps({"pid": child, "host": socket.gethostname(), "since": 0}))
+    build(profile, log=QUIET)
+    assert not lock.exists()
+
+
+def test_refuses_to_write_into_a_foreign_folder(tiny_data: Path, tmp_path: Path) -> None:
+    foreign = tmp_path / "documents"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    profile = write_profile(tmp_path / "p.yaml", tiny_profile(tiny_data, foreign))
+    with pytest.raises(ProfileError, match="not an edgetl run directory"):
+        build(profile, log=QUIET)
+    assert (foreign / "thesis.tex").read_text() == "precious"
+
+
+def test_val_class_unknown_to_train_is_refused(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", train=3, val=2)
+    shutil.copytree(data / "val" / "reds", data / "val" / "greens")
+    profile = write_profile(tmp_path / "p.yaml", tiny_profile(data, tmp_path / "run"))
+    with pytest.raises(DataError, match="val class folder\\(s\\) greens have no train folder"):
+        build(profile, log=QUIET)
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_without_val_folder_val_is_split_off_train(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", train=10, val=1)
+    shutil.rmtree(data / "val")
+    profile = tiny_profile(data, tmp_path / "run", data={"val_fraction": 0.3})
+    profile["optimize"] = {"int8": {"enabled": False}}
+    profile["benchmark"]["artifacts"] = ["torch_fp32", "onnx_fp32"]
+    outcome = build(write_profile(tmp_path / "p.yaml", profile), log=QUIET)
+    split = json.loads((tmp_path / "run/data/split.json").read_text())
+    assert split["val_source"].startswith("split (30%")
+    assert len(split["val"]) == 6
+    assert outcome.report["deployed_artifact"] == "onnx_fp32"
+    assert not (tmp_path / "run/models/model_int8.onnx").exists()

@@ -1,0 +1,121 @@
+"""The command line: exit codes, one-line errors, no tracebacks unless --debug."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgetl.cli import main
+from tests.helpers import deep_merge, write_profile
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main(args)
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return int(done.value.code or 0), captured.out, captured.err
+
+
+def test_version_backbones_and_targets(capsys) -> None:
+    code, out, _ = run_cli(["version"], capsys)
+    assert code == 0 and out.startswith("edgetl 0.")
+    code, out, _ = run_cli(["backbones"], capsys)
+    assert code == 0 and "efficientnet_lite0" in out and "resize 256" in out
+    code, out, _ = run_cli(["targets"], capsys)
+    assert code == 0 and "x86-cpu" in out
+
+
+def test_validate_ok_and_bad(capsys, tmp_path: Path) -> None:
+    code, out, _ = run_cli(["validate", str(REPO / "profiles/quickstart.yaml")], capsys)
+    assert code == 0 and "ok" in out and "onnx_int8" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nname: x\ndata:\n  root: .\nfinetune:\n  epcohs: 3\n")
+    code, _, err = run_cli(["validate", str(bad)], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"edgetl: error: {bad}:6: finetune.epcohs: unknown key; did you mean 'epochs'? allowed keys: "
+        "augmentation, batch_size, early_stopping, epochs, head_dropout, head_init, label_smoothing, lr, "
+        "num_workers, optimizer, strategy, threads, weight_decay"
+    ]
+    assert "Traceback" not in err
+
+
+def test_missing_profile_is_exit_2_without_traceback(capsys, tmp_path: Path) -> None:
+    code, _, err = run_cli(["build", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2 and err.strip() == f"edgetl: error: {tmp_path / 'nope.yaml'}: profile not found"
+
+
+def test_missing_data_folder_is_exit_2(capsys, tmp_path: Path) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text(f"version: 1\nname: x\noutput_dir: {tmp_path / 'run'}\ndata:\n  root: {tmp_path / 'nothing'}\n")
+    code, _, err = run_cli(["build", str(profile)], capsys)
+    assert code == 2 and "data.root: folder not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_usage_errors_are_exit_2(capsys) -> None:
+    code, _, err = run_cli(["build"], capsys)
+    assert code == 2 and "Missing argument" in err
+    code, _, err = run_cli(["frobnicate"], capsys)
+    assert code == 2 and "No such command" in err
+
+
+def test_internal_errors_are_one_line_unless_debug(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgetl.profile
+
+    def boom(path):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(edgetl.profile, "load_profile", boom)
+    code, _, err = run_cli(["validate", "x.yaml"], capsys)
+    assert (
+        code == 1
+        and err.strip() == "edgetl: internal error: RuntimeError: kaboom (rerun with --debug for the traceback)"
+    )
+    with pytest.raises(RuntimeError, match="kaboom"):
+        main(["validate", "x.yaml", "--debug"])
+
+
+def test_predict_prints_labels_and_scores(built_run, capsys) -> None:
+    split = json.loads((built_run.run_dir / "data/split.json").read_text())
+    image = Path(split["root"]) / split["val"][0][0]
+    code, out, _ = run_cli(["predict", str(built_run.run_dir), str(image), "--top-k", "2"], capsys)
+    assert code == 0
+    path, labels = out.strip().split("\t")
+    assert path == str(image) and len(labels.split(", ")) == 2
+
+
+def test_budget_violation_prints_table_then_exits_3(built_run, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(built_run.run_dir, run)
+    profile = yaml.safe_load((built_run.run_dir / "profile.yaml").read_text())
+    profile = deep_merge(profile, {"output_dir": str(run), "budgets": {"min_accuracy": 100.0, "max_size_mb": 0.5}})
+    path = write_profile(tmp_path / "p.yaml", profile)
+    code, out, err = run_cli(["build", str(path), "--quiet"], capsys)
+    assert code == 3
+    assert "onnx_int8 (deployed)" in out and "FAIL max_size_mb" in out
+    assert "edgetl: error: budget violated: " in err and "max_size_mb: onnx_int8 file size" in err
+    assert json.loads((run / "report.json").read_text())["passed"] is False
+
+
+def test_console_script_is_installed() -> None:
+    executable = shutil.which("edgetl")
+    if executable is None:
+        pytest.skip("edgetl console script not on PATH (package not installed)")
+    result = subprocess.run([executable, "version"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "edgetl" in result.stdout
+
+
+def test_python_dash_m_works() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edgetl", "version"], capture_output=True, text=True, check=False, cwd=REPO
+    )
+    assert result.returncode == 0 and result.stdout.startswith("edgetl")

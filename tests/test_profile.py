@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edgetl.errors import ProfileError
+from edgetl.profile import load_profile, parse_profile
+
+REPO = Path(__file__).resolve().parents[1]
+MINIMAL = "version: 1\nname: demo\ndata:\n  root: images\n"
+
+
+def _errors(text: str, tmp_path: Path) -> str:
+    path = tmp_path / "p.yaml"
+    path.write_text(textwrap.dedent(text))
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    return str(caught.value)
+
+
+def test_every_shipped_profile_validates() -> None:
+    profiles = sorted((REPO / "profiles").glob("*.yaml"))
+    assert profiles, "no profiles shipped"
+    for path in profiles:
+        assert load_profile(path).profile.name
+
+
+def test_defaults_and_relative_paths_resolve_against_the_profile(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "p.yaml"
+    path.write_text(MINIMAL + "output_dir: ../out\n")
+    loaded = load_profile(path)
+    assert loaded.profile.data.root == (tmp_path / "sub" / "images").resolve()
+    assert loaded.output_dir == (tmp_path / "out").resolve()
+    assert loaded.profile.deployed_artifact == "onnx_int8"
+    assert loaded.profile.optimize.int8.activation_type == "uint8"
+
+
+def test_unknown_key_names_file_line_and_suggestion(tmp_path: Path) -> None:
+    message = _errors(MINIMAL + "finetune:\n  epoch: 3\n", tmp_path)
+    assert "p.yaml:6: finetune.epoch: unknown key; did you mean 'epochs'?" in message
+    assert "allowed keys:" in message and "batch_size" in message
+
+
+def test_wrong_literal_lists_allowed_values(tmp_path: Path) -> None:
+    message = _errors(MINIMAL + "optimize:\n  int8:\n    activation_type: int4\n", tmp_path)
+    assert "optimize.int8.activation_type" in message
+    assert "'uint8' or 'int8'" in message and "int4" in message
+
+
+def test_every_problem_is_reported_on_its_own_line(tmp_path: Path) -> None:
+    message = _errors(MINIMAL + "seed: abc\nbenchmark:\n  threads: 0\n", tmp_path)
+    lines = message.splitlines()
+    assert len(lines) == 2
+    assert any(line.startswith(f"{tmp_path / 'p.yaml'}:5: seed:") for line in lines)
+    assert any("benchmark.threads" in line and "greater than 0" in line for line in lines)
+
+
+def test_unknown_backbone_and_target_suggest_close_names(tmp_path: Path) -> None:
+    message = _errors(MINIMAL + "backbone:\n  name: efficientnet_lite\ntarget: x86cpu\n", tmp_path)
+    assert "did you mean 'efficientnet_lite0'?" in message
+    assert "did you mean 'x86-cpu'?" in message
+
+
+def test_missing_data_section_and_root(tmp_path: Path) -> None:
+    assert "data: required field is missing" in _errors("version: 1\nname: demo\n", tmp_path)
+    assert "root is required" in _errors("version: 1\nname: demo\ndata:\n  source: folder\n", tmp_path)
+
+
+def test_inconsistent_sections_are_refused(tmp_path: Path) -> None:
+    message = _errors(MINIMAL + "optimize:\n  int8:\n    enabled: false\n", tmp_path)
+    assert "onnx_int8 but optimize.int8.enabled is false" in message
+    message = _errors(MINIMAL + "benchmark:\n  baseline: onnx_fp32\n  artifacts: [torch_fp32, onnx_int8]\n", tmp_path)
+    assert "baseline 'onnx_fp32' must be one of the benchmarked artifacts" in message
+
+
+def test_impossible_budgets_are_refused(tmp_path: Path) -> None:
+    message = _errors(MINIMAL + "budgets:\n  min_accuracy: 120\n  max_latency_ms: -1\n", tmp_path)
+    assert "budgets.min_accuracy" in message and "budgets.max_latency_ms" in message
+
+
+def test_duplicate_keys_and_bad_yaml_point_at_the_line(tmp_path: Path) -> None:
+    assert "duplicate key 'name'" in _errors(MINIMAL + "name: again\n", tmp_path)
+    message = _errors("version: 1\nname: [unclosed\n", tmp_path)
+    assert "invalid YAML" in message and "p.yaml:" in message
+
+
+def test_not_a_mapping_missing_file_and_directory(tmp_path: Path) -> None:
+    assert "must be a YAML mapping" in _errors("- a\n- b\n", tmp_path)
+    with pytest.raises(ProfileError, match="profile not found"):
+        load_profile(tmp_path / "nope.yaml")
+    with pytest.raises(ProfileError, match="is a directory"):
+        load_profile(tmp_path)
+
+
+def test_yaml_tags_cannot_execute_code(tmp_path: Path) -> None:
+    message = _errors("!!python/object/apply:os.system ['echo pwned']\n", tmp_path)
+    assert "invalid YAML" in message
+
+
+def test_parse_profile_is_usable_without_a_file(tmp_path: Path) -> None:
+    profile = parse_profile(MINIMAL, tmp_path / "virtual.yaml")
+    assert profile.data.root == (tmp_path / "images").resolve()
+
+
+def test_validation_does_not_import_torch() -> None:
+    code = (
+        "import sys; from edgetl.cli import main\n"
+        "try:\n    main(['validate', 'profiles/quickstart.yaml'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\nprint('clean')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+    assert "clean" in result.stdout, result.stderr

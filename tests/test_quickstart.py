@@ -1,0 +1,36 @@
+"""The README's quickstart, end to end on the real hymenoptera set (about two minutes on 2 cores).
+
+Accuracy targets from issue #3 are asserted; latency ratios are not (they depend on the CPU and
+machine load: `benchmarks/quickstart.py` measures and records them instead).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgetl.console import Log
+from edgetl.pipeline import build
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_quickstart_meets_the_accuracy_targets(hymenoptera: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("EDGETL_DATA_HOME", str(hymenoptera.parent))
+    outcome = build(REPO / "profiles/quickstart.yaml", output_dir=tmp_path / "run", log=Log(quiet=True))
+    report = json.loads((tmp_path / "run/report.json").read_text())
+    torch_fp32, onnx_fp32, int8 = (report["artifacts"][n] for n in ("torch_fp32", "onnx_fp32", "onnx_int8"))
+
+    assert report["eval"]["images"] == 153
+    assert torch_fp32["accuracy"] >= 0.96, torch_fp32["correct"]
+    assert onnx_fp32["agreement"] == 1.0
+    assert abs(int8["correct"] - torch_fp32["correct"]) <= 1, "int8 within one image of fp32"
+    # Measured 99.3% (one image) on an AVX2 EPYC; other CPUs run other int8 kernels (VNNI, ARM dot
+    # product) whose rounding can flip one more borderline image, hence 98% here.
+    assert int8["agreement"] >= 0.98
+    assert int8["size_ratio_vs"]["onnx_fp32"] <= 0.3
+    assert report["passed"], report["budgets"]
+    assert outcome.results["finetune"].summary["head_init"]["mode"] == "imagenet"
