@@ -79,21 +79,24 @@ class LatencyStats:
 def measure_latency(
     runners: Sequence[Runner], sample: np.ndarray, warmup: int, iterations: int, rounds: int
 ) -> dict[str, LatencyStats]:
-    """Batch-`len(sample)` latency of each runner, interleaved in `rounds` rounds."""
+    """Latency at batch `len(sample)` (or a model's fixed batch) of each runner, interleaved in rounds."""
+    inputs: dict[str, np.ndarray] = {}
     for runner in runners:
         runner.activate()
+        batch = runner.fixed_batch or len(sample)
+        inputs[runner.name] = sample if batch == len(sample) else np.resize(sample, (batch, *sample.shape[1:]))
         for _ in range(warmup):
-            runner.infer(sample)
+            runner.infer(inputs[runner.name])
     per_round = max(1, math.ceil(iterations / rounds))
     samples: dict[str, list[float]] = {r.name: [] for r in runners}
     for _ in range(rounds):
         for runner in runners:
-            timings = samples[runner.name]
+            timings, data = samples[runner.name], inputs[runner.name]
             for _ in range(per_round):
                 started = time.perf_counter_ns()
-                runner.infer(sample)
+                runner.infer(data)
                 timings.append((time.perf_counter_ns() - started) / 1e6)
-    return {name: LatencyStats.from_samples(values, len(sample)) for name, values in samples.items()}
+    return {name: LatencyStats.from_samples(values, len(inputs[name])) for name, values in samples.items()}
 
 
 def measure_throughput(runner: Runner, batch: np.ndarray, iterations: int) -> dict[str, Any] | None:

@@ -113,9 +113,10 @@ def _rows(report: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, a in report["artifacts"].items():
         throughput = a["throughput"]
+        fixed_batch = f" [batch {a['latency_ms']['batch']}]" if a["latency_ms"]["batch"] != 1 else ""
         rows.append(
             [
-                name + (" (deployed)" if name == report["deployed_artifact"] else ""),
+                name + (" (deployed)" if name == report["deployed_artifact"] else "") + fixed_batch,
                 f"{a['accuracy']:.2%} ({a['correct']}/{a['total']})",
                 f"{a['agreement']:.2%}",
                 _ms(a["latency_ms"]["p50"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 from pathlib import Path
 
 import yaml
@@ -14,15 +15,21 @@ SHARED_HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def make_image(colour: tuple[int, int, int], seed: int, size: tuple[int, int] = (72, 56)) -> Image.Image:
-    """A noisy photo-like image whose dominant colour carries the class."""
+    """A noisy image whose colour and stripe direction carry the class (stripes follow the colour)."""
     rng = random.Random(seed)
-    image = Image.new("RGB", size, tuple(max(0, min(255, c + rng.randint(-30, 30))) for c in colour))
+    base = tuple(max(0, min(255, c + rng.randint(-30, 30))) for c in colour)
+    image = Image.new("RGB", size, base)
     draw = ImageDraw.Draw(image)
-    for _ in range(12):
+    horizontal = colour[0] >= colour[2]  # reds: horizontal stripes, blues: vertical
+    step = rng.randint(6, 10)
+    dark = tuple(c // 3 for c in base)
+    for offset in range(rng.randint(0, step), max(size), step):
+        line = (0, offset, size[0], offset) if horizontal else (offset, 0, offset, size[1])
+        draw.line(line, fill=dark, width=2)
+    for _ in range(3):
         x, y = rng.randint(0, size[0]), rng.randint(0, size[1])
-        w, h = rng.randint(4, 20), rng.randint(4, 20)
-        shade = tuple(rng.randint(0, 255) for _ in range(3))
-        draw.ellipse((x, y, x + w, y + h), fill=shade)
+        w, h = rng.randint(4, 14), rng.randint(4, 14)
+        draw.ellipse((x, y, x + w, y + h), fill=tuple(rng.randint(0, 255) for _ in range(3)))
     return image
 
 
@@ -38,9 +45,8 @@ def make_image_folder(
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(count):
             suffix = ".jpg" if fmt == "JPEG" else ".png"
-            make_image(CLASS_COLOURS[label], seed=hash((label, i, seed)) % 100000).save(
-                folder / f"{i:03d}{suffix}", fmt
-            )
+            image_seed = zlib.crc32(f"{label}/{i}/{seed}".encode())  # stable across processes, unlike hash()
+            make_image(CLASS_COLOURS[label], seed=image_seed).save(folder / f"{i:03d}{suffix}", fmt)
     return root
 
 

@@ -55,10 +55,11 @@ def export_onnx(model: Any, input_shape: tuple[int, int, int], batch: int | str,
                 optimize=True,
                 verbose=False,
             )
-    except Exception as error:
+    except Exception as error:  # the exporter raises many types; keep its first line, not its log
+        first_line = (str(error).strip().splitlines() or [error.__class__.__name__])[0]
         raise VerificationError(
-            f"ONNX export failed: {str(error).splitlines()[0]}\n{chatter.getvalue()[-2000:]}"
-        ) from None
+            f"ONNX export failed: {first_line}", hint="rerun with --debug for the traceback"
+        ) from error
     return program.model_proto
 
 

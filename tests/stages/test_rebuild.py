@@ -149,3 +149,19 @@ def test_without_val_folder_val_is_split_off_train(tmp_path: Path) -> None:
     assert len(split["val"]) == 6
     assert outcome.report["deployed_artifact"] == "onnx_fp32"
     assert not (tmp_path / "run/models/model_int8.onnx").exists()
+
+
+def test_fixed_batch_export_flows_through_quantization_and_benchmark(built_run, tmp_path: Path) -> None:
+    import onnx
+
+    profile = clone(built_run, tmp_path, export={"batch_size": 2})
+    outcome = build(profile, log=QUIET)
+    assert sorted(n for n, r in outcome.results.items() if not r.skipped) == ["benchmark", "export", "optimize"]
+    for name in ("model_fp32.onnx", "model_int8.onnx"):
+        model = onnx.load(str(tmp_path / "run/models" / name))
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2, name
+    report = outcome.report
+    assert report["artifacts"]["onnx_int8"]["total"] == 10  # 10 val images through a batch-2 model
+    assert report["artifacts"]["onnx_fp32"]["agreement"] == 1.0
+    assert report["artifacts"]["onnx_int8"]["throughput"] is None, "batch-4 throughput is impossible at batch 2"
+    assert report["artifacts"]["torch_fp32"]["throughput"]["batch"] == 4
