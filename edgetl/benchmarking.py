@@ -118,10 +118,3 @@ def measure_throughput(runner: Runner, batch: np.ndarray, iterations: int) -> di
         "images_per_second": len(batch) / median,
         "batch_ms_p50": median * 1e3,
     }
-
-
-def evaluate(runner: Runner, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Logits for every image (batched); the caller derives accuracy and agreement."""
-    runner.activate()
-    outputs = [runner.infer_any_batch(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)

@@ -140,7 +140,7 @@ def _headers(report: dict[str, Any]) -> list[str]:
         "p50 ms",
         "p90 ms",
         "p99 ms",
-        "speedup",
+        f"speedup vs {report['baseline']}",
         f"img/s @ batch {batch}",
         "size MB",
         "size vs base",
@@ -223,7 +223,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             f"- static int8 QDQ, {s['calibration_method']} calibration on {quant['calibration_images']} train images, "
             f"activations {s['activation_type']}, weights {s['weight_type']} "
-            f"{'per-channel' if s['per_channel'] else 'per-tensor'}",
+            f"{'per-channel' if s['per_channel'] else 'per-tensor'}"
+            f"{' with reduce_range (7-bit weights)' if s['reduce_range'] else ''}",
+            f"- kept in float: {', '.join(s['keep_float'] + s['exclude_nodes']) or 'nothing'}",
         ]
     lines += [
         "",

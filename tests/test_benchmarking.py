@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetl.benchmarking import LatencyStats, evaluate, measure_latency, measure_throughput
+from edgetl.benchmarking import LatencyStats, measure_latency, measure_throughput
 from edgetl.budgets import evaluate_budgets
 from edgetl.profile import BudgetsConfig
 from edgetl.runtime.runners import Runner
@@ -56,9 +56,9 @@ def test_throughput_skips_models_with_another_fixed_batch() -> None:
     assert result["batch"] == 4 and result["iterations"] == 3 and result["images_per_second"] > 0
 
 
-def test_evaluate_pads_the_last_batch_for_fixed_batch_models() -> None:
+def test_fixed_batch_runners_pad_the_last_batch() -> None:
     images = np.arange(5, dtype=np.float32).reshape(5, 1)
-    logits = evaluate(FakeRunner("fixed", [], fixed=2), images, batch_size=4)
+    logits = FakeRunner("fixed", [], fixed=2).infer_any_batch(images)
     np.testing.assert_allclose(logits[:, 0], images[:, 0])
 
 

@@ -10,19 +10,9 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from dataclasses import dataclass
 
 from edgetl.data.check import ImageRecord
 from edgetl.errors import DataError
-
-
-@dataclass(frozen=True)
-class Sample:
-    rel: str
-    label: int
-
-    def to_list(self) -> list:
-        return [self.rel, self.label]
 
 
 def stratified_split(

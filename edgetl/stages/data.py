@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.data.check import (
-    FolderScan,
     ImageRecord,
     Problem,
     duplicate_problems,
@@ -192,6 +191,3 @@ def split_paths(split: dict[str, Any], name: str) -> tuple[list[Path], list[int]
     root = Path(split["root"])
     entries = split[name]
     return [root / rel for rel, _ in entries], [int(label) for _, label in entries]
-
-
-__all__ = ["DataStage", "FolderScan", "read_split", "split_paths", "SPLIT_FILE", "CHECK_FILE", "LABELS_FILE"]
