@@ -31,14 +31,23 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 ProfileArg = Annotated[Path, typer.Argument(help="profile YAML file", show_default=False)]
 
 
+OutputOption = Annotated[
+    Path | None, typer.Option("--output-dir", "-o", help="run directory (overrides the profile's output_dir)")
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="rerun every stage, ignoring cached results")]
+ResumeOption = Annotated[
+    bool, typer.Option("--resume", help="continue an interrupted training from its last finished epoch")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="only print the result and errors")]
+
+
 @app.command()
 def build(
     profile: ProfileArg,
-    output_dir: Annotated[
-        Path | None, typer.Option("--output-dir", "-o", help="run directory (overrides the profile's output_dir)")
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="rerun every stage, ignoring cached results")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="only print the result table and errors")] = False,
+    output_dir: OutputOption = None,
+    force: ForceOption = False,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Fine-tune, export, quantize and benchmark as the profile says."""
     from edgetl.console import Log
@@ -46,12 +55,48 @@ def build(
     from edgetl.pipeline import build as run_build
     from edgetl.report import print_table
 
-    outcome = run_build(profile, output_dir=output_dir, force=force, log=Log(quiet=quiet))
+    outcome = run_build(profile, output_dir=output_dir, force=force, resume=resume, log=Log(quiet=quiet))
+    if outcome.report is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     print_table(outcome.report, _out)
-    skipped = [name for name, r in outcome.results.items() if r.skipped]
-    note = f"; up to date: {', '.join(skipped)}" if skipped else ""
-    _err.print(f"run directory: {outcome.run_dir} (report: {REPORT_MD}){note}; {outcome.seconds:.1f} s")
+    _err.print(
+        f"run directory: {outcome.run_dir} (report: {REPORT_MD}){_skipped_note(outcome)}; {outcome.seconds:.1f} s"
+    )
     outcome.raise_for_budgets()
+
+
+@app.command()
+def train(
+    profile: ProfileArg,
+    output_dir: OutputOption = None,
+    force: ForceOption = False,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Run only the data and fine-tune stages (works under torchrun for multi-process training)."""
+    from edgetl.console import Log
+    from edgetl.pipeline import build as run_build
+    from edgetl.stages.finetune import CURVES_FILE
+
+    outcome = run_build(
+        profile, output_dir=output_dir, force=force, resume=resume, until="finetune", log=Log(quiet=quiet)
+    )
+    if not outcome.results or "finetune" not in outcome.results or outcome.results["finetune"].files == {}:
+        return  # a torchrun rank other than 0
+    summary = outcome.results["finetune"].summary
+    holdout = summary.get("best_holdout_accuracy")
+    _out.print(
+        f"{summary['backbone']} {summary['strategy_detail']}: best epoch {summary['best_epoch']} of "
+        f"{summary['epochs_run']}" + (f", holdout accuracy {holdout:.2%}" if holdout is not None else "")
+    )
+    _err.print(
+        f"run directory: {outcome.run_dir} (curves: {CURVES_FILE}){_skipped_note(outcome)}; {outcome.seconds:.1f} s"
+    )
+
+
+def _skipped_note(outcome: object) -> str:
+    skipped = [name for name, r in outcome.results.items() if r.skipped]  # type: ignore[attr-defined]
+    return f"; up to date: {', '.join(skipped)}" if skipped else ""
 
 
 @app.command()
@@ -90,14 +135,18 @@ def predict(
 
 @app.command()
 def backbones() -> None:
-    """List the registered backbones and their preprocessing."""
+    """List the registered backbones: cost, preprocessing, and whether their weights are on this machine."""
     from edgetl.backbones import list_backbones
+    from edgetl.backbones.weights import find_local_weights
 
     for spec in list_backbones():
         pre = spec.pretrained.preprocessing
+        local = find_local_weights(spec)
+        source = spec.pretrained.package or spec.pretrained.url
+        weights = f"weights: {local}" if local else f"weights not on this machine (from {source})"
         _out.print(
-            f"{spec.name:<22} {spec.params_millions:.2f} M params, features {spec.feature_dim}, "
-            f"input {pre.crop} (resize {pre.resize}, {pre.interpolation}); {spec.description}"
+            f"{spec.name:<20} {spec.params_millions:5.2f} M params {spec.macs_millions:7.1f} M MACs, "
+            f"input {pre.crop} (resize {pre.resize}, {pre.interpolation}); {spec.description}; {weights}"
         )
 
 
@@ -128,12 +177,12 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="edgetl", standalone_mode=False)
+        # Non-standalone typer returns the exit code of typer.Exit, and turns Ctrl-C into Exit(130).
+        code = app(args=args, prog_name="edgetl", standalone_mode=False)
     except typer.Exit as done:
-        sys.exit(done.exit_code)
+        code = done.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        _err.print("edgetl: interrupted; finished stages are cached, run the same command to resume")
-        sys.exit(130)
+        code = 130
     except EdgeTLError as error:
         if debug:
             _err.print_exception()
@@ -152,6 +201,10 @@ def main(argv: list[str] | None = None) -> None:
             markup=False,
         )
         sys.exit(1)
+    if code == 130:
+        _err.print("edgetl: interrupted; finished stages are cached; rerun with --resume to continue training")
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

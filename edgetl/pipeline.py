@@ -8,6 +8,7 @@ produces are removed, and `manifest.json` is written last: it is the commit poin
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from edgetl.machine import describe_machine
 from edgetl.profile import LoadedProfile, load_profile
 from edgetl.report import compose_report, render_markdown
 from edgetl.stages.base import BuildContext, Stage, StageResult, execute, package_versions, prune_cache
+from edgetl.training.distributed import DistributedEnv
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = "edgetl.manifest/1"
@@ -46,48 +48,85 @@ DETERMINISM = {
 @dataclass
 class BuildOutcome:
     run_dir: Path
-    report: dict[str, Any]
+    report: dict[str, Any] | None  # None for a partial build (`edgetl train`) and on ranks other than 0
     results: dict[str, StageResult]
     seconds: float
 
     def raise_for_budgets(self) -> None:
         """BudgetExceeded (exit code 3) naming every violated budget and by how much."""
+        if self.report is None:
+            return
         failed = [b["message"] for b in self.report["budgets"] if not b["passed"]]
         if failed:
             raise BudgetExceeded("budget violated: " + "; ".join(failed), hint=f"report: {self.run_dir / REPORT_MD}")
 
 
-def default_stages() -> list[Stage]:
+STAGE_ORDER = ("data", "finetune", "export", "optimize", "benchmark")
+
+
+def default_stages(until: str | None = None) -> list[Stage]:
     from edgetl.stages.benchmark import BenchmarkStage
     from edgetl.stages.data import DataStage
     from edgetl.stages.export import ExportStage
     from edgetl.stages.finetune import FinetuneStage
     from edgetl.stages.optimize import OptimizeStage
 
-    return [DataStage(), FinetuneStage(), ExportStage(), OptimizeStage(), BenchmarkStage()]
+    stages: list[Stage] = [DataStage(), FinetuneStage(), ExportStage(), OptimizeStage(), BenchmarkStage()]
+    if until is None:
+        return stages
+    return stages[: STAGE_ORDER.index(until) + 1]
 
 
 def build(
     profile_path: str | Path,
     output_dir: Path | None = None,
     force: bool = False,
+    resume: bool = False,
+    until: str | None = None,
     log: Log | None = None,
 ) -> BuildOutcome:
-    """Run a whole build and publish it; budgets are checked by `BuildOutcome.raise_for_budgets`."""
+    """Run the stages (all, or up to `until`) and publish the run directory.
+
+    Budgets are checked by `BuildOutcome.raise_for_budgets`. Under torchrun, ranks other than 0
+    only take part in distributed stages and return without publishing anything.
+    """
     started = time.perf_counter()
     log = log or Log()
     loaded = load_profile(profile_path)
     run_dir = (output_dir.resolve() if output_dir else loaded.output_dir).resolve()
-    _check_run_dir(run_dir, loaded)
-    with RunLock(run_dir):
-        ctx = BuildContext(loaded=loaded, run_dir=run_dir, log=log, force=force)
-        for stage in default_stages():
-            execute(stage, ctx)
-        results_file = ctx.results["benchmark"].path("benchmark/results.json")
-        summaries = {name: result.summary for name, result in ctx.results.items()}
-        report = compose_report(loaded.profile, read_json(results_file), summaries, loaded.profile.deployed_artifact)
-        _publish(ctx, report, started)
-        prune_cache(ctx)
+    dist = DistributedEnv.from_env()
+    if dist.is_main:
+        _check_run_dir(run_dir, loaded)
+    stages = default_stages(until)
+    last_distributed = max((i for i, s in enumerate(stages) if s.distributed), default=-1)
+    ctx = BuildContext(loaded=loaded, run_dir=run_dir, log=log, force=force, resume=resume, dist=dist)
+    dist.init(dist.device(loaded.profile.finetune.device))
+    try:
+        with RunLock(run_dir) if dist.is_main else contextlib.nullcontext():
+            for index, stage in enumerate(stages):
+                if ctx.dist.enabled and index > last_distributed:
+                    # The multi-process part is over: rank 0 carries on alone, the others are done.
+                    ctx.dist.barrier()
+                    ctx.dist.shutdown()
+                    if not dist.is_main:
+                        return BuildOutcome(run_dir, None, ctx.results, time.perf_counter() - started)
+                    ctx.dist = DistributedEnv()
+                execute(stage, ctx)
+            if ctx.dist.enabled:  # `edgetl train`: the last stage was the distributed one
+                ctx.dist.barrier()
+                if not dist.is_main:
+                    return BuildOutcome(run_dir, None, ctx.results, time.perf_counter() - started)
+            report = None
+            if "benchmark" in ctx.results:
+                results_file = ctx.results["benchmark"].path("benchmark/results.json")
+                summaries = {name: result.summary for name, result in ctx.results.items()}
+                report = compose_report(
+                    loaded.profile, read_json(results_file), summaries, loaded.profile.deployed_artifact
+                )
+            _publish(ctx, report, started)
+            prune_cache(ctx)
+    finally:
+        dist.shutdown()
     return BuildOutcome(run_dir, report, ctx.results, time.perf_counter() - started)
 
 
@@ -110,17 +149,19 @@ def _published_files(ctx: BuildContext) -> dict[str, Path]:
     return files
 
 
-def _publish(ctx: BuildContext, report: dict[str, Any], started: float) -> None:
+def _publish(ctx: BuildContext, report: dict[str, Any] | None, started: float) -> None:
     run_dir = ctx.run_dir
     previous = _previous_files(run_dir)
     files = _published_files(ctx)
     for relative, source in files.items():
         publish_file(source, run_dir / relative)
-    write_json_atomic(run_dir / REPORT_JSON, report)
-    write_text_atomic(run_dir / REPORT_MD, render_markdown(report))
+    produced = set(files) | {PROFILE_COPY}
+    if report is not None:
+        write_json_atomic(run_dir / REPORT_JSON, report)
+        write_text_atomic(run_dir / REPORT_MD, render_markdown(report))
+        produced |= {REPORT_JSON, REPORT_MD}
     write_text_atomic(run_dir / PROFILE_COPY, ctx.loaded.text)
-    produced = set(files) | {REPORT_JSON, REPORT_MD, PROFILE_COPY}
-    for stale in previous - produced:
+    for stale in previous - produced:  # e.g. an int8 model a previous profile produced
         remove_tree(run_dir / stale)
     manifest = {
         "schema": MANIFEST_SCHEMA,
@@ -132,8 +173,10 @@ def _publish(ctx: BuildContext, report: dict[str, Any], started: float) -> None:
             "sha256": ctx.loaded.sha256,
             "resolved": ctx.profile.model_dump(mode="json"),
         },
+        "complete": report is not None,
+        "stages_run": list(ctx.results),
         "target": ctx.profile.target,
-        "deployed_artifact": ctx.profile.deployed_artifact,
+        "deployed_artifact": ctx.profile.deployed_artifact if report is not None else None,
         "seed": ctx.profile.seed,
         "files": {
             relative: {"sha256": sha256_file(run_dir / relative), "bytes": (run_dir / relative).stat().st_size}

@@ -82,6 +82,7 @@ class BackboneConfig(_Section):
 
 
 class AugmentationConfig(_Section):
+    enabled: bool = True
     crop_scale: tuple[Annotated[float, Field(gt=0.0, le=1.0)], Annotated[float, Field(gt=0.0, le=1.0)]] = (0.5, 1.0)
     crop_ratio: tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]] = (3 / 4, 4 / 3)
     hflip: bool = True
@@ -100,20 +101,51 @@ class EarlyStoppingConfig(_Section):
     min_delta: Annotated[float, Field(ge=0.0)] = 0.0
 
 
+class GradualConfig(_Section):
+    """ULMFiT-style unfreezing: head only first, then `blocks_per_step` more blocks every `every_epochs`."""
+
+    every_epochs: PositiveInt = 2
+    blocks_per_step: PositiveInt = 2
+    max_blocks: PositiveInt | None = Field(None, description="stop unfreezing here; default: every block")
+
+
+Strategy = Literal["auto", "feature_extract", "partial", "gradual", "full", "scratch"]
+
+
 class FinetuneConfig(_Section):
-    strategy: Literal["feature_extract"] = Field(
-        "feature_extract", description="frozen pretrained backbone, new trained head"
+    strategy: Strategy = Field(
+        "feature_extract",
+        description=(
+            "feature_extract: frozen backbone, new head; partial: also the last `unfreeze_blocks` blocks; "
+            "gradual: unfreeze blocks on a schedule; full: everything; scratch: random init (a baseline); "
+            "auto: choose from data size and a linear-probe measure of domain fit"
+        ),
     )
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] = Field(1e-3, description="learning rate of the new head")
+    backbone_lr_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.1, description="pretrained layers learn at lr * this (discriminative learning rates)"
+    )
     weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
+    warmup_epochs: Annotated[float, Field(ge=0.0)] = Field(0.0, description="linear warm-up, then cosine decay")
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     head_init: Literal["auto", "imagenet", "random"] = Field(
         "auto", description="'auto': start from matching ImageNet classifier rows when every class matches"
     )
     head_dropout: Fraction = 0.2
+    unfreeze_blocks: PositiveInt = Field(3, description="partial: how many blocks from the top are trained")
+    gradual: GradualConfig = GradualConfig()
+    freeze_batchnorm: bool = Field(True, description="keep BatchNorm statistics frozen in trained blocks")
+    class_balance: Literal["none", "weighted_loss", "sampler"] = "none"
+    mixed_precision: Literal["auto", "off", "fp16", "bf16"] = Field(
+        "auto", description="'auto': fp16 autocast on CUDA, off on CPU"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cache_features: bool = Field(
+        True, description="feature_extract without augmentation: run the backbone once, then train the head"
+    )
     augmentation: AugmentationConfig = AugmentationConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     threads: PositiveInt | None = Field(None, description="torch threads; default: all cores")

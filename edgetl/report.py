@@ -89,6 +89,8 @@ def compose_report(
             for key in (
                 "backbone",
                 "strategy",
+                "strategy_detail",
+                "auto",
                 "head_init",
                 "epochs_run",
                 "best_epoch",
@@ -96,6 +98,12 @@ def compose_report(
                 "trainable_parameters",
                 "total_parameters",
                 "train_seconds",
+                "device",
+                "world_size",
+                "mixed_precision",
+                "cached_features",
+                "stopped_early",
+                "resumed_from_epoch",
             )
         },
         "export": stages.get("export", {}).get("parity"),
@@ -187,12 +195,17 @@ def render_markdown(report: dict[str, Any]) -> str:
     training = report.get("training") or {}
     if training.get("backbone"):
         head = training.get("head_init") or {}
+        auto = training.get("auto")
         lines += [
             "",
             "## Fine-tuning",
             "",
-            f"- backbone `{training['backbone']}`, strategy `{training['strategy']}`, "
+            f"- backbone `{training['backbone']}`, {training.get('strategy_detail') or training['strategy']}; "
             f"{training['trainable_parameters']:,} trainable of {training['total_parameters']:,} parameters",
+        ]
+        if auto:
+            lines.append(f"- strategy chosen by `auto`: {auto['reason']}")
+        lines += [
             f"- head initialisation: {head.get('mode')}"
             + (
                 f" ({', '.join(f'{k} <- {v}' for k, v in head.get('matches', {}).items())})"
@@ -200,10 +213,16 @@ def render_markdown(report: dict[str, Any]) -> str:
                 else ""
             )
             + (f" ({head['reason']})" if head.get("reason") else ""),
-            f"- {training['epochs_run']} epochs, best epoch {training['best_epoch']} "
-            f"(holdout accuracy {training['best_holdout_accuracy']:.2%})"
-            if training.get("best_holdout_accuracy") is not None
-            else f"- {training['epochs_run']} epochs, best epoch {training['best_epoch']}",
+            f"- {training['epochs_run']} epochs, best epoch {training['best_epoch']}"
+            + (
+                f" (holdout accuracy {training['best_holdout_accuracy']:.2%})"
+                if training.get("best_holdout_accuracy") is not None
+                else ""
+            )
+            + f"; {training.get('train_seconds') or 0:.0f} s on {training.get('device')}"
+            + (f" x {training['world_size']} processes" if (training.get("world_size") or 1) > 1 else ""),
+            "",
+            "![training curves](training/curves.png)",
         ]
     parity = report.get("export")
     if parity:

@@ -41,11 +41,12 @@ def test_validate_ok_and_bad(capsys, tmp_path: Path) -> None:
     bad.write_text("version: 1\nname: x\ndata:\n  root: .\nfinetune:\n  epcohs: 3\n")
     code, _, err = run_cli(["validate", str(bad)], capsys)
     assert code == 2
-    assert err.strip().splitlines() == [
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
         f"edgetl: error: {bad}:6: finetune.epcohs: unknown key; did you mean 'epochs'? allowed keys: "
-        "augmentation, batch_size, early_stopping, epochs, head_dropout, head_init, label_smoothing, lr, "
-        "num_workers, optimizer, strategy, threads, weight_decay"
-    ]
+    )
+    assert "batch_size, " in lines[0] and "weight_decay" in lines[0]
     assert "Traceback" not in err
 
 

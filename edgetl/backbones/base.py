@@ -17,6 +17,8 @@ class BuiltBackbone:
 
     `model` follows timm's interface: `forward_features(x)`, `forward_head(x, pre_logits=True)`
     for pooled features, and `get_classifier()` for the new head.
+    `groups` lists the backbone's layers from input to output (stem, each block, final conv):
+    the unit that partial and gradual fine-tuning unfreeze, counted from the output end.
     `pretrained_head` keeps the discarded ImageNet classifier (weight, bias) so the new head can be
     initialised from matching rows (see `edgetl.backbones.imagenet`).
     """
@@ -24,6 +26,7 @@ class BuiltBackbone:
     spec: BackboneSpec
     model: nn.Module
     num_classes: int
+    groups: list[list[nn.Module]]
     weights_file: Path | None = None
     weights_sha256: str | None = None
     pretrained_head: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -43,3 +46,34 @@ class BuiltBackbone:
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_macs(model: nn.Module, input_size: int) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (convolutions and linear layers)."""
+    total = 0
+
+    def conv_hook(module: nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        kernel = module.kernel_size[0] * module.kernel_size[1]
+        total += output[0].numel() * (module.in_channels // module.groups) * kernel
+
+    def linear_hook(module: nn.Linear, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        total += module.in_features * module.out_features
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(conv_hook))
+        elif isinstance(module, nn.Linear):
+            handles.append(module.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, input_size, input_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return total

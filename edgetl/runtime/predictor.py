@@ -105,6 +105,8 @@ def load(source: str | Path, artifact: str | None = None, threads: int | None = 
     if not manifest_path.is_file():
         raise ModelFileError(f"{path}: not a finished edgetl run (manifest.json missing)")
     manifest = json.loads(manifest_path.read_text())
+    if not manifest.get("complete", True):
+        raise ModelFileError(f"{path}: holds a partial build (edgetl train); run edgetl build to export a model")
     name = artifact or manifest.get("deployed_artifact", "onnx_fp32")
     if name not in MODEL_FILES:
         raise UserInputError(f"artifact {name!r} cannot be loaded by the runtime; choose from {', '.join(MODEL_FILES)}")

@@ -9,11 +9,13 @@ nothing a later run could mistake for a result.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,6 +23,7 @@ from edgetl import __version__
 from edgetl.console import Log
 from edgetl.files import canonical_json, read_json, remove_tree, sha256_file, sha256_text, write_json_atomic
 from edgetl.profile import LoadedProfile, Profile
+from edgetl.training.distributed import DistributedEnv
 
 STAGE_RECORD = "stage.json"
 
@@ -48,8 +51,11 @@ class BuildContext:
     run_dir: Path
     log: Log
     force: bool = False
+    resume: bool = False  # continue an interrupted stage from its last checkpoint
+    dist: DistributedEnv = field(default_factory=DistributedEnv)
     results: dict[str, StageResult] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)  # in-memory hand-offs between stages
+    work_dir: Path | None = None  # the running stage's folder for resumable state (kept on failure)
 
     @property
     def profile(self) -> Profile:
@@ -59,11 +65,17 @@ class BuildContext:
     def cache_root(self) -> Path:
         return self.run_dir / ".edgetl" / "cache"
 
+    @property
+    def work_root(self) -> Path:
+        return self.run_dir / ".edgetl" / "work"
+
 
 class Stage(ABC):
     name: ClassVar[str]
     # Bump when a code change alters what the stage produces, to invalidate old caches.
     version: ClassVar[int] = 1
+    # Runs on every torchrun rank (the others only wait for rank 0 and read its cached result).
+    distributed: ClassVar[bool] = False
 
     @abstractmethod
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
@@ -86,6 +98,17 @@ def package_versions(*names: str) -> dict[str, str]:
     return versions
 
 
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """Digest of edgetl's own source: a code change invalidates cached stage results, as in DVC."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _complete(directory: Path) -> dict[str, Any] | None:
     record_path = directory / STAGE_RECORD
     if not record_path.is_file():
@@ -101,10 +124,31 @@ def _complete(directory: Path) -> dict[str, Any] | None:
 
 
 def execute(stage: Stage, ctx: BuildContext) -> StageResult:
-    payload = {"stage": stage.name, "stage_version": stage.version, "inputs": stage.fingerprint_inputs(ctx)}
+    """Run `stage` unless its cache folder for these inputs is complete.
+
+    Under torchrun, non-distributed stages run on rank 0 only (the others wait, then read the
+    cache); distributed stages run on every rank but only rank 0 keeps the outputs.
+    """
+    if ctx.dist.enabled and not stage.distributed:
+        if ctx.dist.is_main:
+            _execute(stage, ctx)
+        ctx.dist.barrier()
+        if not ctx.dist.is_main:
+            return _execute(stage, ctx, must_be_cached=True)
+        return ctx.results[stage.name]
+    return _execute(stage, ctx)
+
+
+def _execute(stage: Stage, ctx: BuildContext, must_be_cached: bool = False) -> StageResult:
+    payload = {
+        "stage": stage.name,
+        "stage_version": stage.version,
+        "code": code_digest(),
+        "inputs": stage.fingerprint_inputs(ctx),
+    }
     fingerprint = sha256_text(canonical_json(payload))
     folder = ctx.cache_root / stage.name / fingerprint[:16]
-    record = None if ctx.force else _complete(folder)
+    record = None if ctx.force and not must_be_cached else _complete(folder)
     if record is not None:
         result = StageResult(
             name=stage.name,
@@ -115,11 +159,17 @@ def execute(stage: Stage, ctx: BuildContext) -> StageResult:
             seconds=record.get("seconds", 0.0),
             skipped=True,
         )
-        ctx.log.stage(stage.name, "up to date, skipped")
+        if ctx.dist.is_main:
+            ctx.log.stage(stage.name, "up to date, skipped")
         ctx.results[stage.name] = result
         return result
+    if must_be_cached:
+        raise RuntimeError(f"rank {ctx.dist.rank}: stage {stage.name} was not completed by rank 0")
 
-    temp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    ctx.work_dir = ctx.work_root / stage.name / fingerprint[:16]
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    suffix = f"tmp-{os.getpid()}" if ctx.dist.is_main else f"rank{ctx.dist.rank}-{os.getpid()}"
+    temp = folder.with_name(f".{folder.name}.{suffix}")
     remove_tree(temp)
     temp.mkdir(parents=True)
     started = time.perf_counter()
@@ -128,7 +178,14 @@ def execute(stage: Stage, ctx: BuildContext) -> StageResult:
     except BaseException:
         remove_tree(temp)
         raise
+    finally:
+        ctx.work_dir = None
     seconds = time.perf_counter() - started
+    if not ctx.dist.is_main:  # other ranks trained alongside rank 0; its outputs are the ones kept
+        remove_tree(temp)
+        result = StageResult(stage.name, folder, fingerprint, {}, summary, seconds, skipped=False)
+        ctx.results[stage.name] = result
+        return result
     files = {
         path.relative_to(temp).as_posix(): sha256_file(path)
         for path in sorted(temp.rglob("*"))
@@ -140,15 +197,17 @@ def execute(stage: Stage, ctx: BuildContext) -> StageResult:
     )
     remove_tree(folder)
     os.replace(temp, folder)
+    remove_tree(ctx.work_root / stage.name / fingerprint[:16])  # resumable state is no longer needed
     result = StageResult(stage.name, folder, fingerprint, files, summary, seconds, skipped=False)
     ctx.results[stage.name] = result
     return result
 
 
 def prune_cache(ctx: BuildContext) -> None:
-    """Keep only the cache folders the current build used (and nothing half-written)."""
+    """Keep only the cache folders the current build used (and nothing half-written or stale)."""
     for stage_dir in ctx.cache_root.glob("*"):
         current = ctx.results.get(stage_dir.name)
         for entry in stage_dir.iterdir():
             if current is None or entry != current.directory:
                 remove_tree(entry)
+    remove_tree(ctx.work_root)

@@ -1,7 +1,9 @@
 """Fine-tune stage: pretrained backbone + new head, trained on train, early-stopped on holdout.
 
-Outputs: `models/model.pt` (best checkpoint), `preprocessing.json`, `training/history.json` and
-`training/history.csv`.
+Outputs: `models/model.pt` (best checkpoint), `preprocessing.json`, `training/history.json`,
+`training/history.csv` and `training/curves.png`. A resumable checkpoint is kept after every epoch
+in the stage's work folder until the stage succeeds (`edgetl build --resume` continues it).
+Under torchrun every rank trains; only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ CHECKPOINT_FILE = "models/model.pt"
 PREPROCESSING_FILE = "preprocessing.json"
 HISTORY_FILE = "training/history.json"
 HISTORY_CSV = "training/history.csv"
+CURVES_FILE = "training/curves.png"
 
 
 def seed_everything(seed: int) -> None:
@@ -34,6 +37,7 @@ def seed_everything(seed: int) -> None:
 
 class FinetuneStage(Stage):
     name = "finetune"
+    distributed = True
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         backbone = ctx.profile.backbone
@@ -54,97 +58,128 @@ class FinetuneStage(Stage):
 
         from edgetl.backbones.registry import get_backbone
         from edgetl.training.checkpoint import save_checkpoint
+        from edgetl.training.curves import plot_curves
         from edgetl.training.datasets import ImageListDataset, eval_transform, train_transform
-        from edgetl.training.feature_extract import initialise_head, train_feature_extract
+        from edgetl.training.strategies import make_strategy
+        from edgetl.training.trainer import Trainer, initialise_head
 
         profile = ctx.profile
         cfg = profile.finetune
-        seed_everything(profile.seed)
+        seed_everything(profile.seed)  # augmentation and dropout are seeded per sample, not from here
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        elif ctx.dist.enabled:
+            torch.set_num_threads(max(1, torch.get_num_threads() // ctx.dist.world_size))
+        log = (lambda m: ctx.log.stage(self.name, m)) if ctx.dist.is_main else (lambda m: None)
         split = read_split(ctx.results["data"].path(SPLIT_FILE))
         classes: list[str] = split["classes"]
         spec = get_backbone(profile.backbone.name)
         pre = spec.pretrained.preprocessing
-
-        ctx.log.stage(
-            self.name, f"building {spec.name} ({'pretrained' if profile.backbone.pretrained else 'random init'})"
-        )
-        built = spec.build(
-            num_classes=len(classes), pretrained=profile.backbone.pretrained, weights=profile.backbone.weights
-        )
-        head_init = initialise_head(built, classes, cfg.head_init)
-        ctx.log.stage(self.name, _describe_head_init(head_init))
-
         train_paths, train_labels = split_paths(split, "train")
         holdout_paths, holdout_labels = split_paths(split, "holdout")
-        train_set = ImageListDataset(
-            train_paths, train_labels, train_transform(pre, cfg.augmentation), preload_side=pre.resize
-        )
-        generator = torch.Generator().manual_seed(profile.seed)
-        loader = torch.utils.data.DataLoader(
-            train_set,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=generator,
-            num_workers=cfg.num_workers,
-            worker_init_fn=_seed_worker,
-            persistent_workers=cfg.num_workers > 0,
-        )
         holdout = None
         if holdout_paths:
-            to_tensor = eval_transform(pre)
-            holdout_set = ImageListDataset(holdout_paths, holdout_labels, to_tensor)
-            images = torch.stack([holdout_set[i][0] for i in range(len(holdout_set))])
-            holdout = (images, torch.tensor(holdout_labels))
-        ctx.log.stage(
-            self.name,
-            f"strategy {cfg.strategy}: training the head on {len(train_paths)} images, "
-            f"early stopping on {len(holdout_paths)} holdout images",
+            holdout = (torch.from_numpy(pre.batch(holdout_paths)), torch.tensor(holdout_labels))
+
+        strategy_name, auto = cfg.strategy, None
+        pretrained = profile.backbone.pretrained and strategy_name != "scratch"
+        log(f"building {spec.name} ({'pretrained' if pretrained else 'random init'})")
+        built = spec.build(num_classes=len(classes), pretrained=pretrained, weights=profile.backbone.weights)
+        if strategy_name == "auto":
+            auto = _choose_strategy(built, pre, train_paths, train_labels, holdout, profile.seed, log)
+            strategy_name = auto["strategy"]
+        strategy = make_strategy(strategy_name, cfg, len(built.groups))
+        head_init = initialise_head(built, classes, cfg.head_init if pretrained else "random")
+        log(_describe_head_init(head_init))
+
+        if cfg.augmentation.enabled:
+            augment = train_transform(pre, cfg.augmentation)
+            train_set = ImageListDataset(train_paths, train_labels, augment, preload_side=pre.resize, seed=profile.seed)
+        else:  # exactly the runtime's preprocessing, computed once per image
+            train_set = ImageListDataset(
+                train_paths, train_labels, eval_transform(pre), memoize=True, seed=profile.seed
+            )
+        log(
+            f"strategy {strategy.describe()}; {len(train_paths)} training images, "
+            f"early stopping on {len(holdout_paths)} holdout images"
+            + (f"; {ctx.dist.world_size} processes" if ctx.dist.enabled else "")
         )
-        outcome = train_feature_extract(
-            built, loader, holdout, cfg, log=lambda m: ctx.log.stage(self.name, m), progress=ctx.log.progress_enabled
+        trainer = Trainer(
+            built,
+            strategy,
+            cfg,
+            train_set,
+            train_labels,
+            holdout,
+            seed=profile.seed,
+            log=log,
+            progress=ctx.log.progress_enabled and ctx.dist.is_main,
+            work_dir=ctx.work_dir,
+            dist=ctx.dist,
         )
+        ctx.dist.init(trainer.device)
+        outcome = trainer.fit(resume=ctx.resume)
         outcome.head_init = head_init
 
-        save_checkpoint(
-            out / CHECKPOINT_FILE,
-            built.model,
-            spec.name,
-            classes,
-            pre,
-            best_epoch=outcome.best_epoch,
-            weights_sha256=built.weights_sha256 or "",
-        )
+        save_checkpoint(out / CHECKPOINT_FILE, built.model, spec.name, classes, pre, best_epoch=outcome.best_epoch)
         write_text_atomic(out / PREPROCESSING_FILE, pre.to_json() + "\n")
-        write_json_atomic(out / HISTORY_FILE, outcome.to_dict())
+        history = outcome.to_dict() | ({"auto": auto} if auto else {})
+        write_json_atomic(out / HISTORY_FILE, history)
         write_text_atomic(out / HISTORY_CSV, _history_csv(outcome))
-        best = outcome.history[outcome.best_epoch - 1]
+        plot_curves(outcome, out / CURVES_FILE, f"{profile.name}: {spec.name}")
+        best = outcome.history[outcome.best_epoch - 1] if outcome.best_epoch else outcome.history[-1]
         return {
             "backbone": spec.name,
-            "strategy": cfg.strategy,
+            "strategy": strategy_name,
+            "strategy_detail": outcome.strategy,
+            "auto": auto,
             "pretrained_weights": str(built.weights_file) if built.weights_file else None,
             "pretrained_weights_sha256": built.weights_sha256,
             "head_init": head_init,
             "epochs_run": len(outcome.history),
             "best_epoch": outcome.best_epoch,
             "stopped_early": outcome.stopped_early,
+            "resumed_from_epoch": outcome.resumed_from_epoch,
             "monitor": outcome.monitor,
             "best_holdout_accuracy": best.holdout_accuracy,
             "best_holdout_loss": best.holdout_loss,
             "trainable_parameters": outcome.trainable_parameters,
             "total_parameters": outcome.total_parameters,
-            "train_seconds": sum(r.seconds for r in outcome.history),
+            "cached_features": outcome.cached_features,
+            "device": outcome.device,
+            "mixed_precision": outcome.mixed_precision,
+            "world_size": outcome.world_size,
+            "train_seconds": outcome.seconds,
         }
 
 
-def _seed_worker(worker_id: int) -> None:
-    import numpy as np
+def _choose_strategy(
+    built: Any, pre: Any, paths: list[Path], labels: list[int], holdout: Any, seed: int, log: Any
+) -> dict:
+    """Measure data size and linear-probe fit, then pick a strategy (see edgetl.training.auto)."""
     import torch
 
-    seed = torch.initial_seed() % (2**32)
-    np.random.seed(seed)
-    random.seed(seed)
+    from edgetl.training.auto import PROBE_IMAGES_PER_CLASS, AutoChoice, decide, linear_probe_accuracy, probe_subset
+
+    counts = [labels.count(label) for label in sorted(set(labels))]
+    chosen = probe_subset(labels, PROBE_IMAGES_PER_CLASS, seed)
+    built.model.eval()
+    with torch.no_grad():
+        probe_images = torch.from_numpy(pre.batch([paths[i] for i in chosen]))
+        features = torch.cat([built.features(probe_images[i : i + 32]) for i in range(0, len(probe_images), 32)])
+        probe_labels = torch.tensor([labels[i] for i in chosen])
+        if holdout is not None:
+            test_features, test_labels = built.features(holdout[0]), holdout[1]
+            train_features, train_labels = features, probe_labels
+        else:  # no holdout: probe on a quarter of the probe images
+            order = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(seed))
+            cut = max(1, len(order) // 4)
+            test_features, test_labels = features[order[:cut]], probe_labels[order[:cut]]
+            train_features, train_labels = features[order[cut:]], probe_labels[order[cut:]]
+    fit = linear_probe_accuracy(train_features, train_labels, test_features, test_labels, built.num_classes)
+    strategy, reason = decide(min(counts), fit)
+    log(f"strategy auto: {reason}")
+    return AutoChoice(strategy, min(counts), fit, len(chosen), reason).to_dict()
 
 
 def _describe_head_init(info: dict[str, Any]) -> str:
@@ -157,7 +192,17 @@ def _describe_head_init(info: dict[str, Any]) -> str:
 def _history_csv(outcome: Any) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["epoch", "train_loss", "train_accuracy", "holdout_loss", "holdout_accuracy", "lr", "seconds"])
-    for r in outcome.history:
-        writer.writerow([r.epoch, r.train_loss, r.train_accuracy, r.holdout_loss, r.holdout_accuracy, r.lr, r.seconds])
+    columns = [
+        "epoch",
+        "trainable_blocks",
+        "train_loss",
+        "train_accuracy",
+        "holdout_loss",
+        "holdout_accuracy",
+        "lr",
+        "seconds",
+    ]
+    writer.writerow(columns)
+    for record in outcome.history:
+        writer.writerow([getattr(record, column) for column in columns])
     return buffer.getvalue()

