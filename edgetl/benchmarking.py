@@ -17,6 +17,9 @@ import numpy as np
 
 from edgetl.runtime.runners import Runner
 
+# Nanosecond clock used for every timing (a module attribute so tests can inject a fake one).
+clock = time.perf_counter_ns
+
 
 class TorchRunner(Runner):
     """Eager PyTorch, as a user would run the training checkpoint (eval mode, inference_mode)."""
@@ -59,6 +62,7 @@ class LatencyStats:
     std: float
     min: float
     max: float
+    samples: list[float]  # every measured run, in order, for distributions and re-analysis
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float], batch: int) -> LatencyStats:
@@ -73,6 +77,7 @@ class LatencyStats:
             std=float(values.std()),
             min=float(values.min()),
             max=float(values.max()),
+            samples=[round(float(v), 4) for v in values],
         )
 
 
@@ -93,9 +98,9 @@ def measure_latency(
         for runner in runners:
             timings, data = samples[runner.name], inputs[runner.name]
             for _ in range(per_round):
-                started = time.perf_counter_ns()
+                started = clock()
                 runner.infer(data)
-                timings.append((time.perf_counter_ns() - started) / 1e6)
+                timings.append((clock() - started) / 1e6)
     return {name: LatencyStats.from_samples(values, len(inputs[name])) for name, values in samples.items()}
 
 
@@ -108,9 +113,9 @@ def measure_throughput(runner: Runner, batch: np.ndarray, iterations: int) -> di
     runner.infer(batch)  # warm-up: allocations for the larger shape
     timings = []
     for _ in range(iterations):
-        started = time.perf_counter_ns()
+        started = clock()
         runner.infer(batch)
-        timings.append((time.perf_counter_ns() - started) / 1e9)
+        timings.append((clock() - started) / 1e9)
     median = float(np.median(timings))
     return {
         "batch": int(len(batch)),

@@ -1,7 +1,8 @@
 """Command line: a thin typer layer over the API. Expected failures are one line and an exit code.
 
 Exit codes: 0 ok, 1 internal error, 2 bad input, 3 budget violated, 4 verification failed,
-5 run directory locked, 130 interrupted. `--debug` (anywhere) shows tracebacks.
+5 run directory locked, 6 regression (bench --baseline), 130 interrupted.
+`--debug` (anywhere) shows tracebacks.
 """
 
 from __future__ import annotations
@@ -97,6 +98,62 @@ def train(
 def _skipped_note(outcome: object) -> str:
     skipped = [name for name, r in outcome.results.items() if r.skipped]  # type: ignore[attr-defined]
     return f"; up to date: {', '.join(skipped)}" if skipped else ""
+
+
+@app.command()
+def bench(
+    run_dir: Annotated[Path, typer.Argument(help="run directory of a finished edgetl build", show_default=False)],
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", help="report.json (or run directory) to compare against")
+    ] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="write the comparison as JUnit XML here")] = None,
+    accuracy_points: Annotated[
+        float, typer.Option("--max-accuracy-drop", help="allowed accuracy drop, percentage points")
+    ] = 1.0,
+    latency_relative: Annotated[
+        float, typer.Option("--max-slowdown", help="allowed latency increase, fraction (0.15 = 15%)")
+    ] = 0.15,
+    latency_percentile: Annotated[str, typer.Option("--percentile", help="latency percentile compared")] = "p50",
+    size_relative: Annotated[float, typer.Option("--max-size-growth", help="allowed file growth, fraction")] = 0.05,
+    throughput_relative: Annotated[
+        float, typer.Option("--max-throughput-drop", help="allowed throughput drop, fraction")
+    ] = 0.15,
+    measure: Annotated[
+        bool, typer.Option("--measure/--no-measure", help="re-measure now, or compare the run's own report")
+    ] = True,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="folder for the new report")] = None,
+    across_machines: Annotated[
+        bool, typer.Option("--across-machines", help="compare timings even if the machines differ")
+    ] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Benchmark a finished run again; with --baseline, fail (exit 6) on an accuracy, latency or size regression."""
+    from edgetl.bench import bench as run_bench
+    from edgetl.console import Log
+    from edgetl.errors import RegressionFound
+    from edgetl.regression import Tolerances, counts, format_diff
+    from edgetl.report import REPORT_MD, print_table
+
+    log = Log(quiet=quiet)
+    tolerances = Tolerances(accuracy_points, latency_relative, latency_percentile, size_relative, throughput_relative)
+    outcome = run_bench(
+        run_dir,
+        baseline=baseline,
+        tolerances=tolerances,
+        junit=junit,
+        measure=measure,
+        output=output,
+        compare_across_machines=across_machines,
+        log=lambda message: log.stage("bench", message),
+    )
+    print_table(outcome.report, _out)
+    _err.print(f"report: {outcome.report_dir / REPORT_MD}" + (f"; JUnit: {junit}" if junit and baseline else ""))
+    if baseline is None:
+        return
+    _out.print(format_diff(outcome.checks), markup=False)
+    if not outcome.passed:
+        failed = counts(outcome.checks)["fail"]
+        raise RegressionFound(f"{failed} regression(s) against {baseline}")
 
 
 @app.command()

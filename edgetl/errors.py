@@ -6,6 +6,7 @@ Exit codes are part of the interface (CI jobs branch on them):
 * 3 - a budget in the profile was violated (the report is still written)
 * 4 - a verification step failed (e.g. ONNX parity against PyTorch)
 * 5 - another build holds the run directory
+* 6 - `edgetl bench --baseline` found a regression
 * 1 - anything unexpected (a bug): the CLI prints a traceback with --debug
 """
 
@@ -72,3 +73,9 @@ class RunLockedError(EdgeTLError):
     """Another build is writing into the same run directory."""
 
     exit_code = 5
+
+
+class RegressionFound(EdgeTLError):
+    """`edgetl bench --baseline` measured a regression beyond the tolerances."""
+
+    exit_code = 6

@@ -22,14 +22,12 @@ from edgetl.files import publish_file, read_json, remove_tree, sha256_file, writ
 from edgetl.lock import RunLock
 from edgetl.machine import describe_machine
 from edgetl.profile import LoadedProfile, load_profile
-from edgetl.report import compose_report, render_markdown
+from edgetl.report import REPORT_MD, compose_report, publish_report
 from edgetl.stages.base import BuildContext, Stage, StageResult, execute, package_versions, prune_cache
 from edgetl.training.distributed import DistributedEnv
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = "edgetl.manifest/1"
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
 PROFILE_COPY = "profile.yaml"
 
 DETERMINISM = {
@@ -157,9 +155,7 @@ def _publish(ctx: BuildContext, report: dict[str, Any] | None, started: float) -
         publish_file(source, run_dir / relative)
     produced = set(files) | {PROFILE_COPY}
     if report is not None:
-        write_json_atomic(run_dir / REPORT_JSON, report)
-        write_text_atomic(run_dir / REPORT_MD, render_markdown(report))
-        produced |= {REPORT_JSON, REPORT_MD}
+        produced |= publish_report(run_dir, report)
     write_text_atomic(run_dir / PROFILE_COPY, ctx.loaded.text)
     for stale in previous - produced:  # e.g. an int8 model a previous profile produced
         remove_tree(run_dir / stale)

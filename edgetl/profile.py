@@ -22,8 +22,8 @@ from edgetl.errors import ProfileError
 from edgetl.files import sha256_text
 from edgetl.targets import get_target, target_names, unknown_target_message
 
-ArtifactName = Literal["torch_fp32", "onnx_fp32", "onnx_int8"]
-ALL_ARTIFACTS: tuple[str, ...] = ("torch_fp32", "onnx_fp32", "onnx_int8")
+ArtifactName = Literal["torch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8"]
+ALL_ARTIFACTS: tuple[str, ...] = ("torch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8")
 
 _IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"]
 
@@ -159,12 +159,29 @@ class ExportConfig(_Section):
     parity_tolerance: Annotated[float, Field(gt=0.0)] = Field(1e-3, description="max abs logit difference")
 
 
+class AccuracyAwareConfig(_Section):
+    """Keep the most sensitive nodes in float when int8 loses too much accuracy on the tuning images."""
+
+    enabled: bool = True
+    max_accuracy_drop: Annotated[float, Field(ge=0.0, le=100.0)] | None = Field(
+        None, description="points, on train/holdout images; default: budgets.max_accuracy_drop, else 1.0"
+    )
+    tuning_images: PositiveInt = Field(300, description="from train (+ holdout), never from val")
+    max_float_nodes: PositiveInt = Field(16, description="give up (and report) past this many float nodes")
+    sensitivity_images: PositiveInt = Field(16, description="images for the per-node sensitivity pass")
+
+
 class Int8Config(_Section):
     enabled: bool = True
     calibration_images: PositiveInt = Field(
         300, description="taken from train (+ holdout), never from val; all of them if train is smaller"
     )
-    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
+        "minmax", description="entropy: KL search over a 2048-bin histogram; percentile: clip at `percentile`"
+    )
+    percentile: Annotated[float, Field(gt=90.0, le=100.0)] = Field(
+        99.999, description="for calibration_method percentile"
+    )
     activation_type: Literal["uint8", "int8"] = "uint8"
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = True
@@ -176,14 +193,22 @@ class Int8Config(_Section):
         description="layers kept in float; the 3-channel stem conv is both faster and more accurate in fp32",
     )
     exclude_nodes: list[str] = Field(default_factory=list, description="more ONNX node names kept in float")
+    accuracy_aware: AccuracyAwareConfig = AccuracyAwareConfig()
+
+
+class Fp16Config(_Section):
+    enabled: bool = Field(False, description="also write models/model_fp16.onnx (for GPU targets)")
 
 
 class OptimizeConfig(_Section):
     int8: Int8Config = Int8Config()
+    fp16: Fp16Config = Fp16Config()
 
 
 class BenchmarkConfig(_Section):
-    artifacts: list[ArtifactName] = Field(default_factory=lambda: list(ALL_ARTIFACTS))
+    artifacts: list[ArtifactName] | None = Field(
+        None, description="default: every artefact the profile produces"
+    )
     baseline: ArtifactName = "torch_fp32"
     threads: PositiveInt = 1
     warmup: Annotated[int, Field(ge=0)] = 10
@@ -191,10 +216,17 @@ class BenchmarkConfig(_Section):
     rounds: PositiveInt = Field(5, description="latency runs are interleaved across artefacts in rounds")
     throughput_batch_size: PositiveInt = 32
     throughput_iterations: PositiveInt = 5
+    batch_sizes: list[PositiveInt] = Field(
+        default_factory=lambda: [1, 8, 32], description="batch-size sweep: latency and throughput at each"
+    )
+    memory: bool = Field(True, description="peak memory of each artefact, measured in a fresh process")
+    compute_peak: bool = Field(True, description="measure ONNX Runtime's GEMM peak to report utilization")
     eval_batch_size: PositiveInt = 32
 
     @model_validator(mode="after")
     def _baseline_measured(self) -> BenchmarkConfig:
+        if self.artifacts is None:
+            return self
         if self.baseline not in self.artifacts:
             raise ValueError(f"baseline {self.baseline!r} must be one of the benchmarked artifacts {self.artifacts}")
         if len(set(self.artifacts)) != len(self.artifacts):
@@ -243,12 +275,28 @@ class Profile(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
         int8 = self.optimize.int8.enabled
-        if "onnx_int8" in self.benchmark.artifacts and not int8:
+        listed = self.benchmark.artifacts or []
+        if "onnx_int8" in listed and not int8:
             raise ValueError("benchmark.artifacts lists onnx_int8 but optimize.int8.enabled is false")
+        if "onnx_fp16" in listed and not self.optimize.fp16.enabled:
+            raise ValueError("benchmark.artifacts lists onnx_fp16 but optimize.fp16.enabled is false")
         deployed = self.budgets.artifact or get_target(self.target).deployed_artifact(int8)
-        if deployed not in self.benchmark.artifacts:
+        if deployed not in self.benchmarked_artifacts:
             raise ValueError(f"budgets apply to {deployed!r}, which benchmark.artifacts does not measure")
         return self
+
+    @property
+    def benchmarked_artifacts(self) -> list[str]:
+        """benchmark.artifacts, or every artefact this profile produces."""
+        if self.benchmark.artifacts is not None:
+            return list(self.benchmark.artifacts)
+        produced = {
+            "torch_fp32": True,
+            "onnx_fp32": True,
+            "onnx_fp16": self.optimize.fp16.enabled,
+            "onnx_int8": self.optimize.int8.enabled,
+        }
+        return [name for name in ALL_ARTIFACTS if produced[name]]
 
     @property
     def deployed_artifact(self) -> str:

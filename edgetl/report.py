@@ -7,23 +7,28 @@ printed at the end of `edgetl build`.
 from __future__ import annotations
 
 import datetime as _dt
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from edgetl import __version__
+from edgetl import __version__, stats
 from edgetl.budgets import evaluate_budgets
+from edgetl.files import write_json_atomic, write_text_atomic
 from edgetl.profile import Profile
+from edgetl.report_sections import per_class_lines, performance_lines, quantization_lines, statistics_lines
 
-REPORT_SCHEMA = "edgetl.report/1"
+REPORT_SCHEMA = "edgetl.report/2"
 
 
-def _artifact_entries(results: dict[str, Any], baseline: str) -> dict[str, dict[str, Any]]:
+def _artifact_entries(results: dict[str, Any], baseline: str, seed: int = 0) -> dict[str, dict[str, Any]]:
     measured = results["artifacts"]
     base = measured[baseline]
     base_predictions = np.asarray(base["predictions"])
+    labels = np.asarray(results["eval"]["labels"])
+    classes = results["eval"]["classes"]
     entries: dict[str, dict[str, Any]] = {}
     for name, item in measured.items():
         predictions = np.asarray(item["predictions"])
@@ -41,8 +46,13 @@ def _artifact_entries(results: dict[str, Any], baseline: str) -> dict[str, dict[
                 "accuracy",
                 "latency_ms",
                 "throughput",
+                "predictions",
             )
         }
+        entries[name].update({key: item.get(key) for key in ("execution", "batch_sweep", "memory", "compute")})
+        entries[name]["statistics"] = stats.compare_to_baseline(labels, base_predictions, predictions, seed=seed)
+        entries[name]["per_class"] = stats.per_class_accuracy(labels, predictions, classes)
+        entries[name]["confusion_matrix"] = stats.confusion_matrix(labels, predictions, len(classes))
         entries[name].update(
             {
                 "agreement": agreement,
@@ -61,7 +71,7 @@ def compose_report(
     profile: Profile, results: dict[str, Any], stages: dict[str, dict[str, Any]], deployed: str
 ) -> dict[str, Any]:
     baseline = profile.benchmark.baseline
-    artifacts = _artifact_entries(results, baseline)
+    artifacts = _artifact_entries(results, baseline, profile.seed)
     budgets = evaluate_budgets(profile.budgets, artifacts, deployed)
     finetune = stages.get("finetune", {})
     return {
@@ -76,9 +86,11 @@ def compose_report(
             "split": results["eval"]["split"],
             "images": results["eval"]["images"],
             "classes": results["eval"]["classes"],
+            "labels": results["eval"]["labels"],
             "note": "val images are never used for training, early stopping or int8 calibration",
         },
         "machine": results["machine"],
+        "peaks": results.get("peaks") or {},
         "versions": results["versions"],
         "settings": results["settings"],
         "artifacts": artifacts,
@@ -108,6 +120,7 @@ def compose_report(
         },
         "export": stages.get("export", {}).get("parity"),
         "quantization": (stages.get("optimize") or {}).get("int8"),
+        "fp16": (stages.get("optimize") or {}).get("fp16"),
         "data": stages.get("data"),
     }
 
@@ -155,7 +168,32 @@ def _headers(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+PLOTS_DIR = "report"
+_PLOT_TITLES = {"tradeoff": "accuracy vs latency vs size", "latency": "latency distributions"}
+
+
+def publish_report(run_dir: Path, report: dict[str, Any]) -> set[str]:
+    """Write report.json, the plots, report.md and a self-contained report.html; return what was written."""
+    written = {REPORT_JSON, REPORT_MD}
+    from edgetl.plots import write_plots
+
+    try:
+        plots = {name: f"{PLOTS_DIR}/{file}" for name, file in write_plots(report, run_dir / PLOTS_DIR).items()}
+    except ImportError:  # matplotlib is in the build extra; a runtime-only install reports without plots
+        plots = {}
+    written |= set(plots.values())
+    write_json_atomic(run_dir / REPORT_JSON, report)
+    write_text_atomic(run_dir / REPORT_MD, render_markdown(report, plots))
+    from edgetl.report_html import write_html
+
+    write_html(run_dir / REPORT_MD, run_dir / REPORT_HTML)
+    return written | {REPORT_HTML}
+
+
+def render_markdown(report: dict[str, Any], plots: dict[str, str] | None = None) -> str:
     settings = report["settings"]
     machine = report["machine"]
     lines = [
@@ -233,19 +271,13 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"- ONNX vs PyTorch on {parity['images']} real images: max |logit diff| {parity['max_abs_logit_diff']:.2e} "
             f"(tolerance {parity['tolerance']:g}), top-1 agreement {parity['top1_agreement']:.0%}",
         ]
-    quant = report.get("quantization")
-    if quant:
-        s = quant["settings"]
-        lines += [
-            "",
-            "## Quantization",
-            "",
-            f"- static int8 QDQ, {s['calibration_method']} calibration on {quant['calibration_images']} train images, "
-            f"activations {s['activation_type']}, weights {s['weight_type']} "
-            f"{'per-channel' if s['per_channel'] else 'per-tensor'}"
-            f"{' with reduce_range (7-bit weights)' if s['reduce_range'] else ''}",
-            f"- kept in float: {', '.join(s['keep_float'] + s['exclude_nodes']) or 'nothing'}",
-        ]
+    if plots:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{_PLOT_TITLES.get(name, name)}]({path})" for name, path in plots.items()]
+    lines += statistics_lines(report)
+    lines += per_class_lines(report)
+    lines += performance_lines(report)
+    lines += quantization_lines(report)
     lines += [
         "",
         "## Machine",

@@ -105,6 +105,7 @@ def tiny_profile(data_root: Path, output_dir: Path, **overrides: object) -> dict
             "throughput_batch_size": 4,
             "throughput_iterations": 2,
             "eval_batch_size": 8,
+            "batch_sizes": [1, 4],
         },
     }
     return deep_merge(base, overrides)

@@ -72,10 +72,29 @@ def test_missing_data_section_and_root(tmp_path: Path) -> None:
 
 
 def test_inconsistent_sections_are_refused(tmp_path: Path) -> None:
-    message = _errors(MINIMAL + "optimize:\n  int8:\n    enabled: false\n", tmp_path)
+    message = _errors(
+        MINIMAL + "optimize:\n  int8:\n    enabled: false\nbenchmark:\n  artifacts: [torch_fp32, onnx_int8]\n", tmp_path
+    )
     assert "onnx_int8 but optimize.int8.enabled is false" in message
+    message = _errors(MINIMAL + "benchmark:\n  artifacts: [torch_fp32, onnx_fp16, onnx_int8]\n", tmp_path)
+    assert "onnx_fp16 but optimize.fp16.enabled is false" in message
     message = _errors(MINIMAL + "benchmark:\n  baseline: onnx_fp32\n  artifacts: [torch_fp32, onnx_int8]\n", tmp_path)
     assert "baseline 'onnx_fp32' must be one of the benchmarked artifacts" in message
+
+
+def test_benchmarked_artifacts_default_to_what_the_profile_produces(tmp_path: Path) -> None:
+    from edgetl.profile import load_profile
+
+    (tmp_path / "images").mkdir(exist_ok=True)
+    cases = {
+        "": ["torch_fp32", "onnx_fp32", "onnx_int8"],
+        "optimize:\n  int8:\n    enabled: false\n": ["torch_fp32", "onnx_fp32"],
+        "optimize:\n  fp16:\n    enabled: true\n": ["torch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8"],
+    }
+    for extra, expected in cases.items():
+        path = tmp_path / "p.yaml"
+        path.write_text(MINIMAL + extra)
+        assert load_profile(path).profile.benchmarked_artifacts == expected, extra
 
 
 def test_impossible_budgets_are_refused(tmp_path: Path) -> None:

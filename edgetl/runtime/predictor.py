@@ -16,6 +16,7 @@ from edgetl.runtime.runners import OnnxRuntimeRunner, Runner
 # Names of the artefacts inside a run directory, shared with the build pipeline.
 MODEL_FILES = {
     "onnx_fp32": "models/model_fp32.onnx",
+    "onnx_fp16": "models/model_fp16.onnx",
     "onnx_int8": "models/model_int8.onnx",
 }
 METADATA_LABELS = "edgetl.labels"

@@ -1,25 +1,24 @@
-"""Optimize stage: static int8 quantization with ONNX Runtime (QDQ), calibrated on train images.
+"""Optimize stage: static int8 (QDQ) with verified calibration and an accuracy-aware fallback; fp16.
 
-QDQ keeps the graph portable: ONNX Runtime fuses Q/DQ pairs into integer kernels on CPU, and
-TensorRT builds explicit-precision int8 engines from the same file. The defaults (uint8
-activations, per-channel int8 weights) are what makes ORT's CPU kernels fast: signed activations
-leave many convolutions in float. Calibration images come from the data stage's calibration pool
-(train + holdout, never val).
+Calibration images come from the data stage's calibration pool (train + holdout, never val). The
+int8 model is checked on tuning images from the same pool: if it loses more than the accuracy
+budget against fp32, the most sensitive nodes are kept in float until it does not (see
+`edgetl.quantization.accuracy_aware`). The benchmark stage then measures the result on val.
 
-Outputs: `models/model_int8.onnx`, `optimize/quantization.json`.
+Outputs: `models/model_int8.onnx`, `models/model_fp16.onnx` (if enabled),
+`optimize/quantization.json`, `optimize/calibration.json` (every tensor's range).
 """
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgetl.errors import ProfileError, VerificationError
+from edgetl.errors import VerificationError
 from edgetl.files import write_json_atomic
-from edgetl.profile import Int8Config, profile_section
+from edgetl.profile import Profile, profile_section
 from edgetl.runtime.predictor import MODEL_FILES
 from edgetl.stages.base import BuildContext, Stage, package_versions
 from edgetl.stages.data import SPLIT_FILE, read_split, split_paths
@@ -27,103 +26,21 @@ from edgetl.stages.export import FP32_FILE, INPUT_NAME
 from edgetl.stages.finetune import PREPROCESSING_FILE
 
 INT8_FILE = MODEL_FILES["onnx_int8"]
+FP16_FILE = MODEL_FILES["onnx_fp16"]
 QUANTIZATION_FILE = "optimize/quantization.json"
+CALIBRATION_FILE = "optimize/calibration.json"
 _CALIBRATION_BATCH = 16
+_DEFAULT_MAX_DROP = 1.0
+_COST_ITERATIONS = 40
 
 
-class ImageCalibrationReader:
-    """onnxruntime `CalibrationDataReader` over image files, preprocessed like the runtime does."""
-
-    def __init__(self, paths: list[Path], preprocessing: Any, batch_size: int, fixed_batch: bool = False) -> None:
-        self.paths = paths
-        self.preprocessing = preprocessing
-        self.batch_size = batch_size
-        self.fixed_batch = fixed_batch  # pad the last batch for models that only accept `batch_size`
-        self._position = 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._position >= len(self.paths):
-            return None
-        chunk = self.paths[self._position : self._position + self.batch_size]
-        self._position += self.batch_size
-        batch = self.preprocessing.batch(chunk)
-        if self.fixed_batch and len(batch) < self.batch_size:
-            batch = np.concatenate([batch, np.repeat(batch[-1:], self.batch_size - len(batch), axis=0)])
-        return {INPUT_NAME: batch}
-
-    def rewind(self) -> None:
-        self._position = 0
-
-    def __len__(self) -> int:
-        return -(-len(self.paths) // self.batch_size)
-
-
-def _quant_types(cfg: Int8Config) -> tuple[Any, Any]:
-    from onnxruntime.quantization import QuantType
-
-    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    return types[cfg.activation_type], types[cfg.weight_type]
-
-
-def _calibration_method(cfg: Int8Config) -> Any:
-    from onnxruntime.quantization import CalibrationMethod
-
-    return {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }[cfg.calibration_method]
-
-
-def float_node_names(model: Any, cfg: Int8Config) -> list[str]:
-    """Resolve `keep_float` layer roles and `exclude_nodes` to node names of `model`."""
-    nodes = list(model.graph.node)
-    names = {node.name for node in nodes}
-    unknown = [name for name in cfg.exclude_nodes if name not in names]
-    if unknown:
-        examples = ", ".join(sorted(names)[:5])
-        raise ProfileError(
-            f"optimize.int8.exclude_nodes: no node named {', '.join(unknown)} (nodes are named like {examples})"
-        )
-    graph_inputs = {value.name for value in model.graph.input}
-    selected = list(cfg.exclude_nodes)
-    if "first_conv" in cfg.keep_float:
-        selected += [n.name for n in nodes if n.op_type == "Conv" and graph_inputs & set(n.input)][:1]
-    if "classifier" in cfg.keep_float:
-        selected += [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")][-1:]
-    return list(dict.fromkeys(selected))
-
-
-def quantize_int8(source: Path, target: Path, reader: ImageCalibrationReader, cfg: Int8Config) -> dict[str, Any]:
-    """Path-in / path-out static quantization; returns what was done, for the record."""
-    import onnx
-    from onnxruntime.quantization import QuantFormat, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    activation_type, weight_type = _quant_types(cfg)
-    with tempfile.TemporaryDirectory(prefix="edgetl-quant-") as work:
-        prepared = Path(work) / "prepared.onnx"
-        notes = []
-        try:
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
-        except Exception as error:  # pre-processing is an optimization; quantize the raw model instead
-            notes.append(f"quant_pre_process skipped: {str(error).splitlines()[0]}")
-            prepared = source
-        kept_float = float_node_names(onnx.load(str(prepared)), cfg)
-        quantize_static(
-            str(prepared),
-            str(target),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            activation_type=activation_type,
-            weight_type=weight_type,
-            per_channel=cfg.per_channel,
-            reduce_range=cfg.reduce_range,
-            calibrate_method=_calibration_method(cfg),
-            nodes_to_exclude=kept_float,
-            extra_options={"CalibTensorRangeSymmetric": False},
-        )
-    return {"notes": notes, "float_nodes": kept_float}
+def accuracy_budget(profile: Profile) -> tuple[float, float | None]:
+    """(max drop in points, min agreement in percent) that the fallback must meet on tuning images."""
+    aware = profile.optimize.int8.accuracy_aware
+    drop = aware.max_accuracy_drop
+    if drop is None:
+        drop = profile.budgets.max_accuracy_drop if profile.budgets.max_accuracy_drop is not None else _DEFAULT_MAX_DROP
+    return drop, profile.budgets.min_agreement
 
 
 class OptimizeStage(Stage):
@@ -132,72 +49,226 @@ class OptimizeStage(Stage):
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         return {
             "optimize": profile_section(ctx.profile, "optimize"),
+            "accuracy_budget": accuracy_budget(ctx.profile),
+            "threads": ctx.profile.benchmark.threads,
             "model": ctx.results["export"].files[FP32_FILE],
             "split": ctx.results["data"].files[SPLIT_FILE],
             "versions": package_versions("onnx", "onnxruntime"),
         }
 
     def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+        summary: dict[str, Any] = {"int8": None, "fp16": None}
+        if ctx.profile.optimize.fp16.enabled:
+            summary["fp16"] = self._fp16(ctx, out)
+        if ctx.profile.optimize.int8.enabled:
+            summary["int8"] = self._int8(ctx, out)
+        else:
+            ctx.log.stage(self.name, "int8 disabled in the profile")
+        return summary
+
+    def _fp16(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+        from edgetl import onnx_tools
+        from edgetl.quantization.fp16 import convert_to_fp16
+
+        source = ctx.results["export"].path(FP32_FILE)
+        target = out / FP16_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        record = convert_to_fp16(source, target)
+        model = onnx_tools.load_model(target)
+        onnx_tools.check(model, FP16_FILE)
+        ratio = target.stat().st_size / source.stat().st_size
+        ctx.log.stage(self.name, f"fp16 model {target.stat().st_size / 1e6:.2f} MB ({ratio:.2f}x the fp32 file)")
+        return record | {"size_bytes": target.stat().st_size, "size_ratio": ratio}
+
+    def _int8(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
         from edgetl import onnx_tools
         from edgetl.preprocessing import read_preprocessing
-        from edgetl.runtime.runners import OnnxRuntimeRunner
+        from edgetl.quantization.accuracy_aware import TuningSet, accuracy_aware_quantize, model_feed, predict
+        from edgetl.quantization.calibration import ImageCalibrationReader, compute_ranges
+        from edgetl.quantization.qdq import QuantSettings, prepare, quantize_with_ranges, resolve_float_nodes
 
         cfg = ctx.profile.optimize.int8
-        if not cfg.enabled:
-            ctx.log.stage(self.name, "int8 disabled in the profile; shipping fp32")
-            return {"int8": None}
         source = ctx.results["export"].path(FP32_FILE)
         pre = read_preprocessing(ctx.results["finetune"].path(PREPROCESSING_FILE))
         split = read_split(ctx.results["data"].path(SPLIT_FILE))
-        pool, _ = split_paths(split, "calibration_pool")
+        pool, pool_labels = split_paths(split, "calibration_pool")
         calibration = pool[: cfg.calibration_images]
         available = (
             "" if len(calibration) == cfg.calibration_images else f" (all there are; {cfg.calibration_images} asked)"
         )
         fixed = onnx_tools.io_summary(onnx_tools.load_model(source))["inputs"][INPUT_NAME][0]
         is_fixed = isinstance(fixed, int) and fixed > 0
-        reader = ImageCalibrationReader(calibration, pre, fixed if is_fixed else _CALIBRATION_BATCH, is_fixed)
+        batch_size = fixed if is_fixed else _CALIBRATION_BATCH
         ctx.log.stage(
             self.name,
             f"int8 QDQ: {cfg.calibration_method} calibration on {len(calibration)} train images{available}, "
             f"activations {cfg.activation_type}, weights {cfg.weight_type}"
             f"{' per-channel' if cfg.per_channel else ' per-tensor'}",
         )
+        work = ctx.work_dir
+        work.mkdir(parents=True, exist_ok=True)
+        prepared = work / "prepared.onnx"
+        notes = prepare(source, prepared)
+        reader = ImageCalibrationReader(calibration, pre, batch_size, INPUT_NAME, fixed_batch=is_fixed)
+        ranges = compute_ranges(prepared, reader, cfg.calibration_method, cfg.percentile)
+        calibration_summary = ranges.summary()
+        if cfg.calibration_method != "minmax":
+            ctx.log.stage(
+                self.name,
+                f"{cfg.calibration_method} clipped {calibration_summary['tensors_clipped']} of "
+                f"{calibration_summary['tensors']} activation ranges "
+                f"(median {calibration_summary['median_clipped_fraction']:.0%} of the observed range)",
+            )
+        write_json_atomic(out / CALIBRATION_FILE, ranges.to_dict())
+
+        float_nodes = resolve_float_nodes(onnx_tools.load_model(prepared), cfg.keep_float, cfg.exclude_nodes)
+        settings = QuantSettings(cfg.activation_type, cfg.weight_type, cfg.per_channel, cfg.reduce_range)
+        tuning_paths = pool[: cfg.accuracy_aware.tuning_images]
+        tuning_batch = pre.batch(tuning_paths)
+        tuning = TuningSet(
+            tuning_batch,
+            np.asarray(pool_labels[: len(tuning_paths)]),
+            predict(prepared, tuning_batch),
+        )
+        max_drop, min_agreement = accuracy_budget(ctx.profile)
         target = out / INT8_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
-        done = quantize_int8(source, target, reader, cfg)
+        if cfg.accuracy_aware.enabled:
+            fallback = accuracy_aware_quantize(
+                prepared,
+                target,
+                ranges,
+                settings,
+                float_nodes,
+                tuning,
+                max_drop,
+                min_agreement,
+                cfg.accuracy_aware.max_float_nodes,
+                cfg.accuracy_aware.sensitivity_images,
+                log=lambda message: ctx.log.stage(self.name, message),
+            )
+            drop, agreement = fallback.final.accuracy_drop_points, fallback.final.agreement
+            fallback_record: dict[str, Any] | None = fallback.to_dict()
+        else:
+            quantize_with_ranges(prepared, target, ranges, settings, float_nodes, model_feed(prepared, tuning_batch))
+            drop, agreement = tuning.drop_and_agreement(predict(target, tuning_batch))
+            fallback_record = None
+        tuning_summary = {"accuracy_drop_points": drop, "agreement": agreement}
+        tuning_summary |= {
+            "images": len(tuning_paths),
+            "source": "train + holdout (never val)",
+            "max_accuracy_drop": max_drop,
+            "min_agreement": min_agreement,
+        }
+        if fallback_record and fallback_record["triggered"]:
+            fallback_record["cost"] = self._fallback_cost(
+                ctx, prepared, target, ranges, settings, float_nodes, tuning_batch[:1]
+            )
+            ctx.log.stage(
+                self.name,
+                f"kept {len(fallback_record['added_float_nodes'])} more node(s) in float: "
+                f"{', '.join(fallback_record['added_float_nodes'])}; tuning drop now "
+                f"{tuning_summary['accuracy_drop_points']:.2f} points; latency "
+                f"{fallback_record['cost']['slowdown']:.2f}x the all-int8 model",
+            )
+            if not fallback_record["within_budget"]:
+                ctx.log.warn(
+                    f"int8 still drops {tuning_summary['accuracy_drop_points']:.2f} points on tuning images with "
+                    f"{cfg.accuracy_aware.max_float_nodes} nodes in float; raise max_float_nodes or calibrate better"
+                )
 
         model = onnx_tools.load_model(target)
-        labels = split["classes"]
-        onnx_tools.embed_metadata(model, labels, pre, **{"edgetl.precision": "int8"})
+        onnx_tools.embed_metadata(model, split["classes"], pre, **{"edgetl.precision": "int8"})
         onnx_tools.check(model, INT8_FILE)
         onnx_tools.save_model(model, target)
         try:
-            with OnnxRuntimeRunner(target) as runner:
-                runner.infer_any_batch(pre.batch(calibration[:1]))
+            predict(target, tuning_batch[:1])
         except Exception as error:
             raise VerificationError(f"{INT8_FILE}: quantized model does not run in ONNX Runtime ({error})") from None
 
         ops = onnx_tools.op_census(model)
+        all_float = float_nodes + (fallback_record or {}).get("added_float_nodes", [])
         record = {
             "settings": cfg.model_dump(mode="json"),
             "format": "QDQ",
+            "calibration": calibration_summary,
             "calibration_images": [str(p.relative_to(split["root"])) for p in calibration],
+            "tuning": tuning_summary,
+            "accuracy_aware": fallback_record,
             "ops": ops,
             "size_bytes": target.stat().st_size,
             "fp32_size_bytes": source.stat().st_size,
-            "float_nodes": done["float_nodes"],
-            "notes": done["notes"],
+            "float_nodes": all_float,
+            "notes": notes,
         }
         write_json_atomic(out / QUANTIZATION_FILE, record)
         ratio = record["size_bytes"] / record["fp32_size_bytes"]
-        ctx.log.stage(self.name, f"int8 model {record['size_bytes'] / 1e6:.2f} MB ({ratio:.2f}x the fp32 file)")
+        ctx.log.stage(
+            self.name,
+            f"int8 model {record['size_bytes'] / 1e6:.2f} MB ({ratio:.2f}x the fp32 file); on "
+            f"{len(tuning_paths)} tuning images: drop {tuning_summary['accuracy_drop_points']:.2f} points, "
+            f"agreement {tuning_summary['agreement']:.2%}",
+        )
         return {
-            "int8": {
-                "calibration_images": len(calibration),
-                "quantized_nodes": ops.get("QuantizeLinear", 0),
-                "size_bytes": record["size_bytes"],
-                "size_ratio": ratio,
-                "settings": record["settings"],
-            }
+            "calibration_images": len(calibration),
+            "calibration": calibration_summary,
+            "quantized_nodes": ops.get("QuantizeLinear", 0),
+            "float_nodes": all_float,
+            "tuning": tuning_summary,
+            "accuracy_aware": _fallback_summary(fallback_record),
+            "size_bytes": record["size_bytes"],
+            "size_ratio": ratio,
+            "settings": record["settings"],
         }
+
+    def _fallback_cost(
+        self,
+        ctx: BuildContext,
+        prepared: Path,
+        final: Path,
+        ranges: Any,
+        settings: Any,
+        float_nodes: list[str],
+        sample: np.ndarray,
+    ) -> dict[str, Any]:
+        """Latency of the all-int8 model against the fallback model, measured interleaved in one run."""
+        from edgetl.benchmarking import measure_latency
+        from edgetl.quantization.accuracy_aware import model_feed
+        from edgetl.quantization.qdq import quantize_with_ranges
+        from edgetl.runtime.runners import OnnxRuntimeRunner
+
+        all_int8 = ctx.work_dir / "all_int8.onnx"
+        quantize_with_ranges(prepared, all_int8, ranges, settings, float_nodes, model_feed(prepared, sample))
+        threads = ctx.profile.benchmark.threads
+        runners = [
+            OnnxRuntimeRunner(all_int8, name="all_int8", threads=threads),
+            OnnxRuntimeRunner(final, name="fallback", threads=threads),
+        ]
+        try:
+            stats = measure_latency(runners, sample, warmup=5, iterations=_COST_ITERATIONS, rounds=4)
+        finally:
+            for runner in runners:
+                runner.deactivate()
+        before, after = stats["all_int8"].p50, stats["fallback"].p50
+        return {
+            "all_int8_p50_ms": before,
+            "fallback_p50_ms": after,
+            "slowdown": after / before,
+            "threads": threads,
+            "method": f"p50 of {_COST_ITERATIONS} batch-1 runs each, interleaved, in the optimize stage",
+        }
+
+
+def _fallback_summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "triggered": record["triggered"],
+        "within_budget": record["within_budget"],
+        "added_float_nodes": record["added_float_nodes"],
+        "attempts": len(record["attempts"]),
+        "initial_drop_points": record["attempts"][0]["accuracy_drop_points"],
+        "cost": record.get("cost"),
+    }
+
+

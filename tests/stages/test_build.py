@@ -50,7 +50,7 @@ def test_manifest_hashes_every_published_file(built_run) -> None:
 
 def test_report_compares_every_artefact_with_the_baseline(built_run) -> None:
     report = json.loads((built_run.run_dir / "report.json").read_text())
-    assert report["schema"] == "edgetl.report/1"
+    assert report["schema"] == "edgetl.report/2"
     assert report["baseline"] == "torch_fp32" and report["deployed_artifact"] == "onnx_int8"
     assert list(report["artifacts"]) == ["torch_fp32", "onnx_fp32", "onnx_int8"]
     assert report["eval"]["images"] == 10
@@ -69,6 +69,42 @@ def test_report_compares_every_artefact_with_the_baseline(built_run) -> None:
     assert report["passed"] is True and report["budgets"] == []
     markdown = (built_run.run_dir / "report.md").read_text()
     assert "| onnx_int8 (deployed) |" in markdown and "none estimated" in markdown
+
+
+def test_report_has_statistics_per_class_and_measured_performance(built_run) -> None:
+    run = built_run.run_dir
+    report = json.loads((run / "report.json").read_text())
+    int8 = report["artifacts"]["onnx_int8"]
+    statistics = int8["statistics"]
+    assert statistics["accuracy"]["low"] <= int8["accuracy"] <= statistics["accuracy"]["high"]
+    labels = report["eval"]["labels"]
+    base_right = [p == y for p, y in zip(report["artifacts"]["torch_fp32"]["predictions"], labels, strict=True)]
+    int8_right = [p == y for p, y in zip(int8["predictions"], labels, strict=True)]
+    assert statistics["mcnemar"]["discordant"] == sum(a != b for a, b in zip(base_right, int8_right, strict=True))
+    assert 0.0 <= statistics["mcnemar"]["p_value"] <= 1.0
+    assert set(int8["per_class"]) == {"blues", "reds"}
+    assert sum(map(sum, int8["confusion_matrix"])) == 10
+    assert len(int8["latency_ms"]["samples"]) == 4
+    assert [item["batch"] for item in int8["batch_sweep"]] == [1, 4]
+    assert int8["execution"]["providers"] == ["CPUExecutionProvider"] and int8["execution"]["threads"] == 1
+    # Measured, not estimated: a fresh process per artefact, MACs counted on the shipped file.
+    for name in ("torch_fp32", "onnx_fp32", "onnx_int8"):
+        entry = report["artifacts"][name]
+        assert entry["memory"]["peak_rss_bytes"] >= entry["memory"]["model_rss_bytes"] > 0, name
+        assert 3.0e8 < entry["compute"]["macs"] < 4.5e8, name  # EfficientNet-Lite0 at 224: ~0.39 GMACs
+    assert report["artifacts"]["torch_fp32"]["memory"]["runtime"] == "torch"
+    assert 0 < int8["compute"]["utilization"]["fraction"] < 1.5
+    assert report["peaks"]["int8"]["gmacs_per_second"] > 0 and "MatMul" in report["peaks"]["int8"]["method"]
+    for plot in ("report/tradeoff.png", "report/latency.png"):
+        assert (run / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (run / "report.md").read_text()
+    for section in ("## Is the difference real?", "## Per class", "## Latency, throughput, memory, compute"):
+        assert section in markdown
+    assert "](report/tradeoff.png)" in markdown
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2 and "<table>" in page
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert {"report.html", "report/tradeoff.png", "optimize/calibration.json"} <= set(manifest["files"])
 
 
 def test_fine_tuning_learns_the_generated_classes(built_run) -> None:

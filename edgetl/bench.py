@@ -1,0 +1,107 @@
+"""`edgetl bench`: re-measure a finished run and gate it against a stored report, for CI.
+
+The run directory holds everything needed: the artefacts, the split (val images and labels), the
+preprocessing and the resolved profile in the manifest. The new measurements are written next to
+the build's own report (`bench/`), never over it. With a baseline report, every artefact's
+accuracy, latency, size and throughput are compared with tolerances (see `edgetl.regression`),
+and a JUnit XML file can be written for CI systems.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgetl.errors import ModelFileError
+from edgetl.files import read_json
+from edgetl.regression import Check, Tolerances, compare_reports, junit_properties, load_report, passed, write_junit
+
+BENCH_DIR = "bench"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass
+class BenchOutcome:
+    report: dict[str, Any]
+    report_dir: Path
+    checks: list[Check]
+    measured: bool
+
+    @property
+    def passed(self) -> bool:
+        return passed(self.checks)
+
+
+def _manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise ModelFileError(f"{run_dir}: not an edgetl run directory ({MANIFEST_FILE} missing)")
+    try:
+        manifest = read_json(path)
+    except ValueError as error:
+        raise ModelFileError(f"{path}: not valid JSON ({error})") from None
+    if not manifest.get("complete"):
+        raise ModelFileError(f"{run_dir}: holds a partial build; run edgetl build first")
+    return manifest
+
+
+def measure_run(run_dir: Path, output: Path, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """Benchmark the artefacts of `run_dir` again on this machine; write and return a new report."""
+    from edgetl.preprocessing import read_preprocessing
+    from edgetl.profile import Profile
+    from edgetl.report import compose_report, publish_report
+    from edgetl.stages.benchmark import ARTIFACT_FILES, measure_models
+    from edgetl.stages.data import SPLIT_FILE, read_split, split_paths
+    from edgetl.stages.finetune import PREPROCESSING_FILE
+
+    manifest = _manifest(run_dir)
+    profile = Profile.model_validate(manifest["profile"]["resolved"])
+    models = {name: run_dir / ARTIFACT_FILES[name] for name in profile.benchmarked_artifacts}
+    missing = [str(path) for path in models.values() if not path.is_file()]
+    if missing:
+        raise ModelFileError(f"{run_dir}: artefact missing: {', '.join(missing)}")
+    split = read_split(run_dir / SPLIT_FILE)
+    images, labels = split_paths(split, "val")
+    absent = [p for p in images if not p.is_file()]
+    if absent:
+        raise ModelFileError(
+            f"{run_dir / SPLIT_FILE}: {len(absent)} val image(s) not found, e.g. {absent[0]}",
+            hint="bench needs the dataset the run was built from at the same path",
+        )
+    pre = read_preprocessing(run_dir / PREPROCESSING_FILE)
+    results = measure_models(models, images, labels, split["classes"], pre, profile.benchmark, log=log)
+    summaries = {name: stage.get("summary") or {} for name, stage in manifest.get("stages", {}).items()}
+    report = compose_report(profile, results, summaries, profile.deployed_artifact)
+    output.mkdir(parents=True, exist_ok=True)
+    publish_report(output, report)
+    return report
+
+
+def bench(
+    run_dir: Path,
+    baseline: Path | None = None,
+    tolerances: Tolerances | None = None,
+    junit: Path | None = None,
+    measure: bool = True,
+    output: Path | None = None,
+    compare_across_machines: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+) -> BenchOutcome:
+    """Measure (or read) the run's report, compare it with `baseline`, write JUnit if asked."""
+    run_dir = Path(run_dir)
+    report_dir = Path(output) if output else run_dir / BENCH_DIR
+    if measure:
+        report = measure_run(run_dir, report_dir, log)
+    else:
+        _manifest(run_dir)
+        report, report_dir = load_report(run_dir / "report.json"), run_dir
+    checks: list[Check] = []
+    if baseline is not None:
+        reference = load_report(Path(baseline))
+        tolerances = tolerances or Tolerances()
+        checks = compare_reports(report, reference, tolerances, compare_across_machines=compare_across_machines)
+        if junit is not None:
+            write_junit(checks, Path(junit), properties=junit_properties(report, reference, tolerances))
+    return BenchOutcome(report, report_dir, checks, measure)

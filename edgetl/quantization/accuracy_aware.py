@@ -1,0 +1,269 @@
+"""Accuracy-aware int8: when quantization breaks the accuracy budget, keep the worst nodes in float.
+
+1. Sensitivity, in one pass: the fp32 and the int8 model are run on the same images with every
+   quantized compute node's input (before its Q/DQ) and output exposed. A node's sensitivity is
+   the quantization noise it adds: noise-to-signal ratio of its output minus that of its float
+   input, both measured against the fp32 model. This blames a node for its own weights and for
+   the quantization of the activation it reads, which is exactly what keeping it in float removes.
+2. Fallback: re-quantize with the 1, 2, 3, 4, 6, 8, ... most sensitive nodes in float (same
+   calibration ranges, no new calibration) until the accuracy drop on the tuning images (train
+   and holdout, never val) is within the budget.
+Every attempt is recorded, so the report can say what was excluded and what it cost.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.quantization.calibration import CalibrationResult
+from edgetl.quantization.qdq import QuantSettings, quantize_with_ranges, quantized_compute_nodes
+
+_TINY = 1e-12
+
+
+@dataclass(frozen=True)
+class NodeSensitivity:
+    node: str
+    op_type: str
+    input_sqnr_db: float
+    output_sqnr_db: float
+    added_noise: float  # noise-to-signal ratio added by this node (linear)
+
+
+@dataclass
+class Attempt:
+    float_nodes: list[str]
+    accuracy_drop_points: float
+    agreement: float
+    within_budget: bool
+
+
+@dataclass
+class FallbackResult:
+    triggered: bool
+    within_budget: bool
+    added_float_nodes: list[str]
+    final: Attempt
+    attempts: list[Attempt] = field(default_factory=list)
+    sensitivity: list[NodeSensitivity] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "triggered": self.triggered,
+            "within_budget": self.within_budget,
+            "added_float_nodes": self.added_float_nodes,
+            "final": asdict(self.final),
+            "attempts": [asdict(a) for a in self.attempts],
+            "most_sensitive": [asdict(s) for s in self.sensitivity[:10]],
+        }
+
+
+@dataclass(frozen=True)
+class TuningSet:
+    """Preprocessed images with labels, and the fp32 model's predictions on them."""
+
+    batch: np.ndarray
+    labels: np.ndarray
+    fp32_predictions: np.ndarray
+
+    def drop_and_agreement(self, predictions: np.ndarray) -> tuple[float, float]:
+        fp32_accuracy = float((self.fp32_predictions == self.labels).mean())
+        accuracy = float((predictions == self.labels).mean())
+        return (fp32_accuracy - accuracy) * 100, float((predictions == self.fp32_predictions).mean())
+
+
+def _session(model: Any, threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def model_feed(model_path: Path, batch: np.ndarray, count: int = 1) -> dict[str, np.ndarray]:
+    """An input feed of `count` images, or of the model's fixed batch size if it has one."""
+    model_input = _session(model_path).get_inputs()[0]
+    fixed = model_input.shape[0] if model_input.shape else None
+    size = fixed if isinstance(fixed, int) and fixed > 0 else min(count, len(batch))
+    return {model_input.name: np.resize(batch[:size], (size, *batch.shape[1:]))}
+
+
+def predict(model_path: Path, batch: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """Top-1 predictions of an ONNX model on a preprocessed batch."""
+    session = _session(model_path)
+    name = session.get_inputs()[0].name
+    fixed = session.get_inputs()[0].shape[0]
+    if isinstance(fixed, int) and fixed > 0:
+        chunk = fixed
+    outputs = []
+    for start in range(0, len(batch), chunk):
+        part = batch[start : start + chunk]
+        real = len(part)
+        if real < chunk and isinstance(fixed, int) and fixed > 0:
+            part = np.concatenate([part, np.repeat(part[-1:], chunk - real, axis=0)])
+        outputs.append(session.run(None, {name: part})[0][:real])
+    return np.concatenate(outputs).argmax(axis=1)
+
+
+def _float_name(model: Any, tensor: str) -> str:
+    """The float tensor behind a DequantizeLinear <- QuantizeLinear pair (or `tensor` itself)."""
+    producers = {out: n for n in model.graph.node for out in n.output}
+    dq = producers.get(tensor)
+    if dq is not None and dq.op_type == "DequantizeLinear":
+        q = producers.get(dq.input[0])
+        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else dq.input[0]
+    return tensor
+
+
+def _as_read(model: Any, tensor: str) -> str:
+    """What consumers of `tensor` read: its DequantizeLinear(QuantizeLinear(...)) output if there is one."""
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for q in consumers.get(tensor, []):
+        if q.op_type == "QuantizeLinear":
+            for dq in consumers.get(q.output[0], []):
+                if dq.op_type == "DequantizeLinear":
+                    return dq.output[0]
+    return tensor
+
+
+def _with_outputs(model: Any, names: list[str]) -> Any:
+    import onnx
+
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    existing = {o.name for o in exposed.graph.output}
+    for name in names:
+        if name not in existing:
+            exposed.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            existing.add(name)
+    return exposed
+
+
+def _db(nsr: float) -> float:
+    return float(-10 * np.log10(max(nsr, _TINY)))
+
+
+def node_sensitivity(fp32_model: Path, int8_model: Path, batch: np.ndarray) -> list[NodeSensitivity]:
+    """Rank quantized compute nodes by the quantization noise each adds, most harmful first.
+
+    A node is compared on what it reads (its dequantized input) and on what its consumers read
+    (its output after its own Q/DQ), both against the fp32 model. Noise is averaged per channel, so
+    an outlier channel that swamps a per-tensor scale cannot hide the channels it destroys.
+    """
+    import onnx
+
+    quantized = onnx.load(str(int8_model))
+    reference = onnx.load(str(fp32_model))
+    reference_tensors = {t for n in reference.graph.node for t in n.output} | {i.name for i in reference.graph.input}
+    nodes = {n.name: n for n in quantized.graph.node}
+    pairs = []  # (node, input as read, its float name, output as read, its float name)
+    for name in quantized_compute_nodes(quantized):
+        node = nodes[name]
+        read_in, float_in = node.input[0], _float_name(quantized, node.input[0])
+        read_out, float_out = _as_read(quantized, node.output[0]), node.output[0]
+        if float_in in reference_tensors and float_out in reference_tensors:
+            pairs.append((node, read_in, float_in, read_out, float_out))
+    graph_inputs = {i.name for i in reference.graph.input}
+    fetch_int8 = sorted({t for p in pairs for t in (p[1], p[3])} - graph_inputs)
+    fetch_fp32 = sorted({t for p in pairs for t in (p[2], p[4])} - graph_inputs)
+    runs = []
+    for model, fetched in ((reference, fetch_fp32), (quantized, fetch_int8)):
+        session = _session(_with_outputs(model, fetched))
+        values = dict(zip(fetched, session.run(fetched, {session.get_inputs()[0].name: batch}), strict=True))
+        values.update({name: batch for name in graph_inputs})
+        runs.append(values)
+    fp32, int8 = runs
+    ranked = []
+    for node, read_in, float_in, read_out, float_out in pairs:
+        nsr_in = _channel_nsr(fp32[float_in], int8[read_in])
+        nsr_out = _channel_nsr(fp32[float_out], int8[read_out])
+        ranked.append(NodeSensitivity(node.name, node.op_type, _db(nsr_in), _db(nsr_out), max(0.0, nsr_out - nsr_in)))
+    return sorted(ranked, key=lambda s: s.added_noise, reverse=True)
+
+
+def _channel_nsr(reference: np.ndarray, measured: np.ndarray) -> float:
+    """Mean over channels (axis 1) of noise power / signal power; channels without signal are ignored."""
+    ref = reference.astype(np.float64).reshape(reference.shape[0], reference.shape[1] if reference.ndim > 1 else 1, -1)
+    noise = np.square(measured.astype(np.float64).reshape(ref.shape) - ref).sum(axis=(0, 2))
+    signal = np.square(ref).sum(axis=(0, 2))
+    alive = signal > _TINY * max(1.0, float(signal.max()))
+    return float(np.mean(noise[alive] / signal[alive])) if alive.any() else 0.0
+
+
+def _schedule(limit: int) -> list[int]:
+    """How many nodes to keep in float at each attempt: 1, 2, 3, 4, 6, 8, 12, 16, ... up to `limit`."""
+    counts, k = [], 1
+    while k < limit:
+        counts.append(k)
+        k = k + 1 if k < 4 else int(k * 1.5)
+    return [*counts, limit] if limit > 0 else []
+
+
+def accuracy_aware_quantize(
+    prepared: Path,
+    target: Path,
+    ranges: CalibrationResult,
+    settings: QuantSettings,
+    float_nodes: list[str],
+    tuning: TuningSet,
+    max_drop_points: float,
+    min_agreement: float | None = None,
+    max_float_nodes: int = 16,
+    sensitivity_images: int = 16,
+    log: Callable[[str], None] = lambda message: None,
+) -> FallbackResult:
+    """Quantize `prepared` into `target`; if the tuning drop exceeds the budget, fall back node by node."""
+    feed = model_feed(prepared, tuning.batch)
+
+    def attempt(path: Path, nodes: list[str]) -> Attempt:
+        quantize_with_ranges(prepared, path, ranges, settings, nodes, feed)
+        drop, agreement = tuning.drop_and_agreement(predict(path, tuning.batch))
+        ok = drop <= max_drop_points + 1e-9 and (min_agreement is None or agreement * 100 >= min_agreement - 1e-9)
+        return Attempt(list(nodes), drop, agreement, ok)
+
+    first = attempt(target, float_nodes)
+    result = FallbackResult(False, first.within_budget, [], first, [first])
+    if first.within_budget:
+        return result
+    result.triggered = True
+    log(
+        f"int8 drops {first.accuracy_drop_points:.2f} points on {len(tuning.labels)} tuning images "
+        f"(budget {max_drop_points:g}); measuring per-node sensitivity"
+    )
+    sample = next(iter(model_feed(prepared, tuning.batch, sensitivity_images).values()))
+    result.sensitivity = node_sensitivity(prepared, target, sample)
+    candidates = [s.node for s in result.sensitivity if s.node not in float_nodes]
+    best = first
+    with tempfile.TemporaryDirectory(prefix="edgetl-fallback-") as work:
+        for count in _schedule(min(max_float_nodes, len(candidates))):
+            trial = Path(work) / f"float{count}.onnx"
+            step = attempt(trial, [*float_nodes, *candidates[:count]])
+            result.attempts.append(step)
+            log(
+                f"  {count} node(s) in float: drop {step.accuracy_drop_points:.2f} points, "
+                f"agreement {step.agreement:.2%}"
+            )
+            if step.within_budget or (step.accuracy_drop_points, -step.agreement) < (
+                best.accuracy_drop_points,
+                -best.agreement,
+            ):
+                best = step
+                trial.replace(target)
+            if step.within_budget:
+                break
+    result.within_budget = best.within_budget
+    result.final = best
+    result.added_float_nodes = [n for n in best.float_nodes if n not in float_nodes]
+    return result

@@ -1,0 +1,211 @@
+"""Markdown sections of report.md that explain the numbers: statistics, classes, performance, int8.
+
+Each function takes the report dict and returns lines; none of them computes anything new, so
+report.md never says more than report.json holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_MAX_CLASS_ROWS = 20
+
+
+def _mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value / 1e6:.1f}"
+
+
+def statistics_lines(report: dict[str, Any]) -> list[str]:
+    baseline = report["baseline"]
+    images = report["eval"]["images"]
+    lines = [
+        "",
+        "## Is the difference real?",
+        "",
+        f"On {images} images one image is {100 / images:.2f} points, so every accuracy comes with a 95% bootstrap "
+        f"confidence interval; each artefact is compared with `{baseline}` on the same images by a paired bootstrap "
+        "interval of the accuracy difference and an exact McNemar test on the images where exactly one of the two "
+        "is right. A high p-value means no evidence of a difference, not proof of equality: read it with the interval.",
+        "",
+        f"| artefact | top-1 (95% CI) | difference vs {baseline}, points (95% CI) | only {baseline} right | "
+        "only artefact right | McNemar p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, a in report["artifacts"].items():
+        s = a.get("statistics")
+        if not s:
+            continue
+        ci, diff, test = s["accuracy"], s["difference"], s["mcnemar"]
+        lines.append(
+            f"| {name} | {ci['accuracy']:.2%} ({ci['low']:.2%} to {ci['high']:.2%}) | "
+            f"{diff['difference_points']:+.2f} ({diff['low_points']:+.2f} to {diff['high_points']:+.2f}) | "
+            f"{test['a_only_correct']} | {test['b_only_correct']} | {test['p_value']:.3g} |"
+        )
+    deployed = report["artifacts"].get(report["deployed_artifact"], {}).get("statistics")
+    if deployed and report["deployed_artifact"] != baseline:
+        lines += ["", f"- {report['deployed_artifact']} vs {baseline}: {deployed['mcnemar']['interpretation']}"]
+    return lines
+
+
+def per_class_lines(report: dict[str, Any]) -> list[str]:
+    names = [n for n, a in report["artifacts"].items() if a.get("per_class")]
+    if not names:
+        return []
+    classes = report["eval"]["classes"]
+    deployed = report["deployed_artifact"]
+    lines = ["", "## Per class", ""]
+    shown = classes
+    if len(classes) > _MAX_CLASS_ROWS:
+        per_class = report["artifacts"][deployed]["per_class"]
+        shown = sorted(classes, key=lambda c: per_class[c]["accuracy"] if per_class[c]["accuracy"] is not None else 2)
+        shown = shown[:_MAX_CLASS_ROWS]
+        lines.append(f"The {_MAX_CLASS_ROWS} classes where {deployed} is least accurate (all in report.json).")
+        lines.append("")
+    lines += [
+        "| class | images | " + " | ".join(f"{n} recall" for n in names) + f" | {deployed} precision |",
+        "|---|---|" + "---|" * (len(names) + 1),
+    ]
+    for cls in shown:
+        first = report["artifacts"][names[0]]["per_class"][cls]
+        cells = []
+        for name in names:
+            value = report["artifacts"][name]["per_class"][cls]["accuracy"]
+            cells.append("n/a" if value is None else f"{value:.1%}")
+        precision = report["artifacts"][deployed]["per_class"][cls].get("precision") if deployed in names else None
+        lines.append(
+            f"| {cls} | {first['total']} | "
+            + " | ".join(cells)
+            + f" | {'n/a' if precision is None else f'{precision:.1%}'} |"
+        )
+    matrix = report["artifacts"].get(deployed, {}).get("confusion_matrix")
+    if matrix and len(classes) <= _MAX_CLASS_ROWS:
+        lines += [
+            "",
+            f"Confusion matrix of {deployed} (rows: true class, columns: predicted):",
+            "",
+            "| | " + " | ".join(classes) + " |",
+            "|---|" + "---|" * len(classes),
+        ]
+        for cls, row in zip(classes, matrix, strict=True):
+            lines.append(f"| {cls} | " + " | ".join(str(v) for v in row) + " |")
+    return lines
+
+
+def performance_lines(report: dict[str, Any]) -> list[str]:
+    settings = report["settings"]
+    lines = [
+        "",
+        "## Latency, throughput, memory, compute",
+        "",
+        f"Batch 1, {settings['threads']} thread(s), {settings['warmup']} warm-up runs then {settings['iterations']} "
+        f"timed runs per artefact, interleaved across artefacts in {settings['rounds']} rounds. Everything below is "
+        "measured on this machine.",
+        "",
+        "| artefact | runtime / providers | p50 | p90 | p99 | mean ± std | min / max | peak RSS MB (model) | "
+        "MMACs | params M | GEMM-peak share |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, a in report["artifacts"].items():
+        lat = a["latency_ms"]
+        execution = a.get("execution") or {}
+        providers = ", ".join(execution.get("providers") or []) or a["runtime"]
+        memory = a.get("memory") or {}
+        compute = a.get("compute") or {}
+        utilization = compute.get("utilization")
+        cells = [
+            name,
+            f"{execution.get('runtime', a['runtime'])} {execution.get('version', '')} ({providers})",
+            f"{lat['p50']:.2f}",
+            f"{lat['p90']:.2f}",
+            f"{lat['p99']:.2f}",
+            f"{lat['mean']:.2f} ± {lat['std']:.2f}",
+            f"{lat['min']:.2f} / {lat['max']:.2f}",
+            f"{_mb(memory.get('peak_rss_bytes'))} ({_mb(memory.get('model_rss_bytes'))})",
+            f"{compute['macs'] / 1e6:.1f}" if compute.get("macs") else "n/a",
+            f"{compute['parameters'] / 1e6:.2f}" if compute.get("parameters") else "n/a",
+            f"{utilization['fraction']:.1%} of {utilization['peak_precision']}" if utilization else "n/a",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    sweep_sizes = sorted({item["batch"] for a in report["artifacts"].values() for item in a.get("batch_sweep") or []})
+    if sweep_sizes:
+        lines += [
+            "",
+            "Throughput sweep, images per second (median of "
+            f"{settings.get('throughput_iterations', 'n/a')} runs per batch size):",
+            "",
+            "| artefact | " + " | ".join(f"batch {b}" for b in sweep_sizes) + " |",
+            "|---|" + "---|" * len(sweep_sizes),
+        ]
+        for name, a in report["artifacts"].items():
+            by_batch = {item["batch"]: item["images_per_second"] for item in a.get("batch_sweep") or []}
+            cells = [f"{by_batch[b]:.1f}" if b in by_batch else "n/a" for b in sweep_sizes]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    peaks = report.get("peaks") or {}
+    if peaks:
+        lines += ["", "How the compute peak is derived (measured, not from a datasheet):", ""]
+        lines += [f"- {p}: {peak['gmacs_per_second']:.1f} GMAC/s; {peak['method']}" for p, peak in peaks.items()]
+        lines.append(
+            "- MACs are counted on each shipped ONNX file at batch 1; share = MACs / p50 latency / peak. "
+            "fp16 on a CPU is compared with the fp32 peak."
+        )
+    memory_method = next((a["memory"].get("method") for a in report["artifacts"].values() if a.get("memory")), None)
+    if memory_method:
+        lines.append(f"- memory: {memory_method}")
+    return lines
+
+
+def quantization_lines(report: dict[str, Any]) -> list[str]:
+    quant = report.get("quantization")
+    lines: list[str] = []
+    if quant:
+        s = quant["settings"]
+        calibration = quant.get("calibration") or {}
+        lines += [
+            "",
+            "## Quantization",
+            "",
+            f"- static int8 QDQ, {s['calibration_method']} calibration on {quant['calibration_images']} train images, "
+            f"activations {s['activation_type']}, weights {s['weight_type']} "
+            f"{'per-channel' if s['per_channel'] else 'per-tensor'}"
+            f"{' with reduce_range (7-bit weights)' if s['reduce_range'] else ''}",
+        ]
+        if calibration and calibration.get("method") != "minmax":
+            lines.append(
+                f"- {calibration['method']} ({calibration.get('settings')}) clipped "
+                f"{calibration['tensors_clipped']} of "
+                f"{calibration['tensors']} activation ranges, median {calibration['median_clipped_fraction']:.0%} of "
+                "the observed range (verified per tensor in optimize/calibration.json; not a silent MinMax)"
+            )
+        tuning = quant.get("tuning")
+        if tuning:
+            lines.append(
+                f"- on {tuning['images']} tuning images ({tuning['source']}): accuracy drop "
+                f"{tuning['accuracy_drop_points']:.2f} points vs fp32 (budget {tuning['max_accuracy_drop']:g}), "
+                f"agreement {tuning['agreement']:.2%}"
+            )
+        lines.append(f"- kept in float: {', '.join(quant.get('float_nodes') or []) or 'nothing'}")
+        aware = quant.get("accuracy_aware")
+        if aware and aware["triggered"]:
+            cost = aware.get("cost") or {}
+            lines.append(
+                f"- accuracy-aware fallback: all-int8 dropped {aware['initial_drop_points']:.2f} points on the tuning "
+                f"images; kept {len(aware['added_float_nodes'])} most sensitive node(s) in float "
+                f"({', '.join(aware['added_float_nodes'])}) after {aware['attempts']} attempts; "
+                + ("budget restored" if aware["within_budget"] else "**budget not restored**")
+                + (
+                    f"; speed cost: p50 {cost['all_int8_p50_ms']:.2f} ms -> {cost['fallback_p50_ms']:.2f} ms "
+                    f"({cost['slowdown']:.2f}x, {cost['method']})"
+                    if cost
+                    else ""
+                )
+            )
+        elif aware:
+            lines.append("- accuracy-aware fallback: not needed (int8 met the budget on the tuning images)")
+    fp16 = report.get("fp16")
+    if fp16:
+        lines += [
+            "",
+            f"- fp16 ONNX for GPU targets: {fp16['size_bytes'] / 1e6:.2f} MB ({fp16['size_ratio']:.2f}x fp32), fp32 "
+            "inputs/outputs; its CPU latency above says nothing about a GPU (ONNX Runtime CPU runs fp16 via casts)",
+        ]
+    return lines

@@ -1,0 +1,65 @@
+"""Accuracy-aware int8: a model with a deliberately sensitive layer breaks, the fallback restores it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgetl.quantization.accuracy_aware import TuningSet, accuracy_aware_quantize, node_sensitivity, predict
+from edgetl.quantization.calibration import compute_ranges
+from edgetl.quantization.qdq import QuantSettings, quantize_with_ranges, quantized_compute_nodes
+from tests.quantization.synthetic import images
+from tests.quantization.test_calibration import ArrayReader, prepare_model
+
+
+def _setup(tmp_path: Path) -> tuple[Path, object, TuningSet]:
+    model = prepare_model(tmp_path)
+    calibration, tuning_images = images(64, seed=1), images(128, seed=2)
+    ranges = compute_ranges(model, ArrayReader(calibration, 16), "minmax")
+    fp32 = predict(model, tuning_images)
+    assert len(np.unique(fp32)) >= 3  # a real classifier, not a constant
+    return model, ranges, TuningSet(tuning_images, fp32, fp32)
+
+
+def test_sensitive_layer_breaks_int8_and_fallback_restores_the_budget(tmp_path: Path) -> None:
+    model, ranges, tuning = _setup(tmp_path)
+    target = tmp_path / "int8.onnx"
+    messages: list[str] = []
+    result = accuracy_aware_quantize(
+        model, target, ranges, QuantSettings(), [], tuning, max_drop_points=5.0, log=messages.append
+    )
+    first, final = result.attempts[0], result.final
+    assert first.float_nodes == [] and first.accuracy_drop_points > 30  # all-int8 collapses
+    assert result.triggered and result.within_budget
+    assert final.accuracy_drop_points <= 5.0 and final.agreement >= 0.95
+    assert "wide" in result.added_float_nodes  # the layer with the outlier channel
+    assert result.sensitivity[0].node == "wide"
+    # The file on disk is the one that was measured, and it keeps the rest in int8.
+    drop, agreement = tuning.drop_and_agreement(predict(target, tuning.batch))
+    assert (drop, agreement) == (final.accuracy_drop_points, final.agreement)
+    quantized = quantized_compute_nodes(onnx.load(str(target)))
+    assert "wide" not in quantized and "stem" in quantized
+    assert any("sensitivity" in m for m in messages)
+    record = result.to_dict()
+    assert record["attempts"][0]["within_budget"] is False and record["final"]["within_budget"] is True
+
+
+def test_fallback_not_triggered_when_int8_is_fine(tmp_path: Path) -> None:
+    model, ranges, tuning = _setup(tmp_path)
+    result = accuracy_aware_quantize(
+        model, tmp_path / "int8.onnx", ranges, QuantSettings(), ["wide", "mix"], tuning, max_drop_points=5.0
+    )
+    assert not result.triggered and result.within_budget and len(result.attempts) == 1
+    assert result.added_float_nodes == [] and result.sensitivity == []
+
+
+def test_sensitivity_ranks_the_outlier_layer_first(tmp_path: Path) -> None:
+    model, ranges, tuning = _setup(tmp_path)
+    int8 = tmp_path / "all.onnx"
+    quantize_with_ranges(model, int8, ranges, QuantSettings(), [], {"input": tuning.batch[:1]})
+    ranked = node_sensitivity(model, int8, tuning.batch[:16])
+    assert [s.node for s in ranked][:1] == ["wide"]
+    assert ranked[0].added_noise > 10 * ranked[-1].added_noise
+    assert {s.node for s in ranked} <= {"stem", "wide", "mix", "head"}
