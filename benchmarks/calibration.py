@@ -14,7 +14,6 @@ and `.md`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._results import write_results  # noqa: E402
 from edgetl.console import Log  # noqa: E402
 from edgetl.machine import describe_machine  # noqa: E402
 from edgetl.pipeline import build  # noqa: E402
@@ -109,10 +109,7 @@ def main() -> None:
         "versions": package_versions("onnxruntime", "onnx", "torch"),
         "rows": rows,
     }
-    out = REPO / "benchmarks" / "results" / f"calibration_{name}"
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(render(result) + "\n")
-    print(render(result))
+    write_results(REPO / "benchmarks" / "results" / f"calibration_{name}", result, render)
 
 
 def render(result: dict) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._results import write_results  # noqa: E402
 from edgetl.benchmarking import TorchRunner, measure_latency  # noqa: E402
 from edgetl.console import Log  # noqa: E402
 from edgetl.machine import describe_machine  # noqa: E402
@@ -105,10 +106,7 @@ def main() -> None:
         },
         "build_budgets_passed": report["passed"],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(render(result))
-    print(render(result))
+    write_results(args.out, result, render)
 
 
 def render(result: dict) -> str:

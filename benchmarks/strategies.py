@@ -24,6 +24,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._results import write_results  # noqa: E402
 from edgetl.backbones import get_backbone  # noqa: E402
 from edgetl.benchmarking import TorchRunner  # noqa: E402
 from edgetl.console import Log  # noqa: E402
@@ -129,10 +130,7 @@ def main() -> None:
     if cached and uncached:
         result["cached_features_speedup"] = uncached["finetune_stage_seconds"] / cached["finetune_stage_seconds"]
         result["cached_vs_uncached_val_correct"] = [cached["val_correct"], uncached["val_correct"]]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(render(result))
-    print(render(result))
+    write_results(args.out, result, render)
 
 
 def render(result: dict) -> str:

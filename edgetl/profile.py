@@ -166,6 +166,11 @@ class AccuracyAwareConfig(_Section):
     max_accuracy_drop: Annotated[float, Field(ge=0.0, le=100.0)] | None = Field(
         None, description="points, on train/holdout images; default: budgets.max_accuracy_drop, else 1.0"
     )
+    min_agreement: Annotated[float, Field(ge=0.0, le=100.0)] | None = Field(
+        99.5,
+        description="percent top-1 agreement with fp32 on tuning images; catches drops that accuracy on "
+        "(well-fitted) train images hides; null: budgets.min_agreement",
+    )
     tuning_images: PositiveInt = Field(300, description="from train (+ holdout), never from val")
     max_float_nodes: PositiveInt = Field(16, description="give up (and report) past this many float nodes")
     sensitivity_images: PositiveInt = Field(16, description="images for the per-node sensitivity pass")

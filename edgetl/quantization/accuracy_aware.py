@@ -6,8 +6,10 @@
    input, both measured against the fp32 model. This blames a node for its own weights and for
    the quantization of the activation it reads, which is exactly what keeping it in float removes.
 2. Fallback: re-quantize with the 1, 2, 3, 4, 6, 8, ... most sensitive nodes in float (same
-   calibration ranges, no new calibration) until the accuracy drop on the tuning images (train
-   and holdout, never val) is within the budget.
+   calibration ranges, no new calibration) until, on the tuning images (train and holdout, never
+   val), the accuracy drop is within the budget and top-1 agreement with fp32 is high enough. The
+   agreement test matters: on images the model was trained on, fp32 is so confident that int8 can
+   flip several answers without changing the accuracy, while on val the same model loses points.
 Every attempt is recorded, so the report can say what was excluded and what it cost.
 """
 
@@ -239,8 +241,10 @@ def accuracy_aware_quantize(
         return result
     result.triggered = True
     log(
-        f"int8 drops {first.accuracy_drop_points:.2f} points on {len(tuning.labels)} tuning images "
-        f"(budget {max_drop_points:g}); measuring per-node sensitivity"
+        f"int8 drops {first.accuracy_drop_points:.2f} points, agreement {first.agreement:.2%} on "
+        f"{len(tuning.labels)} tuning images (budget {max_drop_points:g} points"
+        + (f", {min_agreement:g}% agreement" if min_agreement is not None else "")
+        + "); measuring per-node sensitivity"
     )
     sample = next(iter(model_feed(prepared, tuning.batch, sensitivity_images).values()))
     result.sensitivity = node_sensitivity(prepared, target, sample)

@@ -195,7 +195,7 @@ def compute_ranges(model: Path, reader: Any, method: str, percentile: float = 99
         calibrator = _calibrator(model, Path(work), method, percentile)
         # One batch at a time: bounded memory, and histograms merge across batches of unequal size.
         while (feed := reader.get_next()) is not None:
-            calibrator.collect_data(_SingleFeed(feed))
+            calibrator.collect_data(OneFeedReader(feed))
         if method == "entropy":
             for name, (hist, edges, low, high, _threshold) in calibrator.collector.histogram_dict.items():
                 lo, hi = entropy_threshold(hist, edges)
@@ -210,7 +210,9 @@ def compute_ranges(model: Path, reader: Any, method: str, percentile: float = 99
     return result
 
 
-class _SingleFeed:
+class OneFeedReader:
+    """A `CalibrationDataReader` that yields one given feed, once."""
+
     def __init__(self, feed: dict[str, np.ndarray]) -> None:
         self.feed: dict[str, np.ndarray] | None = feed
 

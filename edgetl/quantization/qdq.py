@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.errors import ProfileError
-from edgetl.quantization.calibration import CalibrationResult
+from edgetl.quantization.calibration import CalibrationResult, OneFeedReader
 
 # Ops whose weights carry the model's compute; the ones the fallback may keep in float.
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -61,17 +61,6 @@ def resolve_float_nodes(model: Any, keep_float: list[str], exclude_nodes: list[s
     return list(dict.fromkeys(selected))
 
 
-class _OneBatchReader:
-    """quantize_static insists on a data reader even when every range is overridden: one batch."""
-
-    def __init__(self, feed: dict[str, np.ndarray]) -> None:
-        self.feed: dict[str, np.ndarray] | None = feed
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        feed, self.feed = self.feed, None
-        return feed
-
-
 def quantize_with_ranges(
     prepared: Path,
     target: Path,
@@ -88,7 +77,7 @@ def quantize_with_ranges(
         quantize_static(
             str(prepared),
             str(target),
-            _OneBatchReader(sample_feed),
+            OneFeedReader(sample_feed),  # quantize_static wants a reader even when every range is given
             quant_format=QuantFormat.QDQ,
             activation_type=types[settings.activation_type],
             weight_type=types[settings.weight_type],

@@ -40,7 +40,8 @@ def accuracy_budget(profile: Profile) -> tuple[float, float | None]:
     drop = aware.max_accuracy_drop
     if drop is None:
         drop = profile.budgets.max_accuracy_drop if profile.budgets.max_accuracy_drop is not None else _DEFAULT_MAX_DROP
-    return drop, profile.budgets.min_agreement
+    agreement = aware.min_agreement if aware.min_agreement is not None else profile.budgets.min_agreement
+    return drop, agreement
 
 
 class OptimizeStage(Stage):
