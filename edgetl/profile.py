@@ -171,6 +171,11 @@ class AccuracyAwareConfig(_Section):
         description="percent top-1 agreement with fp32 on tuning images; catches drops that accuracy on "
         "(well-fitted) train images hides; null: budgets.min_agreement",
     )
+    min_logit_sqnr_db: Annotated[float, Field(ge=0.0, le=100.0)] | None = Field(
+        20.0,
+        description="int8 logits must stay this close to fp32 (dB, per-image mean removed); measured on train "
+        "images it tracks val, where accuracy on train images does not; null disables",
+    )
     tuning_images: PositiveInt = Field(300, description="from train (+ holdout), never from val")
     max_float_nodes: PositiveInt = Field(16, description="give up (and report) past this many float nodes")
     sensitivity_images: PositiveInt = Field(16, description="images for the per-node sensitivity pass")

@@ -183,6 +183,12 @@ def quantization_lines(report: dict[str, Any]) -> list[str]:
                 f"{tuning['accuracy_drop_points']:.2f} points vs fp32 (budget {tuning['max_accuracy_drop']:g}), "
                 f"agreement {tuning['agreement']:.2%}"
                 + (f" (minimum {tuning['min_agreement']:g}%)" if tuning.get("min_agreement") is not None else "")
+                + (
+                    f", logit SQNR {tuning['logit_sqnr_db']:.1f} dB"
+                    + (f" (minimum {tuning['min_logit_sqnr_db']:g})" if tuning.get("min_logit_sqnr_db") else "")
+                    if tuning.get("logit_sqnr_db") is not None
+                    else ""
+                )
             )
         lines.append(f"- kept in float: {', '.join(quant.get('float_nodes') or []) or 'nothing'}")
         aware = quant.get("accuracy_aware")

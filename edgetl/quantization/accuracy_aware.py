@@ -44,6 +44,7 @@ class Attempt:
     accuracy_drop_points: float
     agreement: float
     within_budget: bool
+    logit_sqnr_db: float | None = None  # fidelity of the int8 logits to fp32 (higher is closer)
 
 
 @dataclass
@@ -73,11 +74,24 @@ class TuningSet:
     batch: np.ndarray
     labels: np.ndarray
     fp32_predictions: np.ndarray
+    fp32_logits: np.ndarray | None = None
 
     def drop_and_agreement(self, predictions: np.ndarray) -> tuple[float, float]:
         fp32_accuracy = float((self.fp32_predictions == self.labels).mean())
         accuracy = float((predictions == self.labels).mean())
         return (fp32_accuracy - accuracy) * 100, float((predictions == self.fp32_predictions).mean())
+
+    def logit_sqnr_db(self, logits: np.ndarray) -> float | None:
+        """Signal-to-quantization-noise of the logits (per-image mean removed), in dB.
+
+        Unlike accuracy on train images, which fp32 fits with wide margins, logit fidelity measured on
+        train images predicts fidelity on val closely (22.3 vs 22.5 dB, 16.7 vs 16.4 dB on hymenoptera).
+        """
+        if self.fp32_logits is None:
+            return None
+        reference = self.fp32_logits - self.fp32_logits.mean(axis=1, keepdims=True)
+        measured = logits - logits.mean(axis=1, keepdims=True)
+        return _db(float(np.square(measured - reference).sum()) / max(float(np.square(reference).sum()), _TINY))
 
 
 def _session(model: Any, threads: int | None = None) -> Any:
@@ -101,6 +115,11 @@ def model_feed(model_path: Path, batch: np.ndarray, count: int = 1) -> dict[str,
 
 def predict(model_path: Path, batch: np.ndarray, chunk: int = 32) -> np.ndarray:
     """Top-1 predictions of an ONNX model on a preprocessed batch."""
+    return infer_logits(model_path, batch, chunk).argmax(axis=1)
+
+
+def infer_logits(model_path: Path, batch: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """Logits of an ONNX model on a preprocessed batch (fixed-batch models are padded)."""
     session = _session(model_path)
     name = session.get_inputs()[0].name
     fixed = session.get_inputs()[0].shape[0]
@@ -113,7 +132,7 @@ def predict(model_path: Path, batch: np.ndarray, chunk: int = 32) -> np.ndarray:
         if real < chunk and isinstance(fixed, int) and fixed > 0:
             part = np.concatenate([part, np.repeat(part[-1:], chunk - real, axis=0)])
         outputs.append(session.run(None, {name: part})[0][:real])
-    return np.concatenate(outputs).argmax(axis=1)
+    return np.concatenate(outputs)
 
 
 def _float_name(model: Any, tensor: str) -> str:
@@ -204,6 +223,11 @@ def _channel_nsr(reference: np.ndarray, measured: np.ndarray) -> float:
     return float(np.mean(noise[alive] / signal[alive])) if alive.any() else 0.0
 
 
+def _rank(attempt: Attempt) -> tuple[float, float, float]:
+    """Order attempts when none meets the budget: least drop, then most agreement, then best fidelity."""
+    return (attempt.accuracy_drop_points, -attempt.agreement, -(attempt.logit_sqnr_db or 0.0))
+
+
 def _schedule(limit: int) -> list[int]:
     """How many nodes to keep in float at each attempt: 1, 2, 3, 4, 6, 8, 12, 16, ... up to `limit`."""
     counts, k = [], 1
@@ -222,6 +246,7 @@ def accuracy_aware_quantize(
     tuning: TuningSet,
     max_drop_points: float,
     min_agreement: float | None = None,
+    min_logit_sqnr_db: float | None = None,
     max_float_nodes: int = 16,
     sensitivity_images: int = 16,
     log: Callable[[str], None] = lambda message: None,
@@ -231,9 +256,15 @@ def accuracy_aware_quantize(
 
     def attempt(path: Path, nodes: list[str]) -> Attempt:
         quantize_with_ranges(prepared, path, ranges, settings, nodes, feed)
-        drop, agreement = tuning.drop_and_agreement(predict(path, tuning.batch))
-        ok = drop <= max_drop_points + 1e-9 and (min_agreement is None or agreement * 100 >= min_agreement - 1e-9)
-        return Attempt(list(nodes), drop, agreement, ok)
+        logits = infer_logits(path, tuning.batch)
+        drop, agreement = tuning.drop_and_agreement(logits.argmax(axis=1))
+        sqnr = tuning.logit_sqnr_db(logits)
+        ok = (
+            drop <= max_drop_points + 1e-9
+            and (min_agreement is None or agreement * 100 >= min_agreement - 1e-9)
+            and (min_logit_sqnr_db is None or sqnr is None or sqnr >= min_logit_sqnr_db)
+        )
+        return Attempt(list(nodes), drop, agreement, ok, sqnr)
 
     first = attempt(target, float_nodes)
     result = FallbackResult(False, first.within_budget, [], first, [first])
@@ -244,6 +275,7 @@ def accuracy_aware_quantize(
         f"int8 drops {first.accuracy_drop_points:.2f} points, agreement {first.agreement:.2%} on "
         f"{len(tuning.labels)} tuning images (budget {max_drop_points:g} points"
         + (f", {min_agreement:g}% agreement" if min_agreement is not None else "")
+        + (f", logits {first.logit_sqnr_db:.1f} dB SQNR (min {min_logit_sqnr_db:g})" if min_logit_sqnr_db else "")
         + "); measuring per-node sensitivity"
     )
     sample = next(iter(model_feed(prepared, tuning.batch, sensitivity_images).values()))
@@ -258,11 +290,9 @@ def accuracy_aware_quantize(
             log(
                 f"  {count} node(s) in float: drop {step.accuracy_drop_points:.2f} points, "
                 f"agreement {step.agreement:.2%}"
+                + (f", logits {step.logit_sqnr_db:.1f} dB" if step.logit_sqnr_db is not None else "")
             )
-            if step.within_budget or (step.accuracy_drop_points, -step.agreement) < (
-                best.accuracy_drop_points,
-                -best.agreement,
-            ):
+            if step.within_budget or _rank(step) < _rank(best):
                 best = step
                 trial.replace(target)
             if step.within_budget:

@@ -84,7 +84,13 @@ class OptimizeStage(Stage):
     def _int8(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
         from edgetl import onnx_tools
         from edgetl.preprocessing import read_preprocessing
-        from edgetl.quantization.accuracy_aware import TuningSet, accuracy_aware_quantize, model_feed, predict
+        from edgetl.quantization.accuracy_aware import (
+            TuningSet,
+            accuracy_aware_quantize,
+            infer_logits,
+            model_feed,
+            predict,
+        )
         from edgetl.quantization.calibration import ImageCalibrationReader, compute_ranges
         from edgetl.quantization.qdq import QuantSettings, prepare, quantize_with_ranges, resolve_float_nodes
 
@@ -126,10 +132,9 @@ class OptimizeStage(Stage):
         settings = QuantSettings(cfg.activation_type, cfg.weight_type, cfg.per_channel, cfg.reduce_range)
         tuning_paths = pool[: cfg.accuracy_aware.tuning_images]
         tuning_batch = pre.batch(tuning_paths)
+        fp32_logits = infer_logits(prepared, tuning_batch)
         tuning = TuningSet(
-            tuning_batch,
-            np.asarray(pool_labels[: len(tuning_paths)]),
-            predict(prepared, tuning_batch),
+            tuning_batch, np.asarray(pool_labels[: len(tuning_paths)]), fp32_logits.argmax(axis=1), fp32_logits
         )
         max_drop, min_agreement = accuracy_budget(ctx.profile)
         target = out / INT8_FILE
@@ -144,22 +149,27 @@ class OptimizeStage(Stage):
                 tuning,
                 max_drop,
                 min_agreement,
+                cfg.accuracy_aware.min_logit_sqnr_db,
                 cfg.accuracy_aware.max_float_nodes,
                 cfg.accuracy_aware.sensitivity_images,
                 log=lambda message: ctx.log.stage(self.name, message),
             )
             drop, agreement = fallback.final.accuracy_drop_points, fallback.final.agreement
+            sqnr = fallback.final.logit_sqnr_db
             fallback_record: dict[str, Any] | None = fallback.to_dict()
         else:
             quantize_with_ranges(prepared, target, ranges, settings, float_nodes, model_feed(prepared, tuning_batch))
-            drop, agreement = tuning.drop_and_agreement(predict(target, tuning_batch))
+            logits = infer_logits(target, tuning_batch)
+            drop, agreement = tuning.drop_and_agreement(logits.argmax(axis=1))
+            sqnr = tuning.logit_sqnr_db(logits)
             fallback_record = None
-        tuning_summary = {"accuracy_drop_points": drop, "agreement": agreement}
+        tuning_summary = {"accuracy_drop_points": drop, "agreement": agreement, "logit_sqnr_db": sqnr}
         tuning_summary |= {
             "images": len(tuning_paths),
             "source": "train + holdout (never val)",
             "max_accuracy_drop": max_drop,
             "min_agreement": min_agreement,
+            "min_logit_sqnr_db": cfg.accuracy_aware.min_logit_sqnr_db,
         }
         if fallback_record and fallback_record["triggered"]:
             fallback_record["cost"] = self._fallback_cost(

@@ -63,3 +63,19 @@ def test_sensitivity_ranks_the_outlier_layer_first(tmp_path: Path) -> None:
     assert [s.node for s in ranked][:1] == ["wide"]
     assert ranked[0].added_noise > 10 * ranked[-1].added_noise
     assert {s.node for s in ranked} <= {"stem", "wide", "mix", "head"}
+
+
+def test_logit_fidelity_gate_catches_what_train_accuracy_hides(tmp_path: Path) -> None:
+    """With an accuracy budget nothing could break, the logit-SQNR gate still sends the fallback to work."""
+    from edgetl.quantization.accuracy_aware import infer_logits
+
+    model, ranges, tuning = _setup(tmp_path)
+    logits = infer_logits(model, tuning.batch)
+    tuning = TuningSet(tuning.batch, tuning.labels, tuning.fp32_predictions, logits)
+    assert tuning.logit_sqnr_db(logits) >= 100  # identical logits: no noise
+    assert tuning.logit_sqnr_db(logits + np.random.default_rng(0).normal(0, 1, logits.shape)) < 40
+    result = accuracy_aware_quantize(
+        model, tmp_path / "int8.onnx", ranges, QuantSettings(), [], tuning, max_drop_points=100.0, min_logit_sqnr_db=20
+    )
+    assert result.triggered and result.attempts[0].logit_sqnr_db < 20
+    assert result.within_budget and result.final.logit_sqnr_db >= 20 and "wide" in result.added_float_nodes
