@@ -3,7 +3,8 @@
     EDGETL_DATA_HOME=../shared/datasets python benchmarks/calibration.py [--profile profiles/quickstart.yaml]
 
 Builds the profile once, then re-runs only the optimize and benchmark stages (the stage cache
-keeps data, fine-tuning and export) for each int8 variant: MinMax, Percentile, Entropy, and two
+keeps data, fine-tuning and export) for each int8 variant: the profile's own settings with and
+without the fallback, MinMax, Percentile, Entropy, 7-bit weights, and two
 deliberately bad settings (per-tensor weights with nothing kept in float, and 2 calibration
 images) with the fallback off and on. For each: val accuracy with its 95% CI, agreement with
 fp32, exact McNemar p, the drop on the tuning images, what the fallback kept in float and the
@@ -33,6 +34,8 @@ from edgetl.stages.base import package_versions  # noqa: E402
 _NO_FALLBACK = {"accuracy_aware": {"enabled": False}}
 _BAD_WEIGHTS = {"per_channel": False, "reduce_range": False, "keep_float": []}
 VARIANTS: dict[str, dict] = {
+    "profile": {},
+    "profile, no fallback": _NO_FALLBACK,
     "minmax": {"calibration_method": "minmax"},
     "percentile": {"calibration_method": "percentile"},
     "entropy": {"calibration_method": "entropy"},
@@ -40,6 +43,7 @@ VARIANTS: dict[str, dict] = {
     "per-tensor weights, fallback": _BAD_WEIGHTS,
     "2 calibration images, no fallback": {"calibration_images": 2, **_NO_FALLBACK},
     "2 calibration images, fallback": {"calibration_images": 2},
+    "7-bit weights, no fallback": {"reduce_range": True, **_NO_FALLBACK},
 }
 
 

@@ -49,16 +49,22 @@ def _manifest(run_dir: Path) -> dict[str, Any]:
 
 def measure_run(run_dir: Path, output: Path, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Benchmark the artefacts of `run_dir` again on this machine; write and return a new report."""
+    from edgetl.files import read_json
     from edgetl.preprocessing import read_preprocessing
     from edgetl.profile import Profile
     from edgetl.report import compose_report, publish_report
-    from edgetl.stages.benchmark import ARTIFACT_FILES, measure_models
+    from edgetl.stages.benchmark import ARTIFACT_FILES, ENGINE_FILE, measure_models
     from edgetl.stages.data import SPLIT_FILE, read_split, split_paths
     from edgetl.stages.finetune import PREPROCESSING_FILE
 
     manifest = _manifest(run_dir)
     profile = Profile.model_validate(manifest["profile"]["resolved"])
     models = {name: run_dir / ARTIFACT_FILES[name] for name in profile.benchmarked_artifacts}
+    engine = run_dir / ENGINE_FILE
+    if engine.is_file() and Path(str(engine) + ".json").is_file():
+        # An engine built into the run's bundle (during the build, or later with edgetl engine build).
+        precision = read_json(Path(str(engine) + ".json"))["options"]["precision"]
+        models[f"trt_{precision}"] = engine
     missing = [str(path) for path in models.values() if not path.is_file()]
     if missing:
         raise ModelFileError(f"{run_dir}: artefact missing: {', '.join(missing)}")

@@ -98,16 +98,27 @@ def measure_latency(
         for runner in runners:
             timings, data = samples[runner.name], inputs[runner.name]
             for _ in range(per_round):
-                started = clock()
-                runner.infer(data)
-                timings.append((clock() - started) / 1e6)
+                timings.append(_timed_ms(runner, data))
     return {name: LatencyStats.from_samples(values, len(inputs[name])) for name, values in samples.items()}
+
+
+def _timed_ms(runner: Runner, data: np.ndarray) -> float:
+    """One inference in ms: the runner's own device timer (CUDA events for TensorRT) or the host clock."""
+    device_timer = getattr(runner, "timed_infer", None)
+    if device_timer is not None:
+        return float(device_timer(data))
+    started = clock()
+    runner.infer(data)
+    return (clock() - started) / 1e6
 
 
 def measure_throughput(runner: Runner, batch: np.ndarray, iterations: int) -> dict[str, Any] | None:
     """Images per second at `len(batch)`; None if the model cannot take that batch size."""
     fixed = runner.fixed_batch
     if fixed is not None and fixed != len(batch):
+        return None
+    largest = getattr(runner, "max_batch", None)  # TensorRT engines: the optimization profile's max
+    if largest is not None and len(batch) > largest:
         return None
     runner.activate()
     runner.infer(batch)  # warm-up: allocations for the larger shape

@@ -173,9 +173,14 @@ def validate(profile: ProfileArg) -> None:
 
 @app.command()
 def predict(
-    source: Annotated[Path, typer.Argument(help="run directory or edgetl .onnx file", show_default=False)],
+    source: Annotated[
+        Path, typer.Argument(help="run directory, device bundle, .engine or edgetl .onnx file", show_default=False)
+    ],
     images: Annotated[list[Path], typer.Argument(help="image files", show_default=False)],
-    artifact: Annotated[str | None, typer.Option(help="onnx_fp32 or onnx_int8 (default: the deployed one)")] = None,
+    artifact: Annotated[
+        str | None,
+        typer.Option(help="run dir: onnx_fp32/onnx_fp16/onnx_int8; bundle: onnx or engine (default: the deployed one)"),
+    ] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="labels per image")] = 1,
 ) -> None:
     """Classify images with a built model, through the torch-free runtime."""
@@ -208,14 +213,63 @@ def backbones() -> None:
 
 
 @app.command()
-def targets() -> None:
-    """List deployment targets."""
+def targets(
+    name: Annotated[str | None, typer.Argument(help="show one target in detail", show_default=False)] = None,
+) -> None:
+    """List deployment targets: runtime, precisions, build memory and what happens on the device."""
     from edgetl.targets import get_target, target_names
 
-    for name in target_names():
-        target = get_target(name)
+    for target_name in [name] if name else target_names():
+        target = get_target(target_name)
         verified = "verified on this build machine" if target.verified_here else "not verified here"
-        _out.print(f"{name:<18} {target.description}; precisions {', '.join(target.precisions)}; {verified}")
+        _out.print(
+            f"{target.name:<18} {target.runtime:<12} {'/'.join(target.precisions):<15} {target.description}; {verified}"
+        )
+        if name is None:
+            continue
+        _out.print(f"  software: {target.software}")
+        if target.device_memory_mb:
+            _out.print(f"  device memory: {target.device_memory_mb} MB")
+        if target.engine is not None:
+            e = target.engine
+            _out.print(
+                f"  engine: TensorRT {e.tensorrt}, workspace {e.workspace_mb} MB, max batch {e.max_batch}, "
+                f"DLA cores {e.dla_cores}; built {'on the device' if target.build_on_device else 'where a GPU is'}"
+            )
+        for step, text in enumerate(target.on_device, 1):
+            _out.print(f"  on the device {step}. {text}")
+        if target.notes:
+            _out.print(f"  note: {target.notes}")
+
+
+engine_app = typer.Typer(help="TensorRT engines from device bundles (needs TensorRT and pycuda).", no_args_is_help=True)
+app.add_typer(engine_app, name="engine")
+
+
+@engine_app.command("build")
+def engine_build(
+    bundle: Annotated[Path, typer.Argument(help="device bundle directory (<run>/bundle)", show_default=False)],
+    workspace_mb: Annotated[
+        int | None, typer.Option("--workspace-mb", min=16, help="override the builder workspace limit")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="rebuild even if the engine exists")] = False,
+) -> None:
+    """Build the bundle's TensorRT engine on this device and verify it against the reference logits."""
+    from edgetl.bundle import build_engine_in_bundle
+
+    result = build_engine_in_bundle(bundle, log=_out.print, workspace_mb=workspace_mb, force=force)
+    _out.print(f"ok: {result['agreement']:.1f}% agreement on {result['images']} reference images")
+
+
+@engine_app.command("verify")
+def engine_verify(
+    bundle: Annotated[Path, typer.Argument(help="device bundle directory with a built engine", show_default=False)],
+) -> None:
+    """Check an existing engine against the bundle's reference images (exit 4 when it disagrees)."""
+    from edgetl.bundle import read_bundle, verify_engine
+
+    opened = read_bundle(bundle)
+    verify_engine(opened, opened.engine_path, log=_out.print)
 
 
 @app.command()

@@ -49,6 +49,10 @@ class BackboneError(UserInputError):
     """Unknown backbone, or its pretrained weights are not available."""
 
 
+class EngineMismatchError(ModelFileError):
+    """A TensorRT engine was built for another TensorRT version or GPU; it must be rebuilt on this machine."""
+
+
 class DependencyError(UserInputError):
     """An optional dependency needed for this command is not installed."""
 

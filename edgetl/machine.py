@@ -69,3 +69,15 @@ def machine_signature() -> dict[str, Any]:
     """The parts of the machine description that change benchmark numbers (for stage caching)."""
     machine = describe_machine()
     return {k: machine[k] for k in ("cpu", "architecture", "usable_cpus", "cpu_flags")}
+
+
+def int8_saturates() -> bool:
+    """True on x86 CPUs without VNNI, where ONNX Runtime's u8s8 int8 kernels (vpmaddubsw) can saturate int16.
+
+    With full 8-bit weights two products can overflow the int16 intermediate on those CPUs; VNNI
+    (AVX512-VNNI, AVX-VNNI) and ARM dot-product kernels accumulate in int32 and do not.
+    """
+    machine = describe_machine()
+    if machine["architecture"].lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(machine["cpu_flags"])

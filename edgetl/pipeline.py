@@ -59,7 +59,7 @@ class BuildOutcome:
             raise BudgetExceeded("budget violated: " + "; ".join(failed), hint=f"report: {self.run_dir / REPORT_MD}")
 
 
-STAGE_ORDER = ("data", "finetune", "export", "optimize", "benchmark")
+STAGE_ORDER = ("data", "finetune", "export", "optimize", "package", "benchmark")
 
 
 def default_stages(until: str | None = None) -> list[Stage]:
@@ -68,8 +68,16 @@ def default_stages(until: str | None = None) -> list[Stage]:
     from edgetl.stages.export import ExportStage
     from edgetl.stages.finetune import FinetuneStage
     from edgetl.stages.optimize import OptimizeStage
+    from edgetl.stages.package import PackageStage
 
-    stages: list[Stage] = [DataStage(), FinetuneStage(), ExportStage(), OptimizeStage(), BenchmarkStage()]
+    stages: list[Stage] = [
+        DataStage(),
+        FinetuneStage(),
+        ExportStage(),
+        OptimizeStage(),
+        PackageStage(),
+        BenchmarkStage(),
+    ]
     if until is None:
         return stages
     return stages[: STAGE_ORDER.index(until) + 1]

@@ -46,9 +46,7 @@ def plot_tradeoff(report: dict[str, Any], path: Path) -> Path:
                 low, high = lat["p50"], lat["p90"]
             deployed = name == report.get("deployed_artifact")
             x, y = lat["p50"], a["accuracy"] * 100
-            axes.errorbar(
-                x, y, xerr=[[max(0.0, x - low)], [max(0.0, high - x)]], fmt="none", ecolor="grey", capsize=3
-            )
+            axes.errorbar(x, y, xerr=[[max(0.0, x - low)], [max(0.0, high - x)]], fmt="none", ecolor="grey", capsize=3)
             axes.scatter(
                 [x],
                 [y],

@@ -195,8 +195,10 @@ class Int8Config(_Section):
     activation_type: Literal["uint8", "int8"] = "uint8"
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = True
-    reduce_range: bool = Field(
-        True, description="7-bit weights: avoids int16 saturation of u8s8 kernels on x86 CPUs without VNNI"
+    reduce_range: bool | Literal["auto"] = Field(
+        "auto",
+        description="7-bit weights: avoids int16 saturation of u8s8 kernels on x86 CPUs without VNNI; auto: on "
+        "for x86-cpu builds on such CPUs, off elsewhere (VNNI, ARM, TensorRT)",
     )
     keep_float: list[Literal["first_conv", "classifier"]] = Field(
         default_factory=lambda: ["first_conv"],
@@ -215,10 +217,38 @@ class OptimizeConfig(_Section):
     fp16: Fp16Config = Fp16Config()
 
 
-class BenchmarkConfig(_Section):
-    artifacts: list[ArtifactName] | None = Field(
-        None, description="default: every artefact the profile produces"
+class TensorRTConfig(_Section):
+    """Engine build settings for TensorRT targets; unset values come from the target (edgetl targets)."""
+
+    workspace_mb: PositiveInt | None = Field(None, description="builder workspace limit; default: the target's")
+    min_batch: PositiveInt = 1
+    opt_batch: PositiveInt = Field(1, description="the batch size TensorRT tunes kernels for")
+    max_batch: PositiveInt | None = Field(None, description="default: the target's; needs export.batch_size dynamic")
+    dla_core: Annotated[int, Field(ge=0)] | None = Field(None, description="run on this DLA core (Orin NX/AGX)")
+    gpu_fallback: bool = Field(True, description="with dla_core: layers the DLA cannot run go to the GPU")
+    hardware_compatibility: Literal["none", "ampere_plus", "same_compute_capability"] = Field(
+        "none", description="ampere_plus: one engine for every Ampere-or-newer GPU (slower)"
     )
+    version_compatible: bool = Field(False, description="engine loadable by later TensorRT releases (lean runtime)")
+    builder_optimization_level: Annotated[int, Field(ge=0, le=5)] | None = None
+    timing_cache: bool = Field(True, description="persist the tactic timing cache next to the engine")
+    verify_images: PositiveInt = Field(
+        32, description="val images stored in the bundle with ONNX Runtime reference logits to verify the engine"
+    )
+    verify_min_agreement: Annotated[float, Field(ge=0.0, le=100.0)] = Field(
+        99.0, description="percent top-1 agreement of the engine with the reference, else the engine is refused"
+    )
+
+    @model_validator(mode="after")
+    def _batches_ordered(self) -> TensorRTConfig:
+        top = self.max_batch if self.max_batch is not None else max(self.min_batch, self.opt_batch)
+        if not self.min_batch <= self.opt_batch <= top:
+            raise ValueError(f"need min_batch <= opt_batch <= max_batch, got {self.min_batch}, {self.opt_batch}, {top}")
+        return self
+
+
+class BenchmarkConfig(_Section):
+    artifacts: list[ArtifactName] | None = Field(None, description="default: every artefact the profile produces")
     baseline: ArtifactName = "torch_fp32"
     threads: PositiveInt = 1
     warmup: Annotated[int, Field(ge=0)] = 10
@@ -272,6 +302,7 @@ class Profile(_Section):
     export: ExportConfig = ExportConfig()
     optimize: OptimizeConfig = OptimizeConfig()
     target: str = "x86-cpu"
+    tensorrt: TensorRTConfig = TensorRTConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     budgets: BudgetsConfig = BudgetsConfig()
 
@@ -290,7 +321,32 @@ class Profile(_Section):
             raise ValueError("benchmark.artifacts lists onnx_int8 but optimize.int8.enabled is false")
         if "onnx_fp16" in listed and not self.optimize.fp16.enabled:
             raise ValueError("benchmark.artifacts lists onnx_fp16 but optimize.fp16.enabled is false")
-        deployed = self.budgets.artifact or get_target(self.target).deployed_artifact(int8)
+        target = get_target(self.target)
+        if int8 and not target.supports_int8:
+            raise ValueError(
+                f"target {target.name} supports {', '.join(target.precisions)} only; set optimize.int8.enabled: false"
+            )
+        int8_cfg = self.optimize.int8
+        if int8 and target.uses_tensorrt and (int8_cfg.activation_type, int8_cfg.weight_type) != ("int8", "int8"):
+            raise ValueError(
+                f"target {target.name}: TensorRT runs symmetric signed int8 only; set optimize.int8.activation_type "
+                "and weight_type to int8"
+            )
+        if self.tensorrt != TensorRTConfig() and not target.uses_tensorrt:
+            raise ValueError(
+                f"the tensorrt section applies to TensorRT targets; target {target.name} uses {target.runtime}"
+            )
+        if target.engine is not None:
+            if self.tensorrt.dla_core is not None and self.tensorrt.dla_core >= target.engine.dla_cores:
+                raise ValueError(
+                    f"tensorrt.dla_core {self.tensorrt.dla_core}: target {target.name} has "
+                    f"{target.engine.dla_cores} DLA core(s)"
+                )
+            max_batch = self.tensorrt.max_batch or target.engine.max_batch
+            fixed = self.export.batch_size
+            if fixed != "dynamic" and not self.tensorrt.min_batch <= fixed <= max_batch:
+                raise ValueError(f"export.batch_size {fixed} is outside tensorrt min_batch..max_batch")
+        deployed = self.budgets.artifact or target.deployed_artifact(int8)
         if deployed not in self.benchmarked_artifacts:
             raise ValueError(f"budgets apply to {deployed!r}, which benchmark.artifacts does not measure")
         return self

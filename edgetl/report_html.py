@@ -95,7 +95,7 @@ def render_html(markdown_text: str, images_dir: Path) -> str:
                 index += 1
             body.append(f"<p>{_inline(' '.join(paragraph))}</p>")
     return (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"

@@ -11,6 +11,9 @@ from typing import Any
 _MAX_CLASS_ROWS = 20
 
 
+_AUTO_REDUCE_RANGE = " (reduce_range auto: this CPU has no VNNI)"
+
+
 def _mb(value: float | None) -> str:
     return "n/a" if value is None else f"{value / 1e6:.1f}"
 
@@ -167,7 +170,9 @@ def quantization_lines(report: dict[str, Any]) -> list[str]:
             f"- static int8 QDQ, {s['calibration_method']} calibration on {quant['calibration_images']} train images, "
             f"activations {s['activation_type']}, weights {s['weight_type']} "
             f"{'per-channel' if s['per_channel'] else 'per-tensor'}"
-            f"{' with reduce_range (7-bit weights)' if s['reduce_range'] else ''}",
+            f"{' with reduce_range (7-bit weights)' if quant.get('reduce_range', s['reduce_range']) is True else ''}"
+            f"{_AUTO_REDUCE_RANGE if s['reduce_range'] == 'auto' and quant.get('reduce_range') else ''}"
+            f"{'; symmetric int8 for TensorRT, Q/DQ on compute inputs only' if quant.get('symmetric') else ''}",
         ]
         if calibration and calibration.get("method") != "minmax":
             lines.append(

@@ -1,16 +1,31 @@
-"""Deployment targets: which runtime runs the shipped model and in which precision.
+"""Deployment targets: which runtime runs the shipped model, in which precision, and what must happen on the device.
 
-A target decides which artefact is *deployed* (the one budgets are checked against) and what can
-be verified on the build machine. Only `x86-cpu` exists so far; NVIDIA and Jetson targets plug in
-here (issue 6).
+A target decides which artefact is *deployed* (the one budgets are checked against), which
+precisions its runtime can execute, how much memory an engine build may take there, and which
+steps only the device itself can do. For TensorRT targets the shipped model is the ONNX file the
+optimize stage validated with ONNX Runtime (the explicit Q/DQ int8 model, or the fp32 model built
+as an fp16 engine); the engine is built from it by `edgetl engine build` on a machine with the
+target's GPU and TensorRT version, because an engine only runs where it was built.
+
+This module imports nothing heavy: `edgetl validate` and the device runtime use it.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgetl.errors import ProfileError
+
+
+@dataclass(frozen=True)
+class EngineDefaults:
+    """TensorRT build settings a target starts from; the profile's `tensorrt:` section overrides them."""
+
+    tensorrt: str  # the TensorRT release line the target ships, e.g. "10" or "8.2"
+    workspace_mb: int  # builder workspace limit: small Jetsons run out of memory with TensorRT's default
+    max_batch: int
+    dla_cores: int = 0  # Deep Learning Accelerator cores on the module (0: none)
 
 
 @dataclass(frozen=True)
@@ -18,16 +33,46 @@ class Target:
     name: str
     description: str
     runtime: str  # "onnxruntime" | "tensorrt"
-    precisions: tuple[str, ...]
+    precisions: tuple[str, ...]  # what the target's runtime executes: "fp32", "fp16", "int8"
     # Artefact shipped when int8 quantization is enabled / disabled.
     deploy_int8: str
     deploy_float: str
-    verified_here: bool
+    # Precision of the TensorRT engine built from the deployed ONNX, when int8 is enabled / disabled.
+    engine_precision_int8: str | None = None
+    engine_precision_float: str | None = None
+    engine: EngineDefaults | None = None
+    build_on_device: bool = False  # the engine must be built on the device itself (always true for Jetson)
+    device_memory_mb: int | None = None
+    software: str = ""
+    on_device: tuple[str, ...] = field(default_factory=tuple)
+    verified_here: bool = False
     notes: str = ""
 
     def deployed_artifact(self, int8_enabled: bool) -> str:
         return self.deploy_int8 if int8_enabled else self.deploy_float
 
+    def engine_precision(self, int8_enabled: bool) -> str | None:
+        """Precision of the engine built on the device, or None for ONNX Runtime targets."""
+        return self.engine_precision_int8 if int8_enabled else self.engine_precision_float
+
+    @property
+    def supports_int8(self) -> bool:
+        return "int8" in self.precisions
+
+    @property
+    def uses_tensorrt(self) -> bool:
+        return self.runtime == "tensorrt"
+
+
+_ORT_STEPS = (
+    "pip install edgetl   # core install: numpy, pillow, onnxruntime; no torch",
+    "edgetl predict BUNDLE_DIR image.jpg",
+)
+_TRT_STEPS = (
+    "copy the bundle directory to the device",
+    "edgetl engine build BUNDLE_DIR   # or run the bundle's trtexec command",
+    "edgetl predict BUNDLE_DIR image.jpg",
+)
 
 _TARGETS: dict[str, Target] = {
     "x86-cpu": Target(
@@ -37,8 +82,99 @@ _TARGETS: dict[str, Target] = {
         precisions=("fp32", "int8"),
         deploy_int8="onnx_int8",
         deploy_float="onnx_fp32",
+        software="ONNX Runtime >= 1.17",
+        on_device=_ORT_STEPS,
         verified_here=True,
         notes="int8 uses QDQ with uint8 activations and per-channel int8 weights (MLAS u8s8 kernels).",
+    ),
+    "raspberry-pi-5": Target(
+        name="raspberry-pi-5",
+        description="Raspberry Pi 5 (Cortex-A76, arm64) with ONNX Runtime",
+        runtime="onnxruntime",
+        precisions=("fp32", "int8"),
+        deploy_int8="onnx_int8",
+        deploy_float="onnx_fp32",
+        device_memory_mb=4096,
+        software="64-bit Raspberry Pi OS (bookworm), Python 3.11, onnxruntime arm64 wheel",
+        on_device=_ORT_STEPS,
+        notes=(
+            "same QDQ int8 model as x86-cpu; the A76 has the dot-product instructions ORT's int8 kernels use. "
+            "Latency in the report is from the build machine: measure on the Pi with `edgetl bench`."
+        ),
+    ),
+    "nvidia-gpu": Target(
+        name="nvidia-gpu",
+        description="x86-64 with an NVIDIA GPU, TensorRT 10",
+        runtime="tensorrt",
+        precisions=("fp32", "fp16", "int8"),
+        deploy_int8="onnx_int8",
+        deploy_float="onnx_fp32",
+        engine_precision_int8="int8",
+        engine_precision_float="fp16",
+        engine=EngineDefaults(tensorrt="10", workspace_mb=4096, max_batch=32),
+        software="CUDA 12, TensorRT 10, pycuda",
+        on_device=_TRT_STEPS,
+        notes=(
+            "int8 engines come from the explicit Q/DQ ONNX (no implicit calibrator); non-quantized layers "
+            "may run in fp16. When the build machine has TensorRT, the engine is built and benchmarked "
+            "during `edgetl build`."
+        ),
+    ),
+    "jetson-orin-nano": Target(
+        name="jetson-orin-nano",
+        description="Jetson Orin Nano (Ampere, compute capability 8.7), JetPack 6 / TensorRT 10",
+        runtime="tensorrt",
+        precisions=("fp32", "fp16", "int8"),
+        deploy_int8="onnx_int8",
+        deploy_float="onnx_fp32",
+        engine_precision_int8="int8",
+        engine_precision_float="fp16",
+        # 8 GB shared between CPU and GPU: keep the builder well below it.
+        engine=EngineDefaults(tensorrt="10", workspace_mb=1024, max_batch=8),
+        build_on_device=True,
+        device_memory_mb=8192,
+        software="JetPack 6.x (L4T r36), CUDA 12.6, TensorRT 10.3, Python 3.10",
+        on_device=_TRT_STEPS,
+        notes="Orin Nano has no DLA (Orin NX/AGX do: set tensorrt.dla_core there).",
+    ),
+    "jetson-agx-orin": Target(
+        name="jetson-agx-orin",
+        description="Jetson AGX Orin (Ampere, compute capability 8.7, 2 DLA cores), JetPack 6 / TensorRT 10",
+        runtime="tensorrt",
+        precisions=("fp32", "fp16", "int8"),
+        deploy_int8="onnx_int8",
+        deploy_float="onnx_fp32",
+        engine_precision_int8="int8",
+        engine_precision_float="fp16",
+        engine=EngineDefaults(tensorrt="10", workspace_mb=4096, max_batch=32, dla_cores=2),
+        build_on_device=True,
+        device_memory_mb=32768,
+        software="JetPack 6.x (L4T r36), CUDA 12.6, TensorRT 10.3, Python 3.10",
+        on_device=_TRT_STEPS,
+        notes="tensorrt.dla_core: 0 or 1 offloads to a DLA (fp16/int8 only) with GPU fallback for unsupported layers.",
+    ),
+    "jetson-nano": Target(
+        name="jetson-nano",
+        description="Jetson Nano (Maxwell, compute capability 5.3), JetPack 4.6 / TensorRT 8.2, fp16 only",
+        runtime="tensorrt",
+        precisions=("fp32", "fp16"),
+        deploy_int8="onnx_int8",
+        deploy_float="onnx_fp32",
+        engine_precision_float="fp16",
+        # 4 GB shared memory; a 256 MB workspace keeps engine builds from being OOM-killed.
+        engine=EngineDefaults(tensorrt="8.2", workspace_mb=256, max_batch=4),
+        build_on_device=True,
+        device_memory_mb=4096,
+        software="JetPack 4.6 (L4T r32.7), CUDA 10.2, TensorRT 8.2, Python 3.6",
+        on_device=(
+            "copy the bundle directory to the device",
+            "run the bundle's build_engine.sh (trtexec ships with JetPack 4.6); "
+            "edgetl itself needs Python >= 3.10, which JetPack 4.6 does not have",
+        ),
+        notes=(
+            "Maxwell has no int8 tensor cores: set optimize.int8.enabled: false. TensorRT 8.2 predates the "
+            "TensorRT 10 API that `edgetl engine build` uses, so the bundle's trtexec script is the supported path."
+        ),
     ),
 }
 

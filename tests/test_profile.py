@@ -134,3 +134,36 @@ def test_validation_does_not_import_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
     assert "clean" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("target: jetson-nano\n", "target jetson-nano supports fp32, fp16 only; set optimize.int8.enabled: false"),
+        ("target: nvidia-gpu\n", "TensorRT runs symmetric signed int8 only"),
+        ("tensorrt:\n  max_batch: 4\n", "the tensorrt section applies to TensorRT targets; target x86-cpu"),
+        (
+            "target: jetson-orin-nano\noptimize:\n  int8:\n    activation_type: int8\ntensorrt:\n  dla_core: 0\n",
+            "target jetson-orin-nano has 0 DLA core(s)",
+        ),
+        (
+            "target: nvidia-gpu\noptimize:\n  int8:\n    enabled: false\ntensorrt:\n  opt_batch: 8\n  max_batch: 4\n",
+            "need min_batch <= opt_batch <= max_batch",
+        ),
+    ],
+)
+def test_target_constraints_are_checked_when_the_profile_loads(tmp_path: Path, extra: str, expected: str) -> None:
+    assert expected in _errors(MINIMAL + extra, tmp_path)
+
+
+def test_targets_state_precisions_memory_and_device_steps() -> None:
+    from edgetl.targets import get_target, target_names
+
+    assert {"x86-cpu", "nvidia-gpu", "jetson-orin-nano", "jetson-nano", "raspberry-pi-5"} <= set(target_names())
+    nano = get_target("jetson-nano")
+    assert not nano.supports_int8 and nano.engine is not None and nano.engine.tensorrt == "8.2"
+    assert nano.build_on_device and nano.engine.workspace_mb <= 512
+    orin = get_target("jetson-orin-nano")
+    assert orin.engine_precision(True) == "int8" and orin.engine_precision(False) == "fp16"
+    assert any("edgetl engine build" in step for step in orin.on_device)
+    assert get_target("raspberry-pi-5").runtime == "onnxruntime" and get_target("nvidia-gpu").uses_tensorrt

@@ -1,10 +1,9 @@
 """Accuracy-aware int8: when quantization breaks the accuracy budget, keep the worst nodes in float.
 
-1. Sensitivity, in one pass: the fp32 and the int8 model are run on the same images with every
-   quantized compute node's input (before its Q/DQ) and output exposed. A node's sensitivity is
-   the quantization noise it adds: noise-to-signal ratio of its output minus that of its float
-   input, both measured against the fp32 model. This blames a node for its own weights and for
-   the quantization of the activation it reads, which is exactly what keeping it in float removes.
+1. Sensitivity: first, in one pass, the local noise each quantized compute node adds (noise-to-
+   signal ratio of its output minus that of its float input, against the fp32 model); then the
+   nodes are ranked by what quantizing each one *alone* does to the logits, which also counts how
+   much the rest of the network amplifies that node's noise (early layers matter most).
 2. Fallback: re-quantize with the 1, 2, 3, 4, 6, 8, ... most sensitive nodes in float (same
    calibration ranges, no new calibration) until, on the tuning images (train and holdout, never
    val), the accuracy drop is within the budget and top-1 agreement with fp32 is high enough. The
@@ -36,6 +35,7 @@ class NodeSensitivity:
     input_sqnr_db: float
     output_sqnr_db: float
     added_noise: float  # noise-to-signal ratio added by this node (linear)
+    logit_sqnr_db: float | None = None  # logits when only this node is int8: its effect on the output
 
 
 @dataclass
@@ -214,6 +214,38 @@ def node_sensitivity(fp32_model: Path, int8_model: Path, batch: np.ndarray) -> l
     return sorted(ranked, key=lambda s: s.added_noise, reverse=True)
 
 
+def logit_sensitivity(
+    prepared: Path,
+    ranges: CalibrationResult,
+    settings: QuantSettings,
+    local: list[NodeSensitivity],
+    float_nodes: list[str],
+    sample: np.ndarray,
+    work: Path,
+) -> list[NodeSensitivity]:
+    """Re-rank nodes by what quantizing each one *alone* does to the logits, most harmful first.
+
+    Local noise misses amplification: on a 10-class digits model the first convolutions add little
+    noise of their own, but everything after them amplifies it; keeping the 8 first convs in float
+    took the logits from 16.6 to 26.9 dB, keeping the 16 locally worst ones barely moved them.
+    One quantization and one small inference per node (`sample` images) measures it directly.
+    """
+    candidates = [s.node for s in local if s.node not in float_nodes]
+    reference = infer_logits(prepared, sample)
+    tuning = TuningSet(sample, reference.argmax(axis=1), reference.argmax(axis=1), reference)
+    feed = model_feed(prepared, sample)
+    scored = []
+    for item in local:
+        if item.node in float_nodes:
+            continue
+        only = work / "only.onnx"
+        others = [*float_nodes, *(c for c in candidates if c != item.node)]
+        quantize_with_ranges(prepared, only, ranges, settings, others, feed)
+        sqnr = tuning.logit_sqnr_db(infer_logits(only, sample))
+        scored.append(NodeSensitivity(**{**asdict(item), "logit_sqnr_db": sqnr}))
+    return sorted(scored, key=lambda s: s.logit_sqnr_db if s.logit_sqnr_db is not None else np.inf)
+
+
 def _channel_nsr(reference: np.ndarray, measured: np.ndarray) -> float:
     """Mean over channels (axis 1) of noise power / signal power; channels without signal are ignored."""
     ref = reference.astype(np.float64).reshape(reference.shape[0], reference.shape[1] if reference.ndim > 1 else 1, -1)
@@ -255,7 +287,7 @@ def accuracy_aware_quantize(
     feed = model_feed(prepared, tuning.batch)
 
     def attempt(path: Path, nodes: list[str]) -> Attempt:
-        quantize_with_ranges(prepared, path, ranges, settings, nodes, feed)
+        nodes = quantize_with_ranges(prepared, path, ranges, settings, nodes, feed)
         logits = infer_logits(path, tuning.batch)
         drop, agreement = tuning.drop_and_agreement(logits.argmax(axis=1))
         sqnr = tuning.logit_sqnr_db(logits)
@@ -279,10 +311,12 @@ def accuracy_aware_quantize(
         + "); measuring per-node sensitivity"
     )
     sample = next(iter(model_feed(prepared, tuning.batch, sensitivity_images).values()))
-    result.sensitivity = node_sensitivity(prepared, target, sample)
-    candidates = [s.node for s in result.sensitivity if s.node not in float_nodes]
     best = first
     with tempfile.TemporaryDirectory(prefix="edgetl-fallback-") as work:
+        local = node_sensitivity(prepared, target, sample)
+        log(f"  measuring each of {len(local)} int8 nodes alone against the fp32 logits")
+        result.sensitivity = logit_sensitivity(prepared, ranges, settings, local, float_nodes, sample, Path(work))
+        candidates = [s.node for s in result.sensitivity]
         for count in _schedule(min(max_float_nodes, len(candidates))):
             trial = Path(work) / f"float{count}.onnx"
             step = attempt(trial, [*float_nodes, *candidates[:count]])

@@ -12,6 +12,8 @@ with different float nodes without calibrating again.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,7 +193,8 @@ def compute_ranges(model: Path, reader: Any, method: str, percentile: float = 99
     elif method == "entropy":
         settings = {"histogram_bins": ENTROPY_BINS, "quantized_bins": ENTROPY_QUANTIZED_BINS}
     result = CalibrationResult(method, settings)
-    with tempfile.TemporaryDirectory(prefix="edgetl-calib-") as work:
+    # onnxruntime's histogram calibrators print progress lines to stdout; keep the build log ours.
+    with tempfile.TemporaryDirectory(prefix="edgetl-calib-") as work, contextlib.redirect_stdout(io.StringIO()):
         calibrator = _calibrator(model, Path(work), method, percentile)
         # One batch at a time: bounded memory, and histograms merge across batches of unequal size.
         while (feed := reader.get_next()) is not None:

@@ -90,18 +90,56 @@ def _read_onnx_metadata(path: Path) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
+def _load_bundle(path: Path, artifact: str | None, threads: int | None) -> Predictor:
+    """A device bundle: its TensorRT engine for TensorRT targets, else (or with artifact="onnx") its ONNX."""
+    from edgetl.bundle import read_bundle
+
+    bundle = read_bundle(path)
+    if artifact not in (None, "onnx", "engine"):
+        raise UserInputError(f"artifact {artifact!r}: a bundle holds 'onnx' and, once built, 'engine'")
+    use_engine = artifact == "engine" or (artifact is None and bundle.runtime == "tensorrt")
+    if use_engine:
+        if not bundle.engine_path.is_file():
+            raise ModelFileError(
+                f"{bundle.engine_path}: no engine yet; build it on this device with `edgetl engine build {path}` "
+                f"(or pass --artifact onnx to run the ONNX model with ONNX Runtime)"
+            )
+        from edgetl.runtime.tensorrt import TensorRTRunner
+
+        runner: Runner = TensorRTRunner(bundle.engine_path, name="engine")
+    else:
+        runner = OnnxRuntimeRunner(bundle.model_path, name=bundle.info["model"]["artifact"], threads=threads)
+    return Predictor(runner, bundle.preprocessing(), bundle.labels())
+
+
+def _load_engine_file(path: Path, threads: int | None) -> Predictor:
+    """A bare engine file inside a bundle or run directory: labels and preprocessing come from the folder."""
+    from edgetl.runtime.tensorrt import TensorRTRunner
+
+    folder = path.parent
+    if not (folder / "labels.txt").is_file() or not (folder / "preprocessing.json").is_file():
+        raise ModelFileError(f"{path}: labels.txt and preprocessing.json must sit next to the engine (a bundle does)")
+    labels = (folder / "labels.txt").read_text(encoding="utf-8").splitlines()
+    preprocessing = Preprocessing.from_dict(json.loads((folder / "preprocessing.json").read_text()))
+    return Predictor(TensorRTRunner(path, name="engine"), preprocessing, labels)
+
+
 def load(source: str | Path, artifact: str | None = None, threads: int | None = None) -> Predictor:
-    """Open a run directory (default: its deployed artefact) or a single edgetl ONNX file."""
+    """Open a run directory (default: its deployed artefact), a device bundle, an engine or an edgetl ONNX file."""
     path = Path(source)
-    if path.is_file():
+    if path.is_file() and path.suffix not in (".engine", ".plan"):
         metadata = _read_onnx_metadata(path)
         if METADATA_LABELS not in metadata or METADATA_PREPROCESSING not in metadata:
             raise ModelFileError(f"{path}: not an edgetl model (no labels/preprocessing metadata)")
         labels = json.loads(metadata[METADATA_LABELS])
         preprocessing = Preprocessing.from_dict(json.loads(metadata[METADATA_PREPROCESSING]))
         return Predictor(OnnxRuntimeRunner(path, threads=threads), preprocessing, labels)
+    if path.is_file() and path.suffix in (".engine", ".plan"):
+        return _load_engine_file(path, threads)
     if not path.is_dir():
-        raise UserInputError(f"{path}: no such run directory or model file")
+        raise UserInputError(f"{path}: no such run directory, bundle or model file")
+    if (path / "bundle.json").is_file():
+        return _load_bundle(path, artifact, threads)
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
         raise ModelFileError(f"{path}: not a finished edgetl run (manifest.json missing)")

@@ -15,7 +15,7 @@ import platform
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -76,6 +76,8 @@ class Stage(ABC):
     version: ClassVar[int] = 1
     # Runs on every torchrun rank (the others only wait for rank 0 and read its cached result).
     distributed: ClassVar[bool] = False
+    # edgetl modules/subpackages (relative to the package) whose source the result depends on; None: all.
+    code: ClassVar[tuple[str, ...] | None] = None
 
     @abstractmethod
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
@@ -98,12 +100,28 @@ def package_versions(*names: str) -> dict[str, str]:
     return versions
 
 
-@lru_cache(maxsize=1)
-def code_digest() -> str:
-    """Digest of edgetl's own source: a code change invalidates cached stage results, as in DVC."""
+# Source every stage's result depends on, besides what it lists in `Stage.code`.
+_COMMON_CODE = ("stages/base.py", "files.py", "preprocessing.py", "paths.py")
+
+
+@cache
+def code_digest(parts: tuple[str, ...] | None = None) -> str:
+    """Digest of edgetl source (all of it, or the listed modules/subpackages): a code change invalidates caches.
+
+    Expensive stages list the code they run, so that editing, say, the benchmark harness does not
+    retrain the model; the others hash the whole package, as DVC would hash a stage's command.
+    """
     package = Path(__file__).resolve().parents[1]
+    if parts is None:
+        paths = sorted(package.rglob("*.py"))
+    else:
+        paths = []
+        for part in (*_COMMON_CODE, *parts):
+            target = package / part
+            paths += sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        paths = sorted(set(paths))
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
+    for path in paths:
         digest.update(path.relative_to(package).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -143,7 +161,7 @@ def _execute(stage: Stage, ctx: BuildContext, must_be_cached: bool = False) -> S
     payload = {
         "stage": stage.name,
         "stage_version": stage.version,
-        "code": code_digest(),
+        "code": code_digest(stage.code),
         "inputs": stage.fingerprint_inputs(ctx),
     }
     fingerprint = sha256_text(canonical_json(payload))

@@ -29,13 +29,23 @@ from edgetl.stages.finetune import CHECKPOINT_FILE, PREPROCESSING_FILE
 RESULTS_FILE = "benchmark/results.json"
 RESULTS_SCHEMA = "edgetl.benchmark/2"
 
-ARTIFACT_FILES = {"torch_fp32": CHECKPOINT_FILE, **MODEL_FILES}
-ARTIFACT_STAGE = {"torch_fp32": "finetune", "onnx_fp32": "export", "onnx_fp16": "optimize", "onnx_int8": "optimize"}
+ENGINE_FILE = "bundle/model.engine"
+ARTIFACT_FILES = {"torch_fp32": CHECKPOINT_FILE, **MODEL_FILES, "trt_fp16": ENGINE_FILE, "trt_int8": ENGINE_FILE}
+ARTIFACT_STAGE = {
+    "torch_fp32": "finetune",
+    "onnx_fp32": "export",
+    "onnx_fp16": "optimize",
+    "onnx_int8": "optimize",
+    "trt_fp16": "package",
+    "trt_int8": "package",
+}
 ARTIFACT_DESCRIPTION = {
     "torch_fp32": ("pytorch", "fp32", "PyTorch eager"),
     "onnx_fp32": ("onnx", "fp32", "ONNX Runtime CPU"),
     "onnx_fp16": ("onnx", "fp16", "ONNX Runtime CPU"),
     "onnx_int8": ("onnx", "int8", "ONNX Runtime CPU"),
+    "trt_fp16": ("tensorrt", "fp16", "TensorRT GPU"),
+    "trt_int8": ("tensorrt", "int8", "TensorRT GPU"),
 }
 # Which GEMM peak an artefact's utilization is measured against.
 _PEAK_PRECISION = {"fp32": "fp32", "fp16": "fp32", "int8": "int8"}
@@ -50,12 +60,18 @@ def make_runners(models: dict[str, Path], threads: int) -> list[Runner]:
             from edgetl.training.checkpoint import load_checkpoint
 
             runners.append(TorchRunner(load_checkpoint(path).build_model(), name, threads))
+        elif name.startswith("trt_"):
+            from edgetl.runtime.tensorrt import TensorRTRunner
+
+            runners.append(TensorRTRunner(path, name=name))
         else:
             runners.append(OnnxRuntimeRunner(path, name=name, threads=threads))
     return runners
 
 
 def _execution(runner: Runner, threads: int) -> dict[str, Any]:
+    if runner.name.startswith("trt_"):
+        return runner.describe()  # type: ignore[attr-defined]
     if isinstance(runner, OnnxRuntimeRunner):
         import onnxruntime as ort
 
@@ -72,7 +88,7 @@ def _compute(models: dict[str, Path], log: Callable[[str], None], cfg: Benchmark
 
     counts: dict[str, Any] = {}
     for name, path in models.items():
-        if name != "torch_fp32":
+        if name.startswith("onnx_"):
             counts[name] = count_onnx_macs(path, batch=1)
     if "torch_fp32" in models and "onnx_fp32" in counts:
         counts["torch_fp32"] = counts["onnx_fp32"] | {"note": "counted on the exported ONNX graph of this network"}
@@ -152,6 +168,9 @@ def measure_models(
 
         log("peak memory of each artefact in a fresh process")
         for name, path in models.items():
+            if name.startswith("trt_"):
+                artifacts[name]["memory"] = {"note": "not measured: device memory of TensorRT engines is not tracked"}
+                continue
             runtime_name = "torch" if name == "torch_fp32" else "onnxruntime"
             try:
                 artifacts[name]["memory"] = measure_peak_memory(path, 1, cfg.threads, runtime_name)
@@ -187,16 +206,20 @@ def _utilization(compute: dict[str, Any], name: str, precision: str, latency: di
 class BenchmarkStage(Stage):
     name = "benchmark"
 
+    def _names(self, ctx: BuildContext) -> list[str]:
+        """The profile's artefacts, plus the TensorRT engine when the package stage built one here."""
+        names = list(ctx.profile.benchmarked_artifacts)
+        engine = ctx.results["package"].summary.get("engine") if "package" in ctx.results else None
+        if engine:
+            names.append(f"trt_{engine['sidecar']['options']['precision']}")
+        return names
+
     def _models(self, ctx: BuildContext) -> dict[str, Path]:
-        return {
-            name: ctx.results[ARTIFACT_STAGE[name]].path(ARTIFACT_FILES[name])
-            for name in ctx.profile.benchmarked_artifacts
-        }
+        return {name: ctx.results[ARTIFACT_STAGE[name]].path(ARTIFACT_FILES[name]) for name in self._names(ctx)}
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         artifacts = {
-            name: ctx.results[ARTIFACT_STAGE[name]].files.get(ARTIFACT_FILES[name])
-            for name in ctx.profile.benchmarked_artifacts
+            name: ctx.results[ARTIFACT_STAGE[name]].files.get(ARTIFACT_FILES[name]) for name in self._names(ctx)
         }
         return {
             "benchmark": profile_section(ctx.profile, "benchmark"),

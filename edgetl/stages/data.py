@@ -69,6 +69,7 @@ def _listing_digest(folders: list[Path]) -> str:
 
 class DataStage(Stage):
     name = "data"
+    code = ("stages/data.py", "data")
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         data = ctx.profile.data

@@ -85,6 +85,15 @@ def parity(torch_model: Any, onnx_path: Path, images: np.ndarray, tolerance: flo
 
 class ExportStage(Stage):
     name = "export"
+    code = (
+        "stages/data.py",
+        "stages/finetune.py",
+        "stages/export.py",
+        "onnx_tools.py",
+        "training",
+        "backbones",
+        "runtime/runners.py",
+    )
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         return {

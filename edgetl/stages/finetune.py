@@ -37,6 +37,7 @@ def seed_everything(seed: int) -> None:
 
 class FinetuneStage(Stage):
     name = "finetune"
+    code = ("stages/data.py", "stages/finetune.py", "data", "training", "backbones")
     distributed = True
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from edgetl.stages.base import BuildContext, Stage, package_versions
 from edgetl.stages.data import SPLIT_FILE, read_split, split_paths
 from edgetl.stages.export import FP32_FILE, INPUT_NAME
 from edgetl.stages.finetune import PREPROCESSING_FILE
+from edgetl.targets import get_target
 
 INT8_FILE = MODEL_FILES["onnx_int8"]
 FP16_FILE = MODEL_FILES["onnx_fp16"]
@@ -44,6 +45,16 @@ def accuracy_budget(profile: Profile) -> tuple[float, float | None]:
     return drop, agreement
 
 
+def resolve_reduce_range(profile: Profile) -> bool:
+    """`reduce_range: auto`: 7-bit weights only where full-range int8 would saturate (x86 CPU target, no VNNI)."""
+    from edgetl.machine import int8_saturates
+
+    setting = profile.optimize.int8.reduce_range
+    if setting != "auto":
+        return bool(setting)
+    return profile.target == "x86-cpu" and int8_saturates()
+
+
 class OptimizeStage(Stage):
     name = "optimize"
 
@@ -51,6 +62,8 @@ class OptimizeStage(Stage):
         return {
             "optimize": profile_section(ctx.profile, "optimize"),
             "accuracy_budget": accuracy_budget(ctx.profile),
+            "symmetric": get_target(ctx.profile.target).uses_tensorrt,
+            "reduce_range": resolve_reduce_range(ctx.profile),
             "threads": ctx.profile.benchmark.threads,
             "model": ctx.results["export"].files[FP32_FILE],
             "split": ctx.results["data"].files[SPLIT_FILE],
@@ -129,7 +142,9 @@ class OptimizeStage(Stage):
         write_json_atomic(out / CALIBRATION_FILE, ranges.to_dict())
 
         float_nodes = resolve_float_nodes(onnx_tools.load_model(prepared), cfg.keep_float, cfg.exclude_nodes)
-        settings = QuantSettings(cfg.activation_type, cfg.weight_type, cfg.per_channel, cfg.reduce_range)
+        symmetric = get_target(ctx.profile.target).uses_tensorrt
+        reduce_range = resolve_reduce_range(ctx.profile)
+        settings = QuantSettings(cfg.activation_type, cfg.weight_type, cfg.per_channel, reduce_range, symmetric)
         tuning_paths = pool[: cfg.accuracy_aware.tuning_images]
         tuning_batch = pre.batch(tuning_paths)
         fp32_logits = infer_logits(prepared, tuning_batch)
@@ -158,7 +173,9 @@ class OptimizeStage(Stage):
             sqnr = fallback.final.logit_sqnr_db
             fallback_record: dict[str, Any] | None = fallback.to_dict()
         else:
-            quantize_with_ranges(prepared, target, ranges, settings, float_nodes, model_feed(prepared, tuning_batch))
+            float_nodes = quantize_with_ranges(
+                prepared, target, ranges, settings, float_nodes, model_feed(prepared, tuning_batch)
+            )
             logits = infer_logits(target, tuning_batch)
             drop, agreement = tuning.drop_and_agreement(logits.argmax(axis=1))
             sqnr = tuning.logit_sqnr_db(logits)
@@ -202,6 +219,9 @@ class OptimizeStage(Stage):
         record = {
             "settings": cfg.model_dump(mode="json"),
             "format": "QDQ",
+            "symmetric": settings.symmetric,
+            "reduce_range": settings.reduce_range,
+            "bias": "float (TensorRT fuses it)" if settings.symmetric else "int32",
             "calibration": calibration_summary,
             "calibration_images": [str(p.relative_to(split["root"])) for p in calibration],
             "tuning": tuning_summary,
@@ -230,6 +250,8 @@ class OptimizeStage(Stage):
             "size_bytes": record["size_bytes"],
             "size_ratio": ratio,
             "settings": record["settings"],
+            "reduce_range": record["reduce_range"],
+            "symmetric": record["symmetric"],
         }
 
     def _fallback_cost(
@@ -281,5 +303,3 @@ def _fallback_summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
         "initial_drop_points": record["attempts"][0]["accuracy_drop_points"],
         "cost": record.get("cost"),
     }
-
-

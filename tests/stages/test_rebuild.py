@@ -49,11 +49,11 @@ def test_unchanged_rerun_skips_every_stage(built_run, tmp_path: Path) -> None:
     assert outcome.seconds < 10
 
 
-def test_quantization_change_reruns_only_optimize_and_benchmark(built_run, tmp_path: Path) -> None:
+def test_quantization_change_reruns_only_optimize_package_and_benchmark(built_run, tmp_path: Path) -> None:
     profile = clone(built_run, tmp_path, optimize={"int8": {"calibration_images": 6}})
     outcome = build(profile, log=QUIET)
     ran = sorted(name for name, result in outcome.results.items() if not result.skipped)
-    assert ran == ["benchmark", "optimize"]
+    assert ran == ["benchmark", "optimize", "package"]  # the bundle ships the new int8 model
     quantization = json.loads((tmp_path / "run/optimize/quantization.json").read_text())
     assert len(quantization["calibration_images"]) == 6
     caches = sorted(p.name for p in (tmp_path / "run/.edgetl/cache/optimize").iterdir())
@@ -156,7 +156,8 @@ def test_fixed_batch_export_flows_through_quantization_and_benchmark(built_run, 
 
     profile = clone(built_run, tmp_path, export={"batch_size": 2})
     outcome = build(profile, log=QUIET)
-    assert sorted(n for n, r in outcome.results.items() if not r.skipped) == ["benchmark", "export", "optimize"]
+    ran = sorted(n for n, r in outcome.results.items() if not r.skipped)
+    assert ran == ["benchmark", "export", "optimize", "package"]
     for name in ("model_fp32.onnx", "model_int8.onnx"):
         model = onnx.load(str(tmp_path / "run/models" / name))
         assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2, name

@@ -47,7 +47,8 @@ def test_train_command_publishes_a_partial_run(built_run, tmp_path: Path) -> Non
 
 def test_interrupted_build_resumes_to_the_same_model(tiny_data: Path, tmp_path: Path) -> None:
     overrides = {
-        "finetune": {"epochs": 5, "early_stopping": {"patience": None}},
+        # Enough epochs left after the interrupt that training cannot finish before SIGINT lands.
+        "finetune": {"epochs": 12, "early_stopping": {"patience": None}},
         "benchmark": {"artifacts": ["torch_fp32"]},
     }
     overrides["optimize"] = {"int8": {"enabled": False}}
@@ -63,7 +64,7 @@ def test_interrupted_build_resumes_to_the_same_model(tiny_data: Path, tmp_path: 
     deadline = time.time() + 120
     assert process.stderr is not None
     for line in process.stderr:
-        if "epoch  3/5" in line or time.time() > deadline:
+        if "epoch  3/12" in line or time.time() > deadline:
             process.send_signal(signal.SIGINT)
             break
     rest = process.stderr.read()

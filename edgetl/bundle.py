@@ -1,0 +1,286 @@
+"""Device bundles: everything a target device needs to build, verify and run the model, without torch.
+
+A bundle is a plain directory:
+
+    bundle.json          what it is: target, model, precision, engine options, trtexec command, hashes
+    model.onnx           the deployed ONNX (the Q/DQ int8 model for int8 targets), metadata embedded
+    labels.txt           class names, one per line, in output order
+    preprocessing.json   the exact evaluation transform (resize, crop, mean, std, layout)
+    reference/           a few val images + reference.json: the logits ONNX Runtime gave on the build machine
+    build_engine.sh      TensorRT targets: the trtexec command that builds the same engine as `edgetl engine build`
+    README.md            the steps on the device
+
+Engines only run on the GPU model and TensorRT version they were built with, so for Jetson targets
+the engine is built on the device: `edgetl engine build BUNDLE` builds `model.engine` (+ sidecar),
+runs the reference images through it with the bundle's preprocessing and refuses the engine when
+its predictions disagree with the reference. This module imports neither torch nor TensorRT.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.errors import ModelFileError, UserInputError, VerificationError
+from edgetl.files import read_json, sha256_file, write_json_atomic, write_text_atomic
+from edgetl.preprocessing import Preprocessing
+
+BUNDLE_FILE = "bundle.json"
+BUNDLE_SCHEMA = "edgetl.bundle/1"
+MODEL_FILE = "model.onnx"
+ENGINE_FILE = "model.engine"
+TIMING_CACHE_FILE = "timing.cache"
+LABELS_FILE = "labels.txt"
+PREPROCESSING_FILE = "preprocessing.json"
+REFERENCE_DIR = "reference"
+REFERENCE_FILE = "reference/reference.json"
+BUILD_SCRIPT = "build_engine.sh"
+README_FILE = "README.md"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle directory read back from disk (on the device, or for `edgetl predict`)."""
+
+    root: Path
+    info: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / self.info["model"]["file"]
+
+    @property
+    def engine_path(self) -> Path:
+        return self.root / ENGINE_FILE
+
+    @property
+    def runtime(self) -> str:
+        return self.info["target"]["runtime"]
+
+    @property
+    def engine_options(self) -> dict[str, Any] | None:
+        return self.info.get("engine", {}).get("options")
+
+    def labels(self) -> list[str]:
+        return (self.root / LABELS_FILE).read_text(encoding="utf-8").splitlines()
+
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(read_json(self.root / PREPROCESSING_FILE))
+
+    def reference(self) -> dict[str, Any]:
+        return read_json(self.root / REFERENCE_FILE)
+
+
+def is_bundle(path: Path) -> bool:
+    return (path / BUNDLE_FILE).is_file()
+
+
+def read_bundle(path: str | Path) -> Bundle:
+    """Open a bundle; a missing or foreign bundle.json is a one-line user error."""
+    root = Path(path)
+    info_path = root / BUNDLE_FILE
+    if not info_path.is_file():
+        raise UserInputError(f"{root}: not an edgetl device bundle ({BUNDLE_FILE} missing)")
+    try:
+        info = read_json(info_path)
+    except (OSError, ValueError) as error:
+        raise ModelFileError(f"{info_path}: unreadable ({error})") from None
+    if info.get("schema") != BUNDLE_SCHEMA:
+        raise ModelFileError(f"{info_path}: schema {info.get('schema')!r}, expected {BUNDLE_SCHEMA!r}")
+    for relative in (info["model"]["file"], LABELS_FILE, PREPROCESSING_FILE):
+        if not (root / relative).is_file():
+            raise ModelFileError(f"{root / relative}: missing from the bundle; copy the whole bundle directory")
+    return Bundle(root, info)
+
+
+def write_bundle(
+    out: Path,
+    *,
+    name: str,
+    model: Path,
+    artifact: str,
+    labels: list[str],
+    preprocessing: Preprocessing,
+    target: dict[str, Any],
+    engine_options: dict[str, Any] | None,
+    verify_min_agreement: float,
+    input_name: str,
+    input_shape: list[int],
+    reference_images: list[tuple[Path, int]],
+    reference_logits: np.ndarray,
+    edgetl_version: str,
+) -> list[str]:
+    """Write a bundle into `out` (a stage's temporary folder); returns the files written, relative to out."""
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, out / MODEL_FILE)
+    write_text_atomic(out / LABELS_FILE, "\n".join(labels) + "\n")
+    write_json_atomic(out / PREPROCESSING_FILE, preprocessing.to_dict())
+    files = [MODEL_FILE, LABELS_FILE, PREPROCESSING_FILE]
+    references = []
+    for index, ((image, label), logits) in enumerate(zip(reference_images, reference_logits, strict=True)):
+        copy = f"{REFERENCE_DIR}/{index:03d}{image.suffix.lower()}"
+        (out / REFERENCE_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(image, out / copy)
+        files.append(copy)
+        references.append({"file": copy, "label": int(label), "logits": [round(float(v), 6) for v in logits]})
+    write_json_atomic(
+        out / REFERENCE_FILE,
+        {"source": f"ONNX Runtime CPU, {artifact}", "images": references},
+    )
+    files.append(REFERENCE_FILE)
+    info: dict[str, Any] = {
+        "schema": BUNDLE_SCHEMA,
+        "name": name,
+        "edgetl_version": edgetl_version,
+        "target": target,
+        "model": {
+            "file": MODEL_FILE,
+            "artifact": artifact,
+            "sha256": sha256_file(out / MODEL_FILE),
+            "input_name": input_name,
+            "input_shape": list(input_shape),
+        },
+        "labels": LABELS_FILE,
+        "preprocessing": PREPROCESSING_FILE,
+        "reference": {"file": REFERENCE_FILE, "images": len(references)},
+    }
+    if engine_options is not None:
+        from edgetl.engine.build import trtexec_command
+        from edgetl.engine.options import EngineOptions
+
+        options = EngineOptions.from_dict(engine_options)
+        command = trtexec_command(MODEL_FILE, ENGINE_FILE, options, input_name, input_shape)
+        info["engine"] = {
+            "file": ENGINE_FILE,
+            "options": engine_options,
+            "verify_min_agreement": verify_min_agreement,
+            "trtexec": shlex.join(command),
+        }
+        script = (
+            "#!/bin/sh\n# Builds the TensorRT engine on this device with trtexec (ships with TensorRT/JetPack).\n"
+            "# `edgetl engine build .` does the same and also verifies the engine on the reference images.\n"
+            'set -eu\ncd "$(dirname "$0")"\n' + shlex.join(command) + "\n"
+        )
+        write_text_atomic(out / BUILD_SCRIPT, script)
+        (out / BUILD_SCRIPT).chmod(0o755)
+        files.append(BUILD_SCRIPT)
+    write_text_atomic(out / README_FILE, _readme(name, target, info))
+    write_json_atomic(out / BUNDLE_FILE, info)
+    return [*files, README_FILE, BUNDLE_FILE]
+
+
+def _readme(name: str, target: dict[str, Any], info: dict[str, Any]) -> str:
+    steps = "\n".join(f"{i}. `{step}`" for i, step in enumerate(target["on_device"], 1))
+    engine = info.get("engine")
+    engine_text = (
+        f"\nEngine: {engine['options']['precision']} TensorRT engine, batch "
+        f"{engine['options']['min_batch']}..{engine['options']['max_batch']} (opt {engine['options']['opt_batch']}), "
+        f"workspace {engine['options']['workspace_mb']} MB.\n\nEquivalent trtexec command (`build_engine.sh`):\n\n"
+        f"    {engine['trtexec']}\n"
+        if engine
+        else ""
+    )
+    return (
+        f"# {name}: device bundle for {target['name']}\n\n{target['description']}. Software: {target['software']}.\n"
+        f"{engine_text}\n## On the device\n\n{steps}\n\n"
+        f"Model input: `{info['model']['input_name']}` {info['model']['input_shape']} float32, preprocessed as in "
+        f"`preprocessing.json`; output: logits in the order of `labels.txt`.\n"
+        f"`reference/` holds {info['reference']['images']} val images and the logits ONNX Runtime produced for them "
+        "on the build machine; `edgetl engine build` refuses an engine whose predictions disagree.\n"
+    )
+
+
+def compare_with_reference(logits: np.ndarray, reference: dict[str, Any], min_agreement: float) -> dict[str, Any]:
+    """Top-1 agreement and max logit difference of `logits` against the bundle's reference logits."""
+    expected = np.asarray([item["logits"] for item in reference["images"]], dtype=np.float32)
+    labels = np.asarray([item["label"] for item in reference["images"]])
+    agree = float((logits.argmax(axis=1) == expected.argmax(axis=1)).mean() * 100.0)
+    return {
+        "images": len(labels),
+        "agreement": agree,
+        "min_agreement": min_agreement,
+        "max_abs_logit_diff": float(np.abs(logits - expected).max()),
+        "correct": int((logits.argmax(axis=1) == labels).sum()),
+        "reference_correct": int((expected.argmax(axis=1) == labels).sum()),
+        "passed": agree >= min_agreement,
+    }
+
+
+def reference_batch(bundle: Bundle) -> np.ndarray:
+    """The reference images, preprocessed on this device by the bundle's own preprocessing."""
+    pre = bundle.preprocessing()
+    return pre.batch([bundle.root / item["file"] for item in bundle.reference()["images"]])
+
+
+def build_engine_in_bundle(
+    bundle_dir: str | Path,
+    log: Callable[[str], None] = print,
+    workspace_mb: int | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """`edgetl engine build`: build model.engine from the bundle's ONNX, verify it, keep it only if it passes.
+
+    The new engine is written under a temporary name; an earlier engine stays until the new one
+    has passed verification.
+    """
+    from edgetl.engine.build import build_engine
+    from edgetl.engine.options import EngineOptions
+    from edgetl.runtime.tensorrt import TensorRTRunner
+
+    bundle = read_bundle(bundle_dir)
+    if bundle.engine_options is None:
+        raise UserInputError(
+            f"{bundle.root}: bundle for target {bundle.info['target']['name']} runs on "
+            f"{bundle.runtime}; there is no TensorRT engine to build (use edgetl predict directly)"
+        )
+    options = dict(bundle.engine_options)
+    if workspace_mb is not None:
+        options["workspace_mb"] = workspace_mb
+    if options.get("timing_cache"):
+        options["timing_cache"] = str(bundle.root / options["timing_cache"])
+    engine = bundle.engine_path
+    if engine.is_file() and not force:
+        log(f"{engine} exists; verifying it (pass --force to rebuild)")
+        return verify_engine(bundle, engine, log)
+    candidate = engine.with_name(engine.name + ".new")
+    build_engine(bundle.model_path, candidate, EngineOptions.from_dict(options), log=log)
+    sidecar = Path(str(candidate) + ".json")
+    try:
+        result = verify_engine(bundle, candidate, log, runner_type=TensorRTRunner)
+    except VerificationError:
+        candidate.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
+        raise
+    sidecar.replace(Path(str(engine) + ".json"))
+    candidate.replace(engine)
+    log(f"engine ready: {engine}")
+    return result
+
+
+def verify_engine(
+    bundle: Bundle, engine: Path, log: Callable[[str], None] = print, runner_type: Any = None
+) -> dict[str, Any]:
+    """Run the reference images through `engine`; VerificationError (exit 4) when it disagrees."""
+    if runner_type is None:
+        from edgetl.runtime.tensorrt import TensorRTRunner as runner_type
+    min_agreement = float(bundle.info.get("engine", {}).get("verify_min_agreement", 99.0))
+    with runner_type(engine) as runner:
+        logits = runner.infer_any_batch(reference_batch(bundle))
+    result = compare_with_reference(logits, bundle.reference(), min_agreement)
+    log(
+        f"verified on {result['images']} reference images: agreement {result['agreement']:.1f}% "
+        f"(min {min_agreement:.1f}%), max |logit diff| {result['max_abs_logit_diff']:.4f}, "
+        f"{result['correct']}/{result['images']} correct (reference {result['reference_correct']})"
+    )
+    if not result["passed"]:
+        raise VerificationError(
+            f"{engine}: engine agrees with the ONNX reference on only {result['agreement']:.1f}% of the "
+            f"reference images (minimum {min_agreement:.1f}%); the engine was not kept"
+        )
+    return result

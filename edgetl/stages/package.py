@@ -1,0 +1,183 @@
+"""Package stage: the device bundle for the profile's target, and the TensorRT engine where it can be built here.
+
+Every build writes `bundle/` (see `edgetl.bundle`): the deployed ONNX, labels, preprocessing,
+reference images with the logits ONNX Runtime gives on them, and, for TensorRT targets, the engine
+build options and the equivalent `trtexec` command. When the target's engine may be built on this
+machine (not a Jetson) and TensorRT + pycuda are importable, the engine is built, verified on the
+reference images and benchmarked alongside the other artefacts; otherwise the stage says why not
+and the engine is built on the device with `edgetl engine build`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl import __version__
+from edgetl.bundle import ENGINE_FILE, TIMING_CACHE_FILE, verify_engine, write_bundle
+from edgetl.profile import Profile, profile_section
+from edgetl.runtime.predictor import MODEL_FILES
+from edgetl.stages.base import BuildContext, Stage, package_versions
+from edgetl.stages.data import SPLIT_FILE, read_split, split_paths
+from edgetl.stages.export import FP32_FILE, INPUT_NAME
+from edgetl.targets import Target, get_target
+
+BUNDLE_DIR = "bundle"
+ENGINE_PATH = f"{BUNDLE_DIR}/{ENGINE_FILE}"
+# Which stage writes each ONNX artefact that can be shipped.
+_SOURCE_STAGE = {"onnx_fp32": "export", "onnx_fp16": "optimize", "onnx_int8": "optimize"}
+
+
+def shipped_artifact(profile: Profile) -> str:
+    """The ONNX artefact that goes into the bundle: the target's deployed model (never the torch checkpoint)."""
+    target = get_target(profile.target)
+    name = profile.deployed_artifact
+    return name if name in _SOURCE_STAGE else target.deployed_artifact(profile.optimize.int8.enabled)
+
+
+def engine_options(profile: Profile, target: Target, fixed_batch: int | None) -> dict[str, Any] | None:
+    """TensorRT build options: the profile's `tensorrt:` section over the target's defaults."""
+    if target.engine is None:
+        return None
+    cfg = profile.tensorrt
+    precision = target.engine_precision(profile.optimize.int8.enabled)
+    if fixed_batch is not None:
+        batches = {"min_batch": fixed_batch, "opt_batch": fixed_batch, "max_batch": fixed_batch}
+    else:
+        batches = {
+            "min_batch": cfg.min_batch,
+            "opt_batch": cfg.opt_batch,
+            "max_batch": cfg.max_batch or max(target.engine.max_batch, cfg.opt_batch),
+        }
+    return {
+        "precision": precision,
+        **batches,
+        "workspace_mb": cfg.workspace_mb or target.engine.workspace_mb,
+        "timing_cache": TIMING_CACHE_FILE if cfg.timing_cache else None,
+        "dla_core": cfg.dla_core,
+        "gpu_fallback": cfg.gpu_fallback,
+        "hardware_compatibility": cfg.hardware_compatibility,
+        "version_compatible": cfg.version_compatible,
+        "builder_optimization_level": cfg.builder_optimization_level,
+    }
+
+
+def tensorrt_unavailable_reason(target: Target) -> str | None:
+    """Why the engine is not built on this machine, or None when it is."""
+    if not target.uses_tensorrt:
+        return f"target {target.name} runs ONNX Runtime; no engine"
+    if target.build_on_device:
+        return f"{target.name} engines must be built on the device: edgetl engine build <run>/bundle"
+    missing = [name for name in ("tensorrt", "pycuda") if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed on this machine: build on the GPU with edgetl engine build"
+    return None
+
+
+def reference_sample(paths: list[Path], labels: list[int], count: int) -> list[tuple[Path, int]]:
+    """`count` val images spread evenly over the (class-sorted) val list, so every class is represented."""
+    if not paths:
+        return []
+    picks = np.unique(np.linspace(0, len(paths) - 1, num=min(count, len(paths))).round().astype(int))
+    return [(paths[i], labels[i]) for i in picks]
+
+
+class PackageStage(Stage):
+    name = "package"
+
+    def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
+        artifact = shipped_artifact(ctx.profile)
+        target = get_target(ctx.profile.target)
+        return {
+            "target": asdict(target),
+            "tensorrt": profile_section(ctx.profile, "tensorrt"),
+            "artifact": artifact,
+            "model": ctx.results[_SOURCE_STAGE[artifact]].files[MODEL_FILES[artifact]],
+            "split": ctx.results["data"].files[SPLIT_FILE],
+            "engine_here": tensorrt_unavailable_reason(target),
+            "versions": package_versions("onnxruntime", "tensorrt"),
+        }
+
+    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+        from edgetl import onnx_tools
+        from edgetl.preprocessing import read_preprocessing
+        from edgetl.runtime.runners import OnnxRuntimeRunner
+        from edgetl.stages.finetune import PREPROCESSING_FILE
+
+        profile = ctx.profile
+        target = get_target(profile.target)
+        artifact = shipped_artifact(profile)
+        model = ctx.results[_SOURCE_STAGE[artifact]].path(MODEL_FILES[artifact])
+        pre = read_preprocessing(ctx.results["finetune"].path(PREPROCESSING_FILE))
+        split = read_split(ctx.results["data"].path(SPLIT_FILE))
+        paths, labels = split_paths(split, "val")
+        references = reference_sample(paths, labels, profile.tensorrt.verify_images)
+        with OnnxRuntimeRunner(model, name=artifact, threads=profile.benchmark.threads) as runner:
+            logits = runner.infer_any_batch(pre.batch([p for p, _ in references]))
+        fixed = onnx_tools.io_summary(onnx_tools.load_model(ctx.results["export"].path(FP32_FILE)))["inputs"]
+        batch_dim = fixed[INPUT_NAME][0]
+        fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        options = engine_options(profile, target, fixed_batch)
+        files = write_bundle(
+            out / BUNDLE_DIR,
+            name=profile.name,
+            model=model,
+            artifact=artifact,
+            labels=list(split["classes"]),
+            preprocessing=pre,
+            target=_target_record(target),
+            engine_options=options,
+            verify_min_agreement=profile.tensorrt.verify_min_agreement,
+            input_name=INPUT_NAME,
+            input_shape=[fixed_batch or -1, *pre.input_shape],
+            reference_images=references,
+            reference_logits=logits,
+            edgetl_version=__version__,
+        )
+        ctx.log.stage(
+            self.name,
+            f"device bundle for {target.name}: {artifact}, {len(references)} reference images, {len(files)} files",
+        )
+        summary: dict[str, Any] = {"target": target.name, "artifact": artifact, "bundle": BUNDLE_DIR, "engine": None}
+        reason = tensorrt_unavailable_reason(target)
+        if options is not None and reason is None:
+            summary["engine"] = self._build_engine(ctx, out, options)
+        elif options is not None:
+            summary["engine_not_built"] = reason
+            ctx.log.stage(self.name, f"TensorRT engine not built here: {reason}")
+        return summary
+
+    def _build_engine(self, ctx: BuildContext, out: Path, options: dict[str, Any]) -> dict[str, Any]:
+        """Build and verify the engine on this machine's GPU (nvidia-gpu target with TensorRT installed)."""
+        from edgetl.bundle import read_bundle
+        from edgetl.engine.build import build_engine
+        from edgetl.engine.options import EngineOptions
+
+        bundle_dir = out / BUNDLE_DIR
+        resolved = dict(options)
+        if resolved.get("timing_cache"):
+            resolved["timing_cache"] = str(bundle_dir / resolved["timing_cache"])
+        log = lambda message: ctx.log.stage(self.name, message)  # noqa: E731
+        sidecar = build_engine(
+            bundle_dir / "model.onnx", bundle_dir / ENGINE_FILE, EngineOptions.from_dict(resolved), log=log
+        )
+        verification = verify_engine(read_bundle(bundle_dir), bundle_dir / ENGINE_FILE, log)
+        return {"file": ENGINE_PATH, "sidecar": sidecar.to_dict(), "verification": verification}
+
+
+def _target_record(target: Target) -> dict[str, Any]:
+    return {
+        "name": target.name,
+        "description": target.description,
+        "runtime": target.runtime,
+        "precisions": list(target.precisions),
+        "software": target.software,
+        "build_on_device": target.build_on_device,
+        "device_memory_mb": target.device_memory_mb,
+        "on_device": list(target.on_device),
+        "notes": target.notes,
+    }
