@@ -177,6 +177,11 @@ def write_bundle(
 
 def _readme(name: str, target: dict[str, Any], info: dict[str, Any]) -> str:
     steps = "\n".join(f"{i}. `{step}`" for i, step in enumerate(target["on_device"], 1))
+    check = (
+        "`edgetl engine build` refuses an engine whose predictions disagree with them"
+        if target["runtime"] == "tensorrt"
+        else "`edgetl predict` on them on the device should give the same labels"
+    )
     engine = info.get("engine")
     engine_text = (
         f"\nEngine: {engine['options']['precision']} TensorRT engine, batch "
@@ -192,7 +197,7 @@ def _readme(name: str, target: dict[str, Any], info: dict[str, Any]) -> str:
         f"Model input: `{info['model']['input_name']}` {info['model']['input_shape']} float32, preprocessed as in "
         f"`preprocessing.json`; output: logits in the order of `labels.txt`.\n"
         f"`reference/` holds {info['reference']['images']} val images and the logits ONNX Runtime produced for them "
-        "on the build machine; `edgetl engine build` refuses an engine whose predictions disagree.\n"
+        f"on the build machine; {check}.\n"
     )
 
 

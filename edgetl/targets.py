@@ -74,29 +74,40 @@ _TRT_STEPS = (
     "edgetl predict BUNDLE_DIR image.jpg",
 )
 
+# Fields shared by every target of one runtime family.
+_ONNXRUNTIME: dict = {
+    "runtime": "onnxruntime",
+    "precisions": ("fp32", "int8"),
+    "deploy_int8": "onnx_int8",
+    "deploy_float": "onnx_fp32",
+    "on_device": _ORT_STEPS,
+}
+_TENSORRT_10: dict = {
+    "runtime": "tensorrt",
+    "precisions": ("fp32", "fp16", "int8"),
+    "deploy_int8": "onnx_int8",
+    "deploy_float": "onnx_fp32",
+    "engine_precision_int8": "int8",
+    "engine_precision_float": "fp16",
+    "on_device": _TRT_STEPS,
+}
+_JETPACK_6 = "JetPack 6.x (L4T r36), CUDA 12.6, TensorRT 10.3, Python 3.10"
+
 _TARGETS: dict[str, Target] = {
     "x86-cpu": Target(
         name="x86-cpu",
         description="x86-64 CPU with ONNX Runtime (CPUExecutionProvider)",
-        runtime="onnxruntime",
-        precisions=("fp32", "int8"),
-        deploy_int8="onnx_int8",
-        deploy_float="onnx_fp32",
+        **_ONNXRUNTIME,
         software="ONNX Runtime >= 1.17",
-        on_device=_ORT_STEPS,
         verified_here=True,
         notes="int8 uses QDQ with uint8 activations and per-channel int8 weights (MLAS u8s8 kernels).",
     ),
     "raspberry-pi-5": Target(
         name="raspberry-pi-5",
         description="Raspberry Pi 5 (Cortex-A76, arm64) with ONNX Runtime",
-        runtime="onnxruntime",
-        precisions=("fp32", "int8"),
-        deploy_int8="onnx_int8",
-        deploy_float="onnx_fp32",
+        **_ONNXRUNTIME,
         device_memory_mb=4096,
         software="64-bit Raspberry Pi OS (bookworm), Python 3.11, onnxruntime arm64 wheel",
-        on_device=_ORT_STEPS,
         notes=(
             "same QDQ int8 model as x86-cpu; the A76 has the dot-product instructions ORT's int8 kernels use. "
             "Latency in the report is from the build machine: measure on the Pi with `edgetl bench`."
@@ -105,15 +116,9 @@ _TARGETS: dict[str, Target] = {
     "nvidia-gpu": Target(
         name="nvidia-gpu",
         description="x86-64 with an NVIDIA GPU, TensorRT 10",
-        runtime="tensorrt",
-        precisions=("fp32", "fp16", "int8"),
-        deploy_int8="onnx_int8",
-        deploy_float="onnx_fp32",
-        engine_precision_int8="int8",
-        engine_precision_float="fp16",
+        **_TENSORRT_10,
         engine=EngineDefaults(tensorrt="10", workspace_mb=4096, max_batch=32),
         software="CUDA 12, TensorRT 10, pycuda",
-        on_device=_TRT_STEPS,
         notes=(
             "int8 engines come from the explicit Q/DQ ONNX (no implicit calibrator); non-quantized layers "
             "may run in fp16. When the build machine has TensorRT, the engine is built and benchmarked "
@@ -123,34 +128,22 @@ _TARGETS: dict[str, Target] = {
     "jetson-orin-nano": Target(
         name="jetson-orin-nano",
         description="Jetson Orin Nano (Ampere, compute capability 8.7), JetPack 6 / TensorRT 10",
-        runtime="tensorrt",
-        precisions=("fp32", "fp16", "int8"),
-        deploy_int8="onnx_int8",
-        deploy_float="onnx_fp32",
-        engine_precision_int8="int8",
-        engine_precision_float="fp16",
+        **_TENSORRT_10,
         # 8 GB shared between CPU and GPU: keep the builder well below it.
         engine=EngineDefaults(tensorrt="10", workspace_mb=1024, max_batch=8),
         build_on_device=True,
         device_memory_mb=8192,
-        software="JetPack 6.x (L4T r36), CUDA 12.6, TensorRT 10.3, Python 3.10",
-        on_device=_TRT_STEPS,
+        software=_JETPACK_6,
         notes="Orin Nano has no DLA (Orin NX/AGX do: set tensorrt.dla_core there).",
     ),
     "jetson-agx-orin": Target(
         name="jetson-agx-orin",
         description="Jetson AGX Orin (Ampere, compute capability 8.7, 2 DLA cores), JetPack 6 / TensorRT 10",
-        runtime="tensorrt",
-        precisions=("fp32", "fp16", "int8"),
-        deploy_int8="onnx_int8",
-        deploy_float="onnx_fp32",
-        engine_precision_int8="int8",
-        engine_precision_float="fp16",
+        **_TENSORRT_10,
         engine=EngineDefaults(tensorrt="10", workspace_mb=4096, max_batch=32, dla_cores=2),
         build_on_device=True,
         device_memory_mb=32768,
-        software="JetPack 6.x (L4T r36), CUDA 12.6, TensorRT 10.3, Python 3.10",
-        on_device=_TRT_STEPS,
+        software=_JETPACK_6,
         notes="tensorrt.dla_core: 0 or 1 offloads to a DLA (fp16/int8 only) with GPU fallback for unsupported layers.",
     ),
     "jetson-nano": Target(
