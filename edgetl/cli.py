@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from edgetl import __version__
 from edgetl.errors import EdgeTLError
+
+if TYPE_CHECKING:
+    from edgetl.console import Log
 
 app = typer.Typer(
     name="edgetl",
@@ -102,7 +105,9 @@ def _skipped_note(outcome: object) -> str:
 
 @app.command()
 def bench(
-    run_dir: Annotated[Path, typer.Argument(help="run directory of a finished edgetl build", show_default=False)],
+    run_dir: Annotated[
+        Path, typer.Argument(help="run directory of a finished build, or a device bundle", show_default=False)
+    ],
     baseline: Annotated[
         Path | None, typer.Option("--baseline", help="report.json (or run directory) to compare against")
     ] = None,
@@ -135,6 +140,9 @@ def bench(
     from edgetl.report import REPORT_MD, print_table
 
     log = Log(quiet=quiet)
+    if (run_dir / "bundle.json").is_file():  # on the device: measure the bundle itself
+        _bench_bundle(run_dir, baseline, output, log)
+        return
     tolerances = Tolerances(accuracy_points, latency_relative, latency_percentile, size_relative, throughput_relative)
     outcome = run_bench(
         run_dir,
@@ -154,6 +162,21 @@ def bench(
     if not outcome.passed:
         failed = counts(outcome.checks)["fail"]
         raise RegressionFound(f"{failed} regression(s) against {baseline}")
+
+
+def _bench_bundle(bundle: Path, baseline: Path | None, output: Path | None, log: Log) -> None:
+    from edgetl.bundle_bench import bench_bundle, compare, render
+    from edgetl.errors import UserInputError, VerificationError
+
+    if baseline is not None:
+        raise UserInputError(
+            f"{bundle}: --baseline compares run directories; a bundle is checked against its reference"
+        )
+    results = bench_bundle(bundle, output=output, log=lambda message: log.stage("bench", message))  # type: ignore[attr-defined]
+    _out.print(render(results), markup=False)
+    failed = compare(results)
+    if failed:
+        raise VerificationError(f"{bundle}: {', '.join(failed)} disagree with the build machine's reference logits")
 
 
 @app.command()

@@ -184,3 +184,22 @@ def test_reference_comparison_counts_disagreements() -> None:
     assert same["passed"] and same["correct"] == 2 and abs(same["max_abs_logit_diff"] - 0.1) < 1e-6
     flipped = compare_with_reference(np.array([[2.0, 1.0], [1.0, 0.0]], dtype=np.float32), reference, 99.0)
     assert not flipped["passed"] and flipped["agreement"] == 50.0
+
+
+def test_bench_on_a_bundle_measures_it_against_the_reference(built_run, tmp_path, capsys) -> None:
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(built_run.run_dir / "bundle", bundle_dir)
+    main(["bench", str(bundle_dir), "-q"])
+    results = json.loads((bundle_dir / "bench/bench.json").read_text())
+    entry = results["artifacts"]["onnx_int8"]
+    assert entry["reference_check"]["passed"] and entry["total"] == 10
+    assert entry["latency_ms"]["count"] == 100 and "| onnx_int8 | onnxruntime" in capsys.readouterr().out
+
+    reference = bundle_dir / "reference/reference.json"  # a model that no longer matches what was shipped
+    data = json.loads(reference.read_text())
+    for item in data["images"]:
+        item["logits"] = [-v for v in item["logits"]]
+    reference.write_text(json.dumps(data))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", str(bundle_dir), "-q"])
+    assert exit_info.value.code == 4

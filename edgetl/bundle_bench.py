@@ -1,0 +1,113 @@
+"""`edgetl bench BUNDLE`: measure a device bundle on the device itself, without torch or the dataset.
+
+On a Jetson or a Pi there is no PyTorch, no training data and often no `edgetl build`; there is
+the bundle. This runs the bundle's ONNX model (ONNX Runtime) and, once `edgetl engine build` made
+it, its TensorRT engine through the same harness as the build's benchmark stage (warm-up,
+interleaved rounds, percentiles, batch sweep; CUDA events for the engine) on the bundle's
+reference images, and checks both against the reference logits recorded on the build machine.
+Accuracy on 32 reference images is a smoke test, not an evaluation: the build's report has that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.bundle import Bundle, read_bundle
+from edgetl.files import read_json, write_json_atomic, write_text_atomic
+
+RESULTS_FILE = "bench.json"
+REPORT_FILE = "bench.md"
+SCHEMA = "edgetl.bundle-bench/1"
+
+
+def bundle_models(bundle: Bundle) -> dict[str, Path]:
+    """The bundle's ONNX model under its artefact name, plus the engine (trt_<precision>) when built."""
+    models = {bundle.info["model"]["artifact"]: bundle.model_path}
+    sidecar = Path(str(bundle.engine_path) + ".json")
+    if bundle.engine_path.is_file() and sidecar.is_file():
+        models[f"trt_{read_json(sidecar)['options']['precision']}"] = bundle.engine_path
+    return models
+
+
+def bench_bundle(
+    bundle_dir: str | Path,
+    output: Path | None = None,
+    threads: int = 1,
+    iterations: int = 100,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Measure every model in the bundle on this device; write bench.json and bench.md into `output`."""
+    from edgetl.profile import BenchmarkConfig
+    from edgetl.stages.benchmark import measure_models
+
+    bundle = read_bundle(bundle_dir)
+    reference = bundle.reference()
+    paths = [bundle.root / item["file"] for item in reference["images"]]
+    labels = [int(item["label"]) for item in reference["images"]]
+    models = bundle_models(bundle)
+    batches = sorted({1, min(8, len(paths))})
+    cfg = BenchmarkConfig(
+        threads=threads,
+        iterations=iterations,
+        batch_sizes=batches,
+        throughput_batch_size=batches[-1],
+        memory=False,
+        compute_peak=False,
+        eval_batch_size=batches[-1],
+    )
+    results = measure_models(models, paths, labels, bundle.labels(), bundle.preprocessing(), cfg, log=log)
+    for name, entry in results["artifacts"].items():
+        entry["file"] = str(models[name].relative_to(bundle.root))
+        entry["reference_check"] = _reference_check(entry, reference, bundle)
+    results["schema"] = SCHEMA
+    results["bundle"] = {"name": bundle.info["name"], "target": bundle.info["target"]["name"]}
+    out = Path(output) if output else bundle.root / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / RESULTS_FILE, results)
+    write_text_atomic(out / REPORT_FILE, render(results))
+    return results
+
+
+def _reference_check(entry: dict[str, Any], reference: dict[str, Any], bundle: Bundle) -> dict[str, Any]:
+    """Agreement of this model's predictions with the build machine's reference logits."""
+    min_agreement = float(bundle.info.get("engine", {}).get("verify_min_agreement", 99.0))
+    expected = np.asarray([item["logits"] for item in reference["images"]], dtype=np.float32)
+    predictions = np.asarray(entry["predictions"])
+    agreement = float((predictions == expected.argmax(axis=1)).mean() * 100.0)
+    return {"agreement": agreement, "min_agreement": min_agreement, "passed": agreement >= min_agreement}
+
+
+def render(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    lines = [
+        f"# {results['bundle']['name']} on this device ({results['bundle']['target']} bundle)",
+        "",
+        f"{machine['cpu']}, {machine['usable_cpus']} CPUs, {machine['os']}. "
+        f"{results['eval']['images']} reference images (a smoke test of accuracy, not an evaluation).",
+        "",
+        "| model | runtime | correct | agreement with build-machine reference | p50 ms | p90 ms | p99 ms | "
+        "img/s (largest batch) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, a in results["artifacts"].items():
+        latency, sweep = a["latency_ms"], a["batch_sweep"]
+        rate = f"{sweep[-1]['images_per_second']:.1f} @ {sweep[-1]['batch']}" if sweep else "-"
+        check = a["reference_check"]
+        lines.append(
+            f"| {name} | {a['execution']['runtime']} {a['execution']['version']} | {a['correct']}/{a['total']} | "
+            f"{check['agreement']:.1f}% {'ok' if check['passed'] else 'FAIL'} | {latency['p50']:.2f} | "
+            f"{latency['p90']:.2f} | {latency['p99']:.2f} | {rate} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def compare(results: dict[str, Any]) -> list[str]:
+    """Names of the models whose predictions disagree with the reference more than allowed."""
+    return [name for name, a in results["artifacts"].items() if not a["reference_check"]["passed"]]
+
+
+__all__ = ["bench_bundle", "bundle_models", "compare", "render"]
