@@ -60,6 +60,9 @@ def test_interrupted_build_resumes_to_the_same_model(tiny_data: Path, tmp_path: 
     process = subprocess.Popen(
         [sys.executable, "-m", "edgetl", "train", str(interrupted)],
         stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO,
+        # A test run started in the background (`cmd &`) ignores SIGINT, and children inherit that;
+        # give the build Python's normal Ctrl-C handling, as in a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.time() + 120
     assert process.stderr is not None
