@@ -18,7 +18,13 @@ from edgetl import __version__, stats
 from edgetl.budgets import evaluate_budgets
 from edgetl.files import write_json_atomic, write_text_atomic
 from edgetl.profile import Profile
-from edgetl.report_sections import per_class_lines, performance_lines, quantization_lines, statistics_lines
+from edgetl.report_sections import (
+    deployment_lines,
+    per_class_lines,
+    performance_lines,
+    quantization_lines,
+    statistics_lines,
+)
 
 REPORT_SCHEMA = "edgetl.report/2"
 
@@ -122,6 +128,7 @@ def compose_report(
         "quantization": (stages.get("optimize") or {}).get("int8"),
         "fp16": (stages.get("optimize") or {}).get("fp16"),
         "data": stages.get("data"),
+        "package": stages.get("package"),
     }
 
 
@@ -278,6 +285,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str] | None = None)
     lines += per_class_lines(report)
     lines += performance_lines(report)
     lines += quantization_lines(report)
+    lines += deployment_lines(report)
     lines += [
         "",
         "## Machine",

@@ -221,3 +221,32 @@ def quantization_lines(report: dict[str, Any]) -> list[str]:
             "inputs/outputs; its CPU latency above says nothing about a GPU (ONNX Runtime CPU runs fp16 via casts)",
         ]
     return lines
+
+
+def deployment_lines(report: dict[str, Any]) -> list[str]:
+    """Where the shipped model goes: the bundle, the engine (or why it was not built), what the CPU numbers mean."""
+    package = report.get("package")
+    if not package:
+        return []
+    lines = [
+        "",
+        "## Deployment",
+        "",
+        f"- target `{package['target']}`; device bundle `{package['bundle']}/` ships `{package['artifact']}` with its "
+        "labels, preprocessing and reference logits",
+    ]
+    engine = package.get("engine")
+    if engine:
+        check = engine["verification"]
+        lines.append(
+            f"- TensorRT engine `{engine['file']}` built here and verified: {check['agreement']:.1f}% agreement with "
+            f"ONNX Runtime on {check['images']} reference images"
+        )
+    elif package.get("engine_not_built"):
+        lines.append(f"- TensorRT engine not built: {package['engine_not_built']}")
+    if report["target"] != "x86-cpu" and not engine:
+        lines.append(
+            "- accuracy above is what the shipped graph computes (ONNX Runtime on this machine); latency above is "
+            "this build machine's, not the device's: run `edgetl bench <bundle>` on the device"
+        )
+    return lines

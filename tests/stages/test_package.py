@@ -87,6 +87,8 @@ def test_jetson_bundle_carries_engine_options_and_the_trtexec_command(jetson_run
     assert "--minShapes=input:1x3x224x224 --optShapes=input:2x3x224x224 --maxShapes=input:4x3x224x224" in script
     summary = jetson_run.results["package"].summary
     assert summary["engine"] is None and "must be built on the device" in summary["engine_not_built"]
+    report = (jetson_run.run_dir / "report.md").read_text()
+    assert "## Deployment" in report and "run `edgetl bench <bundle>` on the device" in report
 
 
 def test_tensorrt_int8_model_is_symmetric_with_qdq_on_compute_inputs_only(jetson_run) -> None:
