@@ -295,6 +295,64 @@ def engine_verify(
     verify_engine(opened, opened.engine_path, log=_out.print)
 
 
+data_app = typer.Typer(help="Inspect image folders before building.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="dataset folder (train/ and val/, or class folders), or a profile YAML", show_default=False
+        ),
+    ],
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the full check as JSON here")] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="exit 2 when any file is skipped or any warning is found")
+    ] = False,
+    min_size: Annotated[int, typer.Option("--min-size", min=1, help="smallest usable image side, pixels")] = 16,
+    keep_placeholders: Annotated[
+        bool, typer.Option("--keep-placeholders", help="do not skip 'image not available' placeholders")
+    ] = False,
+) -> None:
+    """List every problem file with its reason, class counts, imbalance and duplicates (train/val leakage).
+
+    Exit 2 when the data cannot be trained on (fewer than two classes, an empty class, a val class
+    unknown to train). Given a profile, the profile's data settings are used, exactly as a build would.
+    """
+    from edgetl.data.report import check_dataset, render_check
+    from edgetl.errors import DataError
+    from edgetl.files import write_json_atomic
+    from edgetl.profile import IMAGE_EXTENSIONS
+
+    settings: dict = {"extensions": IMAGE_EXTENSIONS, "min_size": min_size, "skip_placeholders": not keep_placeholders}
+    root = source
+    if source.suffix.lower() in (".yaml", ".yml") and source.is_file():
+        from edgetl.data.sources import resolve_named_dataset
+        from edgetl.profile import load_profile
+
+        data = load_profile(source).profile.data
+        if data.source == "folder":
+            root = data.root  # type: ignore[assignment]
+        else:
+            root = resolve_named_dataset(data.source, data.root, log=lambda message: _err.print(message, markup=False))
+        settings = {
+            "train_dir": data.train_dir,
+            "val_dir": data.val_dir,
+            "extensions": data.extensions,
+            "min_size": data.min_image_size,
+            "skip_placeholders": data.skip_placeholders,
+        }
+    check = check_dataset(root, **settings)
+    for line in render_check(check):
+        _out.print(line, markup=False)
+    if json_out is not None:
+        write_json_atomic(json_out, check.to_dict())
+    if strict and check.problems:
+        raise DataError(f"{root}: {len(check.problems)} problem(s) found (--strict)")
+
+
 @app.command()
 def version() -> None:
     """Print the edgetl version."""
@@ -304,6 +362,15 @@ def version() -> None:
 def _is_usage_error(error: Exception) -> bool:
     """Click's ClickException interface (typer vendors click in some versions, so match by shape)."""
     return callable(getattr(error, "show", None)) and isinstance(getattr(error, "exit_code", None), int)
+
+
+def _usage_message(error: Exception) -> str:
+    """Click's message, plus where help is, on one line ('Usage: ...' blocks are noise in CI logs)."""
+    message = error.format_message() if hasattr(error, "format_message") else str(error)  # type: ignore[attr-defined]
+    message = " ".join(message.split())
+    context = getattr(error, "ctx", None)
+    command = getattr(context, "command_path", None) or "edgetl"
+    return f"{message} (see '{command} --help')"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -324,8 +391,11 @@ def main(argv: list[str] | None = None) -> None:
             _err.print(f"edgetl: error: {line}", markup=False)
         sys.exit(error.exit_code)
     except Exception as error:
-        if _is_usage_error(error):  # typer/click usage errors: they print themselves, exit code 2
-            error.show()  # type: ignore[attr-defined]
+        if type(error).__name__ == "NoArgsIsHelpError":  # `edgetl` or `edgetl data` alone: show the help
+            _out.print(error.ctx.get_help(), markup=False)  # type: ignore[attr-defined]
+            sys.exit(2)
+        if _is_usage_error(error):  # typer/click usage errors: one line too, exit code 2
+            _err.print(f"edgetl: error: {_usage_message(error)}", markup=False)
             sys.exit(getattr(error, "exit_code", 2))
         # A bug: say so in one line unless asked for the traceback.
         if debug:

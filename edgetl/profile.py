@@ -25,7 +25,7 @@ from edgetl.targets import get_target, target_names, unknown_target_message
 ArtifactName = Literal["torch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8"]
 ALL_ARTIFACTS: tuple[str, ...] = ("torch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8")
 
-_IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"]
+IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"]
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -50,7 +50,7 @@ class DataConfig(_Section):
     holdout_fraction: Annotated[float, Field(ge=0.0, le=0.5)] = Field(
         0.15, description="share of train kept aside for early stopping (val is never used for it)"
     )
-    extensions: list[str] = Field(default_factory=lambda: list(_IMAGE_EXTENSIONS))
+    extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
     skip_placeholders: bool = Field(True, description="skip 'image not available' placeholder images")
     min_image_size: PositiveInt = Field(16, description="images smaller than this (pixels, either side) are skipped")
 

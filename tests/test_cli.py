@@ -62,11 +62,15 @@ def test_missing_data_folder_is_exit_2(capsys, tmp_path: Path) -> None:
     assert code == 2 and "data.root: folder not found" in err and len(err.strip().splitlines()) == 1
 
 
-def test_usage_errors_are_exit_2(capsys) -> None:
+def test_usage_errors_are_exit_2_in_one_line(capsys) -> None:
     code, _, err = run_cli(["build"], capsys)
-    assert code == 2 and "Missing argument" in err
+    assert code == 2 and err == "edgetl: error: Missing argument 'profile'. (see 'edgetl build --help')\n"
     code, _, err = run_cli(["frobnicate"], capsys)
-    assert code == 2 and "No such command" in err
+    assert code == 2 and err.count("\n") == 1 and "No such command 'frobnicate'" in err
+    code, _, err = run_cli(["predict", "run", "a.jpg", "--top-k", "0"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "'--top-k'" in err and "greater than or equal to 1" in err
+    code, out, _ = run_cli(["data"], capsys)  # a command group alone shows its help
+    assert code == 2 and "check" in out
 
 
 def test_internal_errors_are_one_line_unless_debug(capsys, monkeypatch: pytest.MonkeyPatch) -> None:

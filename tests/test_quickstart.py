@@ -34,3 +34,12 @@ def test_quickstart_meets_the_accuracy_targets(hymenoptera: Path, tmp_path: Path
     assert int8["size_ratio_vs"]["onnx_fp32"] <= 0.3
     assert report["passed"], report["budgets"]
     assert outcome.results["finetune"].summary["head_init"]["mode"] == "imagenet"
+
+    # An unchanged re-run (issue #7): every stage is up to date, nothing is rebuilt, seconds not minutes.
+    rerun = build(REPO / "profiles/quickstart.yaml", output_dir=tmp_path / "run", log=Log(quiet=True))
+    assert all(result.skipped for result in rerun.results.values()), [
+        n for n, r in rerun.results.items() if not r.skipped
+    ]
+    assert rerun.seconds < 15, f"{rerun.seconds:.1f} s for an up-to-date build"
+    rebuilt = json.loads((tmp_path / "run/report.json").read_text())
+    assert rebuilt["artifacts"]["onnx_int8"]["correct"] == int8["correct"]

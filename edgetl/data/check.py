@@ -16,10 +16,12 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from edgetl.errors import DataError
+from edgetl.preprocessing import to_rgb
 
 # Pillow refuses absurdly large images by default (decompression bombs); keep that, but say so.
 _PLACEHOLDER_MAX_COLOURS = 64
 _PLACEHOLDER_MAX_SATURATION = 8.0
+_PLACEHOLDER_MIN_BACKGROUND = 0.5  # share of pixels in the most common colour
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,23 @@ def _is_hidden(path: Path, root: Path) -> bool:
 
 
 def _is_placeholder(image: Image.Image) -> bool:
-    """Few distinct colours and no colour at all: a rendered 'image not found' card, not a photo."""
-    rgb = image.convert("RGB")
+    """A rendered 'image not found' card, not a photo: colour image, few colours, no saturation, one background.
+
+    Grayscale files (mode L, I;16 ...) are only called placeholders when blank: a grayscale dataset
+    (scans, digits) legitimately has few grey levels and a dominant background.
+    """
+    rgb = to_rgb(image)  # 16-bit scaled like the loader does, not clipped to white
     colours = rgb.getcolors(_PLACEHOLDER_MAX_COLOURS)
     if colours is None:
         return False
     if len(colours) == 1:
         return True
-    saturation = sum(count * (max(c) - min(c)) for count, c in colours) / max(1, rgb.width * rgb.height)
-    return saturation < _PLACEHOLDER_MAX_SATURATION
+    if image.mode not in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr"):
+        return False
+    pixels = max(1, rgb.width * rgb.height)
+    saturation = sum(count * (max(c) - min(c)) for count, c in colours) / pixels
+    background = max(count for count, _ in colours) / pixels
+    return saturation < _PLACEHOLDER_MAX_SATURATION and background >= _PLACEHOLDER_MIN_BACKGROUND
 
 
 def inspect_image(path: Path, min_size: int, skip_placeholders: bool) -> tuple[dict | None, str | None]:

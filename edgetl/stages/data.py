@@ -10,14 +10,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from edgetl.data.check import (
-    ImageRecord,
-    Problem,
-    duplicate_problems,
-    list_class_folders,
-    require_trainable,
-    scan_folder,
-)
+from edgetl.data.check import ImageRecord, Problem, duplicate_problems
+from edgetl.data.report import check_dataset, dataset_layout
 from edgetl.data.sources import resolve_named_dataset
 from edgetl.data.split import calibration_pool, check_disjoint, stratified_split
 from edgetl.errors import DataError
@@ -45,17 +39,6 @@ def dataset_root(ctx: BuildContext) -> Path:
     return ctx.scratch["dataset_root"]
 
 
-def _layout(root: Path, train_dir: str, val_dir: str | None) -> tuple[Path, Path | None]:
-    """(train folder, val folder or None). A root without train/ is itself the class-folder root."""
-    train = root / train_dir
-    if not train.is_dir():
-        train = root
-    val = root / val_dir if val_dir else None
-    if val is not None and (not val.is_dir() or train == root):
-        val = None
-    return train, val
-
-
 def _listing_digest(folders: list[Path]) -> str:
     """Cheap fingerprint of a dataset: every file's path, size and modification time."""
     digest = hashlib.sha256()
@@ -74,7 +57,7 @@ class DataStage(Stage):
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         data = ctx.profile.data
         root = dataset_root(ctx)
-        train, val = _layout(root, data.train_dir, data.val_dir)
+        train, val = dataset_layout(root, data.train_dir, data.val_dir)
         return {
             "config": profile_section(ctx.profile, "data"),
             "seed": ctx.profile.seed,
@@ -86,44 +69,33 @@ class DataStage(Stage):
         data = ctx.profile.data
         seed = ctx.profile.seed
         root = dataset_root(ctx)
-        train_root, val_root = _layout(root, data.train_dir, data.val_dir)
-        if not list_class_folders(train_root):
-            raise DataError(f"{train_root}: no class folders found", hint="layout: <root>/<class>/<images>")
 
         ctx.log.stage(self.name, f"checking images in {root}")
-        train_scan = scan_folder(
-            train_root, data.extensions, data.min_image_size, data.skip_placeholders, rel_base=root
+        check = check_dataset(
+            root,
+            train_dir=data.train_dir,
+            val_dir=data.val_dir,
+            extensions=data.extensions,
+            min_size=data.min_image_size,
+            skip_placeholders=data.skip_placeholders,
         )
-        require_trainable(train_scan, "train")
-        classes = train_scan.classes
-        problems: list[Problem] = list(train_scan.problems)
-
-        if val_root is not None:
-            val_classes = list_class_folders(val_root)
-            unknown = [c for c in val_classes if c not in classes]
-            if unknown:
-                raise DataError(
-                    f"{val_root}: val class folder(s) {', '.join(unknown)} have no train folder",
-                    hint=f"train classes: {', '.join(classes)}",
-                )
-            val_scan = scan_folder(
-                val_root, data.extensions, data.min_image_size, data.skip_placeholders, classes=classes, rel_base=root
-            )
-            problems += val_scan.problems
-            missing = [c for c, n in val_scan.counts().items() if n == 0]
-            problems += [Problem(f"{data.val_dir}/{c}", "class has no val images", action="warning") for c in missing]
-            train_records, val_records = train_scan.images, val_scan.images
+        classes = check.classes
+        problems: list[Problem] = list(check.problems)
+        if check.val is not None:
+            train_records, val_records = check.train.images, check.val.images
             val_source = "folder"
         else:
-            train_records, val_records = stratified_split(train_scan.images, data.val_fraction, seed)
+            train_records, val_records = stratified_split(check.train.images, data.val_fraction, seed)
             val_source = f"split ({data.val_fraction:.0%} of each class, seed {seed})"
+            # Identical files that the split put on both sides are leakage.
+            split_duplicates = duplicate_problems({"train": train_records, "val": val_records})
+            problems += [p for p in split_duplicates if "leakage" in p.reason]
 
         fit_records, holdout_records = stratified_split(train_records, data.holdout_fraction, seed + 17)
         pool = calibration_pool(train_records, seed)
         splits = {"train": fit_records, "holdout": holdout_records, "val": val_records, "calibration_pool": pool}
         names = {key: [r.rel for r in value] for key, value in splits.items()}
         check_disjoint(names, [("train", "val"), ("holdout", "val"), ("calibration_pool", "val"), ("train", "holdout")])
-        problems += duplicate_problems({"train": train_records, "val": val_records})
 
         index = {label: i for i, label in enumerate(classes)}
         write_text_atomic(out / LABELS_FILE, "\n".join(classes) + "\n")
@@ -140,12 +112,7 @@ class DataStage(Stage):
         counts = {key: _class_counts(value, classes) for key, value in splits.items() if key != "calibration_pool"}
         write_json_atomic(
             out / CHECK_FILE,
-            {
-                "root": str(root),
-                "counts": counts,
-                "problems": [p.to_dict() for p in problems],
-                "images_by_format": _formats(train_records + val_records),
-            },
+            {**check.to_dict(), "counts": counts, "problems": [p.to_dict() for p in problems]},
         )
         skipped = [p for p in problems if p.action == "skipped"]
         for problem in problems[:_SHOWN_PROBLEMS]:
@@ -164,6 +131,7 @@ class DataStage(Stage):
             "val_source": val_source,
             "skipped_files": len(skipped),
             "warnings": len(problems) - len(skipped),
+            "imbalance": round(check.imbalance(), 3),
         }
 
 
@@ -172,13 +140,6 @@ def _class_counts(records: list[ImageRecord], classes: list[str]) -> dict[str, i
     for record in records:
         counts[record.label] += 1
     return counts
-
-
-def _formats(records: list[ImageRecord]) -> dict[str, int]:
-    formats: dict[str, int] = {}
-    for record in records:
-        formats[record.format] = formats.get(record.format, 0) + 1
-    return dict(sorted(formats.items()))
 
 
 def read_split(path: Path) -> dict[str, Any]:

@@ -25,6 +25,34 @@ def _env() -> dict[str, str]:
     return {**os.environ, "EDGETL_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def _interrupt_at_epoch(profile: Path, epoch: int) -> str:
+    """Start `edgetl train`, send SIGINT once `epoch` is logged; return the rest of stderr (exit 130 checked)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgetl", "train", str(profile)],
+        stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO,
+        # A test run started in the background (`cmd &`) ignores SIGINT, and children inherit that;
+        # give the build Python's normal Ctrl-C handling, as in a terminal.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.time() + 120
+    assert process.stderr is not None
+    for line in process.stderr:
+        if f"epoch {epoch:>2}/" in line or time.time() > deadline:
+            process.send_signal(signal.SIGINT)
+            break
+    rest = process.stderr.read()
+    assert process.wait(timeout=60) == 130, rest
+    return rest
+
+
+def _published(run: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(run).as_posix(): p.read_bytes()
+        for p in run.rglob("*")
+        if p.is_file() and ".edgetl" not in p.parts
+    }
+
+
 def test_train_command_publishes_a_partial_run(built_run, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(built_run.run_dir, run)
@@ -57,21 +85,7 @@ def test_interrupted_build_resumes_to_the_same_model(tiny_data: Path, tmp_path: 
     interrupted = write_profile(tmp_path / "b.yaml", tiny_profile(tiny_data, tmp_path / "b", **overrides))
     subprocess.run([sys.executable, "-m", "edgetl", "train", str(reference), "-q"], check=True, env=_env(), cwd=REPO)
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edgetl", "train", str(interrupted)],
-        stderr=subprocess.PIPE, text=True, env=_env(), cwd=REPO,
-        # A test run started in the background (`cmd &`) ignores SIGINT, and children inherit that;
-        # give the build Python's normal Ctrl-C handling, as in a terminal.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
-    deadline = time.time() + 120
-    assert process.stderr is not None
-    for line in process.stderr:
-        if "epoch  3/12" in line or time.time() > deadline:
-            process.send_signal(signal.SIGINT)
-            break
-    rest = process.stderr.read()
-    assert process.wait(timeout=60) == 130, rest
+    rest = _interrupt_at_epoch(interrupted, 3)
     assert "--resume" in rest
     assert list((tmp_path / "b/.edgetl/work/finetune").glob("*/last.pt")), "no checkpoint left to resume from"
     assert not (tmp_path / "b/models/model.pt").exists(), "an interrupted stage must not publish"
@@ -89,6 +103,12 @@ def test_interrupted_build_resumes_to_the_same_model(tiny_data: Path, tmp_path: 
         [r["train_loss"] for r in expected["history"]]
     )
     assert (tmp_path / "b/models/model.pt").read_bytes() == (tmp_path / "a/models/model.pt").read_bytes()
+
+    # Ctrl-C during a retraining over that good run: nothing published before is touched.
+    published = _published(tmp_path / "b")
+    changed = tiny_profile(tiny_data, tmp_path / "b", **deep_merge(overrides, {"finetune": {"lr": 0.02}}))
+    _interrupt_at_epoch(write_profile(tmp_path / "b.yaml", changed), 2)
+    assert _published(tmp_path / "b") == published, "an interrupted rebuild changed the earlier result"
 
 
 def test_two_process_ddp_on_cpu_matches_single_process(built_run, tiny_data: Path, tmp_path: Path) -> None:
