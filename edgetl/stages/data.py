@@ -17,7 +17,7 @@ from edgetl.data.split import calibration_pool, check_disjoint, stratified_split
 from edgetl.errors import DataError
 from edgetl.files import read_json, write_json_atomic, write_text_atomic
 from edgetl.profile import profile_section
-from edgetl.stages.base import BuildContext, Stage
+from edgetl.stages.base import BuildContext, Stage, package_versions
 
 SPLIT_FILE = "data/split.json"
 CHECK_FILE = "data/check.json"
@@ -63,6 +63,7 @@ class DataStage(Stage):
             "seed": ctx.profile.seed,
             "root": str(root),
             "listing": _listing_digest([train] + ([val] if val else [])),
+            "versions": package_versions("pillow"),  # decides which files decode
         }
 
     def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:

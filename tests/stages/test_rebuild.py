@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,6 +105,27 @@ def test_second_build_into_a_locked_run_directory_refuses(built_run, tmp_path: P
     with RunLock(tmp_path / "run"):  # held by this (live) process
         with pytest.raises(RunLockedError, match="is building into this run directory"):
             build(profile, log=QUIET)
+
+
+def test_two_concurrent_cli_builds_the_second_refuses(built_run, tmp_path: Path) -> None:
+    profile = clone(built_run, tmp_path)
+    env = {**os.environ, "EDGETL_OFFLINE": "1"}
+    command = [sys.executable, "-m", "edgetl", "build", str(profile), "-q"]
+    first = subprocess.Popen(
+        [*command, "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
+    lock = tmp_path / "run/.edgetl/lock"
+    deadline = time.time() + 60
+    while not lock.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(command, capture_output=True, text=True, env=env)
+    still_running = first.poll() is None
+    _, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err
+    assert still_running, "the first build finished before the second started; the test proved nothing"
+    assert second.returncode == 5
+    assert second.stderr.count("\n") == 1 and f"process {first.pid} on " in second.stderr, second.stderr
+    assert not lock.exists()
 
 
 def test_lock_left_by_a_dead_process_is_taken_over(built_run, tmp_path: Path) -> None:
