@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgetl.errors import ModelFileError
+from edgetl.errors import ModelFileError, UserInputError
 from edgetl.files import read_json
 from edgetl.regression import Check, Tolerances, compare_reports, junit_properties, load_report, passed, write_junit
 
@@ -98,14 +98,20 @@ def bench(
     """Measure (or read) the run's report, compare it with `baseline`, write JUnit if asked."""
     run_dir = Path(run_dir)
     report_dir = Path(output) if output else run_dir / BENCH_DIR
+    # Paths written only after measuring are checked now, so a typo does not cost a benchmark run.
+    if report_dir.exists() and not report_dir.is_dir():
+        raise UserInputError(f"{report_dir}: exists and is not a folder; the new report is written there (--output)")
+    if junit is not None and Path(junit).is_dir():
+        raise UserInputError(f"--junit {junit}: is a folder, expected the path of an XML file")
+    _manifest(run_dir)
+    # Read the baseline first: a wrong --baseline fails at once, before minutes of measuring and writing bench/.
+    reference = load_report(Path(baseline)) if baseline is not None else None
     if measure:
         report = measure_run(run_dir, report_dir, log)
     else:
-        _manifest(run_dir)
         report, report_dir = load_report(run_dir / "report.json"), run_dir
     checks: list[Check] = []
-    if baseline is not None:
-        reference = load_report(Path(baseline))
+    if reference is not None:
         tolerances = tolerances or Tolerances()
         checks = compare_reports(report, reference, tolerances, compare_across_machines=compare_across_machines)
         if junit is not None:

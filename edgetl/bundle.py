@@ -29,7 +29,7 @@ import numpy as np
 
 from edgetl.errors import ModelFileError, UserInputError, VerificationError
 from edgetl.files import read_json, sha256_file, write_json_atomic, write_text_atomic
-from edgetl.preprocessing import Preprocessing
+from edgetl.preprocessing import Preprocessing, read_preprocessing
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_SCHEMA = "edgetl.bundle/1"
@@ -71,7 +71,7 @@ class Bundle:
         return (self.root / LABELS_FILE).read_text(encoding="utf-8").splitlines()
 
     def preprocessing(self) -> Preprocessing:
-        return Preprocessing.from_dict(read_json(self.root / PREPROCESSING_FILE))
+        return read_preprocessing(self.root / PREPROCESSING_FILE)
 
     def reference(self) -> dict[str, Any]:
         return read_json(self.root / REFERENCE_FILE)
@@ -91,8 +91,13 @@ def read_bundle(path: str | Path) -> Bundle:
         info = read_json(info_path)
     except (OSError, ValueError) as error:
         raise ModelFileError(f"{info_path}: unreadable ({error})") from None
-    if info.get("schema") != BUNDLE_SCHEMA:
-        raise ModelFileError(f"{info_path}: schema {info.get('schema')!r}, expected {BUNDLE_SCHEMA!r}")
+    schema = info.get("schema") if isinstance(info, dict) else None
+    if schema != BUNDLE_SCHEMA:
+        raise ModelFileError(f"{info_path}: schema {schema!r}, expected {BUNDLE_SCHEMA!r}")
+    # Every later read indexes these; a hand-edited or truncated file must not surface as a KeyError.
+    for section, key in (("model", "file"), ("model", "artifact"), ("target", "name"), ("target", "runtime")):
+        if not isinstance(info.get(section), dict) or not isinstance(info[section].get(key), str):
+            raise ModelFileError(f"{info_path}: {section}.{key} missing; copy the bundle again from the run directory")
     for relative in (info["model"]["file"], LABELS_FILE, PREPROCESSING_FILE):
         if not (root / relative).is_file():
             raise ModelFileError(f"{root / relative}: missing from the bundle; copy the whole bundle directory")

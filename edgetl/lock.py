@@ -11,6 +11,8 @@ from types import TracebackType
 
 from edgetl.errors import RunLockedError
 
+_WAIT = "wait for that build to finish or choose another output_dir; a dead process's lock on this host is taken over"
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -38,12 +40,12 @@ class RunLock:
                 if self._stale():
                     self.path.unlink(missing_ok=True)
                     continue
-                raise RunLockedError(self._held_message()) from None
+                raise RunLockedError(self._held_message(), hint=_WAIT) from None
             with os.fdopen(fd, "w") as handle:
                 json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, handle)
             self.held = True
             return
-        raise RunLockedError(self._held_message())
+        raise RunLockedError(self._held_message(), hint=_WAIT)
 
     def _owner(self) -> dict:
         try:

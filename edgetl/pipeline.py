@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,7 @@ def build(
     loaded = load_profile(profile_path)
     run_dir = (output_dir.resolve() if output_dir else loaded.output_dir).resolve()
     dist = DistributedEnv.from_env()
+    created = _first_missing(run_dir) if dist.is_main else None
     if dist.is_main:
         _check_run_dir(run_dir, loaded)
     stages = default_stages(until)
@@ -131,6 +133,10 @@ def build(
                 )
             _publish(ctx, report, started)
             prune_cache(ctx)
+    except BaseException:
+        if created is not None:
+            _remove_empty_folders(created)
+        raise
     finally:
         dist.shutdown()
     return BuildOutcome(run_dir, report, ctx.results, time.perf_counter() - started)
@@ -139,12 +145,42 @@ def build(
 def _check_run_dir(run_dir: Path, loaded: LoadedProfile) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise ProfileError(f"{loaded.path}: output_dir {run_dir} exists and is not a directory")
+    # Refuse here what would otherwise fail as an OSError deep inside the build (exit 1, no hint).
+    existing = next(folder for folder in (run_dir, *run_dir.parents) if folder.exists())
+    if not existing.is_dir():
+        raise ProfileError(f"{loaded.path}: output_dir {run_dir} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ProfileError(
+            f"{loaded.path}: output_dir {run_dir}: {existing} is not writable", hint="choose another folder"
+        )
     manifest = run_dir / MANIFEST_FILE
     if run_dir.is_dir() and any(run_dir.iterdir()) and not manifest.exists() and not (run_dir / ".edgetl").exists():
         raise ProfileError(
             f"{loaded.path}: output_dir {run_dir} is a non-empty folder that is not an edgetl run directory",
             hint="choose an empty or new folder so nothing of yours is overwritten",
         )
+
+
+def _first_missing(run_dir: Path) -> Path | None:
+    """The outermost folder of `run_dir` that this build will create (None if the run directory exists)."""
+    missing = None
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_empty_folders(top: Path) -> None:
+    """After a failed build: remove the folders it created if they hold no file.
+
+    Bad input refused before any work (no data classes, a missing weights file) must not leave an
+    empty run directory skeleton, e.g. `./runs/<name>/.edgetl`, behind. Anything with a file in it
+    (a resumable training checkpoint, a finished stage's cache) is kept.
+    """
+    if not top.is_dir() or any(path.is_file() or path.is_symlink() for path in top.rglob("*")):
+        return
+    remove_tree(top)
 
 
 def _published_files(ctx: BuildContext) -> dict[str, Path]:

@@ -22,6 +22,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageOps
 
+from edgetl.errors import ModelFileError
+
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
 
 _PIL_RESAMPLE = {
@@ -153,4 +155,15 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 def read_preprocessing(path: str | Path) -> Preprocessing:
-    return Preprocessing.from_dict(json.loads(Path(path).read_text()))
+    """Read a `preprocessing.json`; a missing or damaged file is a one-line ModelFileError, not a KeyError."""
+    path = Path(path)
+    try:
+        return Preprocessing.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: missing; the model cannot be run without its preprocessing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFileError(f"{path}: unreadable ({error})") from None
+    except KeyError as error:
+        raise ModelFileError(f"{path}: not an edgetl preprocessing file (no {error.args[0]!r} field)") from None
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ModelFileError(f"{path}: invalid preprocessing ({error})") from None

@@ -480,7 +480,8 @@ def parse_profile(text: str, file: Path) -> Profile:
     except yaml.YAMLError as error:
         raise ProfileError(f"{file}: invalid YAML: {error}") from None
     if not isinstance(raw, dict):
-        raise ProfileError(f"{file}: a profile must be a YAML mapping (key: value), got {type(raw).__name__}")
+        got = "an empty file" if raw is None else type(raw).__name__  # not "NoneType"
+        raise ProfileError(f"{file}: a profile must be a YAML mapping (key: value), got {got}")
     try:
         profile = Profile.model_validate(raw)
     except ValidationError as error:

@@ -169,7 +169,10 @@ def require_trainable(scan: FolderScan, what: str) -> None:
         )
     empty = [label for label, count in scan.counts().items() if count == 0]
     if empty:
-        raise DataError(f"{scan.root}: {what} class folder(s) with no usable image: {', '.join(empty)}")
+        raise DataError(
+            f"{scan.root}: {what} class folder(s) with no usable image: {', '.join(empty)}",
+            hint="add images or remove the folder; `edgetl data check` lists why files were skipped",
+        )
 
 
 def duplicate_problems(records: dict[str, list[ImageRecord]]) -> list[Problem]:

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from edgetl.errors import ModelFileError, UserInputError
-from edgetl.preprocessing import Preprocessing, load_image
+from edgetl.preprocessing import Preprocessing, load_image, read_preprocessing
 from edgetl.runtime.runners import OnnxRuntimeRunner, Runner
 
 # Names of the artefacts inside a run directory, shared with the build pipeline.
@@ -119,8 +119,8 @@ def _load_engine_file(path: Path, threads: int | None) -> Predictor:
     folder = path.parent
     if not (folder / "labels.txt").is_file() or not (folder / "preprocessing.json").is_file():
         raise ModelFileError(f"{path}: labels.txt and preprocessing.json must sit next to the engine (a bundle does)")
-    labels = (folder / "labels.txt").read_text(encoding="utf-8").splitlines()
-    preprocessing = Preprocessing.from_dict(json.loads((folder / "preprocessing.json").read_text()))
+    labels = _read_labels(folder / "labels.txt")
+    preprocessing = read_preprocessing(folder / "preprocessing.json")
     return Predictor(TensorRTRunner(path, name="engine"), preprocessing, labels)
 
 
@@ -131,8 +131,11 @@ def load(source: str | Path, artifact: str | None = None, threads: int | None = 
         metadata = _read_onnx_metadata(path)
         if METADATA_LABELS not in metadata or METADATA_PREPROCESSING not in metadata:
             raise ModelFileError(f"{path}: not an edgetl model (no labels/preprocessing metadata)")
-        labels = json.loads(metadata[METADATA_LABELS])
-        preprocessing = Preprocessing.from_dict(json.loads(metadata[METADATA_PREPROCESSING]))
+        try:
+            labels = json.loads(metadata[METADATA_LABELS])
+            preprocessing = Preprocessing.from_dict(json.loads(metadata[METADATA_PREPROCESSING]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ModelFileError(f"{path}: damaged edgetl metadata ({error.__class__.__name__}: {error})") from None
         return Predictor(OnnxRuntimeRunner(path, threads=threads), preprocessing, labels)
     if path.is_file() and path.suffix in (".engine", ".plan"):
         return _load_engine_file(path, threads)
@@ -143,7 +146,12 @@ def load(source: str | Path, artifact: str | None = None, threads: int | None = 
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
         raise ModelFileError(f"{path}: not a finished edgetl run (manifest.json missing)")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFileError(f"{manifest_path}: not valid JSON ({error}); rebuild the run with edgetl build") from None
+    if not isinstance(manifest, dict):
+        raise ModelFileError(f"{manifest_path}: not an edgetl manifest (top level is not an object)")
     if not manifest.get("complete", True):
         raise ModelFileError(f"{path}: holds a partial build (edgetl train); run edgetl build to export a model")
     name = artifact or manifest.get("deployed_artifact", "onnx_fp32")
@@ -152,6 +160,19 @@ def load(source: str | Path, artifact: str | None = None, threads: int | None = 
     model_path = path / MODEL_FILES[name]
     if not model_path.is_file():
         raise ModelFileError(f"{model_path}: model file missing from the run directory")
-    labels = (path / "labels.txt").read_text(encoding="utf-8").splitlines()
-    preprocessing = Preprocessing.from_dict(json.loads((path / "preprocessing.json").read_text()))
+    labels = _read_labels(path / "labels.txt")
+    preprocessing = read_preprocessing(path / "preprocessing.json")
     return Predictor(OnnxRuntimeRunner(model_path, name=name, threads=threads), preprocessing, labels)
+
+
+def _read_labels(path: Path) -> list[str]:
+    """labels.txt of a run directory or bundle: one class name per line, in output order."""
+    try:
+        labels = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: missing; copy the whole run directory (labels name the outputs)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelFileError(f"{path}: unreadable ({error})") from None
+    if not labels:
+        raise ModelFileError(f"{path}: empty, expected one class name per line")
+    return labels

@@ -32,7 +32,8 @@ def dataset_root(ctx: BuildContext) -> Path:
         if data.source == "folder":
             assert data.root is not None
             if not data.root.is_dir():
-                raise DataError(f"{ctx.loaded.path}: data.root: folder not found: {data.root}")
+                problem = "not a folder" if data.root.exists() else "folder not found"
+                raise DataError(f"{ctx.loaded.path}: data.root: {problem}: {data.root}")
             ctx.scratch["dataset_root"] = data.root
         else:
             ctx.scratch["dataset_root"] = resolve_named_dataset(data.source, data.root, log=ctx.log)
