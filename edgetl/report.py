@@ -19,6 +19,7 @@ from edgetl.budgets import evaluate_budgets
 from edgetl.files import write_json_atomic, write_text_atomic
 from edgetl.profile import Profile
 from edgetl.report_sections import (
+    data_lines,
     deployment_lines,
     per_class_lines,
     performance_lines,
@@ -237,6 +238,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str] | None = None)
         ]
     else:
         lines.append("No budgets set in the profile.")
+    lines += data_lines(report)
     training = report.get("training") or {}
     if training.get("backbone"):
         head = training.get("head_init") or {}

@@ -250,3 +250,24 @@ def deployment_lines(report: dict[str, Any]) -> list[str]:
             "this build machine's, not the device's: run `edgetl bench <bundle>` on the device"
         )
     return lines
+
+
+def data_lines(report: dict[str, Any]) -> list[str]:
+    """What was trained and evaluated on, and what was left out: the numbers above depend on it."""
+    data = report.get("data")
+    if not data:
+        return []
+    counts = data["counts"]
+    lines = [
+        "",
+        "## Data",
+        "",
+        f"- {len(data['classes'])} classes from `{data['root']}`: train {counts['train']}, holdout "
+        f"{counts['holdout']} (early stopping), val {counts['val']} ({data['val_source']}); calibration "
+        "images come from train, never from val",
+        f"- {data['skipped_files']} file(s) skipped, {data['warnings']} warning(s) (duplicates, leakage, "
+        "imbalance): every one with its reason in `data/check.json`",
+    ]
+    if data.get("imbalance") is not None:
+        lines.append(f"- class imbalance (largest / smallest train class): {data['imbalance']:.2f}")
+    return lines

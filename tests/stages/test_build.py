@@ -98,8 +98,9 @@ def test_report_has_statistics_per_class_and_measured_performance(built_run) -> 
     for plot in ("report/tradeoff.png", "report/latency.png"):
         assert (run / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (run / "report.md").read_text()
-    for section in ("## Is the difference real?", "## Per class", "## Latency, throughput, memory, compute"):
+    for section in ("## Is the difference real?", "## Per class", "## Latency, throughput, memory, compute", "## Data"):
         assert section in markdown
+    assert "2 classes from" in markdown and "val 10 (folder)" in markdown and "imbalance" in markdown
     assert "](report/tradeoff.png)" in markdown
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 2 and "<table>" in page
