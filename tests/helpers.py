@@ -6,6 +6,7 @@ import random
 import zlib
 from pathlib import Path
 
+import pytest
 import yaml
 from PIL import Image, ImageDraw
 
@@ -115,3 +116,14 @@ def write_profile(path: Path, profile: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
     return path
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run `edgetl ARGS` in process; (exit code, stdout, stderr)."""
+    from edgetl.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(args)
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return int(done.value.code or 0), captured.out, captured.err

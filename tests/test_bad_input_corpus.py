@@ -53,9 +53,16 @@ import pytest
 import yaml
 from PIL import Image
 
-from edgetl.cli import main
 from edgetl.files import sha256_file
-from tests.helpers import add_messy_files, deep_merge, make_dataset, make_image_folder, tiny_profile, write_profile
+from tests.helpers import (
+    add_messy_files,
+    deep_merge,
+    make_dataset,
+    make_image_folder,
+    run_cli,
+    tiny_profile,
+    write_profile,
+)
 
 PUBLISHED = ("manifest.json", "report.json", "report.md", "labels.txt")  # and models/*.onnx
 
@@ -162,14 +169,6 @@ def snapshot(roots: list[Path], exclude: Path | None) -> dict[str, tuple[int, ..
 
 def hashes(paths: tuple[Path, ...]) -> dict[Path, str]:
     return {path: sha256_file(path) for path in paths}
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main(args)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return int(done.value.code or 0), captured.out, captured.err
 
 
 # -- profiles ----------------------------------------------------------------------------------

@@ -12,17 +12,9 @@ import pytest
 import yaml
 
 from edgetl.cli import main
-from tests.helpers import deep_merge, write_profile
+from tests.helpers import deep_merge, run_cli, write_profile
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as done:
-        main(args)
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return int(done.value.code or 0), captured.out, captured.err
 
 
 def test_version_backbones_and_targets(capsys) -> None:

@@ -18,10 +18,10 @@ from tests.helpers import (
     make_dataset,
     make_image,
     make_image_folder,
+    run_cli,
     tiny_profile,
     write_profile,
 )
-from tests.test_cli import run_cli
 
 
 def odd_images(class_dir: Path) -> dict[str, str]:
