@@ -18,7 +18,10 @@ from edgetl.errors import DataError
 def stratified_split(
     records: list[ImageRecord], fraction: float, seed: int, keep_min: int = 1
 ) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """Move round(fraction * n) images of each class to the second list, keeping >= keep_min."""
+    """Move round(fraction * n) images of each class to the second list, keeping >= keep_min.
+
+    A file whose bytes also occur on the kept side stays there, so duplicates never straddle the split.
+    """
     by_class: dict[str, list[ImageRecord]] = defaultdict(list)
     for record in sorted(records, key=lambda r: r.rel):
         by_class[record.label].append(record)
@@ -34,6 +37,10 @@ def stratified_split(
         count = max(0, min(count, len(items) - keep_min))
         taken.extend(items[:count])
         kept.extend(items[count:])
+    # Identical files stay on the kept side: a copy on each side would be train/val leakage.
+    kept_hashes = {r.sha256 for r in kept}
+    kept += [r for r in taken if r.sha256 in kept_hashes]
+    taken = [r for r in taken if r.sha256 not in kept_hashes]
     return sorted(kept, key=lambda r: r.rel), sorted(taken, key=lambda r: r.rel)
 
 

@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from edgetl.data.check import ImageRecord, Problem, duplicate_problems
+from edgetl.data.check import ImageRecord, Problem
 from edgetl.data.report import check_dataset, dataset_layout
 from edgetl.data.sources import resolve_named_dataset
 from edgetl.data.split import calibration_pool, check_disjoint, stratified_split
@@ -89,9 +89,6 @@ class DataStage(Stage):
         else:
             train_records, val_records = stratified_split(check.train.images, data.val_fraction, seed)
             val_source = f"split ({data.val_fraction:.0%} of each class, seed {seed})"
-            # Identical files that the split put on both sides are leakage.
-            split_duplicates = duplicate_problems({"train": train_records, "val": val_records})
-            problems += [p for p in split_duplicates if "leakage" in p.reason]
 
         fit_records, holdout_records = stratified_split(train_records, data.holdout_fraction, seed + 17)
         pool = calibration_pool(train_records, seed)

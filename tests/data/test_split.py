@@ -50,3 +50,15 @@ def test_check_disjoint_raises_on_overlap() -> None:
     check_disjoint({"x": ["1", "2"], "y": ["3"]}, [("x", "y")])
     with pytest.raises(DataError, match="x and y share 1 image"):
         check_disjoint({"x": ["1", "2"], "y": ["2"]}, [("x", "y")])
+
+
+def test_identical_files_never_straddle_the_split() -> None:
+    records = _records({"a": 20, "b": 10})
+    copies = [
+        ImageRecord(rel=f"a/copy{i}.jpg", label="a", sha256=r.sha256, width=1, height=1, mode="RGB", format="JPEG")
+        for i, r in enumerate(records[:20])
+    ]
+    kept, taken = stratified_split(records + copies, 0.25, seed=0)
+    assert not {r.sha256 for r in kept} & {r.sha256 for r in taken}
+    assert len(kept) + len(taken) == len(records) + len(copies)
+    assert {r.label for r in taken} == {"a", "b"}
