@@ -68,7 +68,15 @@ def jetson_run(built_run, tmp_path_factory: pytest.TempPathFactory):
         data_root,
         base / "run",
         target="jetson-orin-nano",
-        optimize={"int8": {"calibration_images": 8, "activation_type": "int8", "keep_float": []}},
+        # No accuracy-aware search: it would cost a minute here, and test_accuracy_aware covers it.
+        optimize={
+            "int8": {
+                "calibration_images": 8,
+                "activation_type": "int8",
+                "keep_float": [],
+                "accuracy_aware": {"enabled": False},
+            }
+        },
         tensorrt={"opt_batch": 2, "max_batch": 4},
         benchmark={"memory": False, "compute_peak": False, "batch_sizes": [1]},
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -63,16 +63,6 @@ def test_quantization_change_reruns_only_optimize_package_and_benchmark(built_ru
     assert len(caches) == 1, f"stale cache entries kept: {caches}"
 
 
-def test_force_reruns_everything(built_run, tmp_path: Path) -> None:
-    profile = clone(built_run, tmp_path)
-    outcome = build(profile, force=True, log=QUIET)
-    assert not any(result.skipped for result in outcome.results.values())
-    # Same seed, same machine: the retrained model is bit-identical.
-    assert sha256_file(tmp_path / "run/models/model_fp32.onnx") == sha256_file(
-        built_run.run_dir / "models/model_fp32.onnx"
-    )
-
-
 def test_a_failing_stage_leaves_the_previous_build_intact(built_run, tmp_path: Path) -> None:
     profile = clone(built_run, tmp_path, export={"parity_tolerance": 1e-12}, finetune={"epochs": 2})
     before = published_hashes(tmp_path / "run")
@@ -108,24 +98,34 @@ def test_second_build_into_a_locked_run_directory_refuses(built_run, tmp_path: P
 
 
 def test_two_concurrent_cli_builds_the_second_refuses(built_run, tmp_path: Path) -> None:
+    """A long retraining holds the run directory; a second build is refused; Ctrl-C then loses nothing."""
     profile = clone(built_run, tmp_path)
-    env = {**os.environ, "EDGETL_OFFLINE": "1"}
-    command = [sys.executable, "-m", "edgetl", "build", str(profile), "-q"]
+    retrain = yaml.safe_load(profile.read_text())
+    retrain["finetune"].update(epochs=60, early_stopping={"patience": None})
+    retrain = write_profile(tmp_path / "retrain.yaml", retrain)
+    published = published_hashes(tmp_path / "run")
+    env = {**os.environ, "EDGETL_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(
-        [*command, "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-m", "edgetl", "train", str(retrain)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )  # fmt: skip
+    assert first.stderr is not None
+    for line in first.stderr:  # training has started: the lock is held
+        if "epoch  1/60" in line:
+            break
+    second = subprocess.run(
+        [sys.executable, "-m", "edgetl", "build", str(profile), "-q"], capture_output=True, text=True, env=env
     )
-    lock = tmp_path / "run/.edgetl/lock"
-    deadline = time.time() + 60
-    while not lock.exists() and first.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    second = subprocess.run(command, capture_output=True, text=True, env=env)
     still_running = first.poll() is None
-    _, first_err = first.communicate(timeout=300)
-    assert first.returncode == 0, first_err
-    assert still_running, "the first build finished before the second started; the test proved nothing"
+    first.send_signal(signal.SIGINT)
+    first_err = first.stderr.read()
+    assert first.wait(timeout=60) == 130, first_err
+    assert still_running, "the first build ended before the second started; the test proved nothing"
     assert second.returncode == 5
     assert second.stderr.count("\n") == 1 and f"process {first.pid} on " in second.stderr, second.stderr
-    assert not lock.exists()
+    assert not (tmp_path / "run/.edgetl/lock").exists()
+    assert published_hashes(tmp_path / "run") == published, "the interrupted retraining changed the published run"
 
 
 def test_lock_left_by_a_dead_process_is_taken_over(built_run, tmp_path: Path) -> None:
@@ -166,7 +166,7 @@ def test_without_val_folder_val_is_split_off_train(tmp_path: Path) -> None:
     shutil.rmtree(data / "val")
     profile = tiny_profile(data, tmp_path / "run", data={"val_fraction": 0.3})
     profile["optimize"] = {"int8": {"enabled": False}}
-    profile["benchmark"]["artifacts"] = ["torch_fp32", "onnx_fp32"]
+    profile["benchmark"].update(artifacts=["torch_fp32", "onnx_fp32"], memory=False, compute_peak=False)
     outcome = build(write_profile(tmp_path / "p.yaml", profile), log=QUIET)
     split = json.loads((tmp_path / "run/data/split.json").read_text())
     assert split["val_source"].startswith("split (30%")
@@ -178,7 +178,7 @@ def test_without_val_folder_val_is_split_off_train(tmp_path: Path) -> None:
 def test_fixed_batch_export_flows_through_quantization_and_benchmark(built_run, tmp_path: Path) -> None:
     import onnx
 
-    profile = clone(built_run, tmp_path, export={"batch_size": 2})
+    profile = clone(built_run, tmp_path, export={"batch_size": 2}, benchmark={"memory": False, "compute_peak": False})
     outcome = build(profile, log=QUIET)
     ran = sorted(n for n, r in outcome.results.items() if not r.skipped)
     assert ran == ["benchmark", "export", "optimize", "package"]
