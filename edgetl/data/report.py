@@ -146,7 +146,7 @@ def leakage(check: DatasetCheck) -> list[Problem]:
 def render_check(check: DatasetCheck, max_listed: int | None = None) -> list[str]:
     """Human-readable summary: class counts per split, imbalance, every problem file with its reason."""
     counts = check.counts()
-    width = max(len(c) for c in check.classes)
+    width = max(len("class"), *(len(c) for c in check.classes))
     lines = [f"{check.root}: {len(check.classes)} classes"]
     header = f"  {'class':<{width}}  " + "  ".join(f"{split:>6}" for split in counts)
     lines.append(header)
