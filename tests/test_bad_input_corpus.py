@@ -25,7 +25,8 @@ Kinds (the test ids):
   --percentile p5x, --debug (the one way to get the traceback)
 * predict: missing source, random-bytes ONNX, truncated ONNX, ONNX without edgetl metadata, image
   not found, image that is not an image, unknown --artifact, artefact not built, partial build,
-  corrupt manifest.json, missing labels.txt, corrupt preprocessing.json
+  corrupt manifest.json, missing labels.txt, corrupt preprocessing.json, a model changed after the
+  build (its hash no longer matches the manifest)
 * bench / engine: run directory that is not a run, --baseline missing / not JSON / not a report,
   --output is a file, --junit is a folder, engine verify on a folder that is not a bundle, a
   corrupt or incomplete bundle.json
@@ -645,7 +646,18 @@ def case_predict_labels_missing(env: Env) -> Call:
 def case_predict_corrupt_preprocessing(env: Env) -> Call:
     copy = env.model_files()
     (copy / "preprocessing.json").write_text('{"resize": 256}')
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"].pop("preprocessing.json")  # no hash to catch it: the reader itself must refuse
+    (copy / "manifest.json").write_text(json.dumps(manifest))
     return Call(["predict", str(copy), str(env.image())], (str(copy / "preprocessing.json"), "crop"))
+
+
+@case
+def case_predict_model_changed_after_the_build(env: Env) -> Call:
+    copy = env.model_files()
+    model = copy / "models" / "model_int8.onnx"
+    model.write_bytes(model.read_bytes() + b"\0")  # still loads, but is not the model that was measured
+    return Call(["predict", str(copy), str(env.image())], (str(model), "does not match manifest.json"))
 
 
 # -- bench and engine --------------------------------------------------------------------------

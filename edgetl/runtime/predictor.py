@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from edgetl.errors import ModelFileError, UserInputError
+from edgetl.files import sha256_file
 from edgetl.preprocessing import Preprocessing, load_image, read_preprocessing
 from edgetl.runtime.runners import OnnxRuntimeRunner, Runner
 
@@ -160,9 +161,30 @@ def load(source: str | Path, artifact: str | None = None, threads: int | None = 
     model_path = path / MODEL_FILES[name]
     if not model_path.is_file():
         raise ModelFileError(f"{model_path}: model file missing from the run directory")
+    _check_against_manifest(path, manifest, [MODEL_FILES[name], "labels.txt", "preprocessing.json"])
     labels = _read_labels(path / "labels.txt")
     preprocessing = read_preprocessing(path / "preprocessing.json")
     return Predictor(OnnxRuntimeRunner(model_path, name=name, threads=threads), preprocessing, labels)
+
+
+def _check_against_manifest(run: Path, manifest: dict, relatives: list[str]) -> None:
+    """The files a prediction depends on must be the ones the manifest (the build's commit point) lists.
+
+    A mismatch means the file was edited or replaced after the build, or a build was stopped while
+    publishing: either way the model is not the one that was measured.
+    """
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return  # manifests before edgetl.manifest/1 had no hashes
+    for relative in relatives:
+        entry = files.get(relative)
+        if not isinstance(entry, dict) or not (run / relative).is_file():
+            continue
+        if sha256_file(run / relative) != entry.get("sha256"):
+            raise ModelFileError(
+                f"{run / relative}: does not match manifest.json (changed after the build, or a build was "
+                "interrupted while publishing); rerun edgetl build to restore the run directory"
+            )
 
 
 def _read_labels(path: Path) -> list[str]:

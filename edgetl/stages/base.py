@@ -128,15 +128,22 @@ def code_digest(parts: tuple[str, ...] | None = None) -> str:
 
 
 def _complete(directory: Path) -> dict[str, Any] | None:
+    """The stage record if every output is there with the hash it was written with, else None (rerun).
+
+    Published files are hard links to these, so a model edited in place in the run directory
+    changes the cached copy too; checking the hashes makes the stage run again instead of
+    republishing the edited file as if it were the build's.
+    """
     record_path = directory / STAGE_RECORD
     if not record_path.is_file():
         return None
     try:
         record = read_json(record_path)
-        for relative in record["files"]:
-            if not (directory / relative).is_file():
+        for relative, digest in record["files"].items():
+            path = directory / relative
+            if not path.is_file() or sha256_file(path) != digest:
                 return None
-    except (ValueError, KeyError, OSError):
+    except (ValueError, KeyError, OSError, AttributeError):
         return None
     return record
 

@@ -190,3 +190,26 @@ def test_fixed_batch_export_flows_through_quantization_and_benchmark(built_run, 
     assert report["artifacts"]["onnx_fp32"]["agreement"] == 1.0
     assert report["artifacts"]["onnx_int8"]["throughput"] is None, "batch-4 throughput is impossible at batch 2"
     assert report["artifacts"]["torch_fp32"]["throughput"]["batch"] == 4
+
+
+def test_a_published_file_edited_in_place_is_detected_and_rebuilt(built_run, tmp_path: Path) -> None:
+    """Published files are hard links into the stage cache: an in-place edit reaches the cache too."""
+    from edgetl.errors import ModelFileError
+    from edgetl.runtime import load
+
+    profile = clone(built_run, tmp_path)
+    build(profile, log=QUIET)  # publishes hard links to the cache, as a normal build does
+    labels = tmp_path / "run/labels.txt"
+    original = labels.read_bytes()
+    with labels.open("r+b") as handle:  # in place: same inode as the cached copy
+        handle.write(b"X")
+    assert sha256_file(labels) != sha256_file(built_run.run_dir / "labels.txt")
+    with pytest.raises(ModelFileError, match="labels.txt: does not match manifest.json"):
+        load(tmp_path / "run")
+
+    outcome = build(profile, log=QUIET)
+
+    assert not outcome.results["data"].skipped, "a damaged cache entry must not be reused"
+    assert all(r.skipped for name, r in outcome.results.items() if name != "data"), "same outputs, same downstream"
+    assert labels.read_bytes() == original
+    load(tmp_path / "run").close()
