@@ -321,30 +321,22 @@ def data_check(
     Exit 2 when the data cannot be trained on (fewer than two classes, an empty class, a val class
     unknown to train). Given a profile, the profile's data settings are used, exactly as a build would.
     """
-    from edgetl.data.report import check_dataset, render_check
+    from edgetl.data.report import check_dataset, check_profile_data, locate_dataset, render_check
     from edgetl.errors import DataError
     from edgetl.files import write_json_atomic
     from edgetl.profile import IMAGE_EXTENSIONS
 
-    settings: dict = {"extensions": IMAGE_EXTENSIONS, "min_size": min_size, "skip_placeholders": not keep_placeholders}
     root = source
     if source.suffix.lower() in (".yaml", ".yml") and source.is_file():
-        from edgetl.data.sources import resolve_named_dataset
         from edgetl.profile import load_profile
 
-        data = load_profile(source).profile.data
-        if data.source == "folder":
-            root = data.root  # type: ignore[assignment]
-        else:
-            root = resolve_named_dataset(data.source, data.root, log=lambda message: _err.print(message, markup=False))
-        settings = {
-            "train_dir": data.train_dir,
-            "val_dir": data.val_dir,
-            "extensions": data.extensions,
-            "min_size": data.min_image_size,
-            "skip_placeholders": data.skip_placeholders,
-        }
-    check = check_dataset(root, **settings)
+        loaded = load_profile(source)
+        root = locate_dataset(loaded.profile.data, loaded.path, log=lambda message: _err.print(message, markup=False))
+        check = check_profile_data(loaded.profile.data, root)
+    else:
+        check = check_dataset(
+            root, extensions=IMAGE_EXTENSIONS, min_size=min_size, skip_placeholders=not keep_placeholders
+        )
     for line in render_check(check):
         _out.print(line, markup=False)
     if json_out is not None:

@@ -146,7 +146,8 @@ def _check_run_dir(run_dir: Path, loaded: LoadedProfile) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise ProfileError(f"{loaded.path}: output_dir {run_dir} exists and is not a directory")
     # Refuse here what would otherwise fail as an OSError deep inside the build (exit 1, no hint).
-    existing = next(folder for folder in (run_dir, *run_dir.parents) if folder.exists())
+    missing = _first_missing(run_dir)
+    existing = missing.parent if missing is not None else run_dir
     if not existing.is_dir():
         raise ProfileError(f"{loaded.path}: output_dir {run_dir} cannot be created: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -203,6 +204,7 @@ def _publish(ctx: BuildContext, report: dict[str, Any] | None, started: float) -
     write_text_atomic(run_dir / PROFILE_COPY, ctx.loaded.text)
     for stale in previous - produced:  # e.g. an int8 model a previous profile produced
         remove_tree(run_dir / stale)
+    known = {relative: digest for result in ctx.results.values() for relative, digest in result.files.items()}
     manifest = {
         "schema": MANIFEST_SCHEMA,
         "edgetl_version": __version__,
@@ -219,7 +221,11 @@ def _publish(ctx: BuildContext, report: dict[str, Any] | None, started: float) -
         "deployed_artifact": ctx.profile.deployed_artifact if report is not None else None,
         "seed": ctx.profile.seed,
         "files": {
-            relative: {"sha256": sha256_file(run_dir / relative), "bytes": (run_dir / relative).stat().st_size}
+            relative: {
+                # Stage outputs were hashed when written (or verified when reused): links to them need no rehash.
+                "sha256": known.get(relative) or sha256_file(run_dir / relative),
+                "bytes": (run_dir / relative).stat().st_size,
+            }
             for relative in sorted(produced)
         },
         "stages": {

@@ -10,6 +10,8 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw
 
+from edgetl.files import sha256_file
+
 # Class name -> dominant colour. Names deliberately match no ImageNet class.
 CLASS_COLOURS = {"reds": (200, 40, 40), "blues": (40, 60, 200), "greens": (40, 170, 60)}
 SHARED_HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
@@ -127,3 +129,12 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         raise SystemExit(0)
     captured = capsys.readouterr()
     return int(done.value.code or 0), captured.out, captured.err
+
+
+def published_hashes(run: Path) -> dict[str, str]:
+    """SHA-256 of every file a build published into `run` (its `.edgetl` cache excluded)."""
+    return {
+        p.relative_to(run).as_posix(): sha256_file(p)
+        for p in run.rglob("*")
+        if p.is_file() and ".edgetl" not in p.parts
+    }

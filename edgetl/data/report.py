@@ -10,17 +10,22 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgetl.data.check import (
     FolderScan,
+    ImageRecord,
     Problem,
     duplicate_problems,
     list_class_folders,
     require_trainable,
     scan_folder,
 )
+from edgetl.data.sources import resolve_named_dataset
 from edgetl.errors import DataError
+
+if TYPE_CHECKING:
+    from edgetl.profile import DataConfig
 
 # Largest / smallest class above this: say so, and point at `finetune.class_balance`.
 IMBALANCE_WARNING_RATIO = 3.0
@@ -43,10 +48,13 @@ class DatasetCheck:
     """Everything `edgetl data check` prints; the data stage writes it as `data/check.json`."""
 
     root: Path
-    classes: list[str]
     train: FolderScan
     val: FolderScan | None
     problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
 
     @property
     def skipped(self) -> list[Problem]:
@@ -67,14 +75,15 @@ class DatasetCheck:
         sizes = [n for n in self.train.counts().values() if n > 0]
         return max(sizes) / min(sizes) if sizes else 1.0
 
+    def _usable(self) -> list[ImageRecord]:
+        return self.train.images + (self.val.images if self.val else [])
+
     def images_by_format(self) -> dict[str, int]:
-        records = self.train.images + (self.val.images if self.val else [])
-        return dict(sorted(Counter(r.format for r in records).items()))
+        return dict(sorted(Counter(r.format for r in self._usable()).items()))
 
     def images_by_mode(self) -> dict[str, int]:
         """Colour modes found (RGBA, CMYK, L, I;16 ...): all are converted to RGB by the loader."""
-        records = self.train.images + (self.val.images if self.val else [])
-        return dict(sorted(Counter(r.mode for r in records).items()))
+        return dict(sorted(Counter(r.mode for r in self._usable()).items()))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +96,29 @@ class DatasetCheck:
             "images_by_mode": self.images_by_mode(),
             "problems": [p.to_dict() for p in self.problems],
         }
+
+
+def locate_dataset(data: DataConfig, profile_path: Path, log=print) -> Path:
+    """The folder a profile's `data` section points at: `data.root`, or a named dataset's local copy."""
+    if data.source != "folder":
+        return resolve_named_dataset(data.source, data.root, log=log)
+    assert data.root is not None  # the profile schema requires it for source: folder
+    if not data.root.is_dir():
+        problem = "not a folder" if data.root.exists() else "folder not found"
+        raise DataError(f"{profile_path}: data.root: {problem}: {data.root}")
+    return data.root
+
+
+def check_profile_data(data: DataConfig, root: Path) -> DatasetCheck:
+    """`check_dataset` with the profile's layout, extensions and filters, exactly as a build applies them."""
+    return check_dataset(
+        root,
+        train_dir=data.train_dir,
+        val_dir=data.val_dir,
+        extensions=data.extensions,
+        min_size=data.min_image_size,
+        skip_placeholders=data.skip_placeholders,
+    )
 
 
 def check_dataset(
@@ -123,7 +155,7 @@ def check_dataset(
             for c, n in val.counts().items()
             if n == 0
         ]
-    check = DatasetCheck(root=root, classes=train.classes, train=train, val=val, problems=problems)
+    check = DatasetCheck(root=root, train=train, val=val, problems=problems)
     check.problems += duplicate_problems({"train": train.images, **({"val": val.images} if val else {})})
     ratio = check.imbalance()
     if ratio > IMBALANCE_WARNING_RATIO:
@@ -143,7 +175,7 @@ def leakage(check: DatasetCheck) -> list[Problem]:
     return [p for p in check.problems if "leakage" in p.reason]
 
 
-def render_check(check: DatasetCheck, max_listed: int | None = None) -> list[str]:
+def render_check(check: DatasetCheck) -> list[str]:
     """Human-readable summary: class counts per split, imbalance, every problem file with its reason."""
     counts = check.counts()
     width = max(len("class"), *(len(c) for c in check.classes))
@@ -160,16 +192,13 @@ def render_check(check: DatasetCheck, max_listed: int | None = None) -> list[str
     modes = ", ".join(f"{mode} {n}" for mode, n in check.images_by_mode().items())
     formats = ", ".join(f"{fmt} {n}" for fmt, n in check.images_by_format().items())
     lines.append(f"  usable images by format: {formats}; by colour mode: {modes} (all converted to RGB)")
-    shown = check.problems if max_listed is None else check.problems[:max_listed]
     if check.problems:
         lines.append(
             f"  {len(check.skipped)} file(s) skipped, {len(check.warnings)} warning(s), "
             f"{len(leakage(check))} train/val leak(s):"
         )
-    for problem in shown:
+    for problem in check.problems:
         lines.append(f"  {problem.action:<8} {problem.rel}: {problem.reason}")
-    if len(shown) < len(check.problems):
-        lines.append(f"  ... and {len(check.problems) - len(shown)} more")
     if not check.problems:
         lines.append("  no problems found")
     return lines

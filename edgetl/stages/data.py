@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.data.check import ImageRecord, Problem
-from edgetl.data.report import check_dataset, dataset_layout
-from edgetl.data.sources import resolve_named_dataset
+from edgetl.data.report import check_profile_data, dataset_layout, locate_dataset
 from edgetl.data.split import calibration_pool, check_disjoint, stratified_split
 from edgetl.errors import DataError
 from edgetl.files import read_json, write_json_atomic, write_text_atomic
@@ -27,16 +26,8 @@ _SHOWN_PROBLEMS = 20
 
 
 def dataset_root(ctx: BuildContext) -> Path:
-    data = ctx.profile.data
     if "dataset_root" not in ctx.scratch:
-        if data.source == "folder":
-            assert data.root is not None
-            if not data.root.is_dir():
-                problem = "not a folder" if data.root.exists() else "folder not found"
-                raise DataError(f"{ctx.loaded.path}: data.root: {problem}: {data.root}")
-            ctx.scratch["dataset_root"] = data.root
-        else:
-            ctx.scratch["dataset_root"] = resolve_named_dataset(data.source, data.root, log=ctx.log)
+        ctx.scratch["dataset_root"] = locate_dataset(ctx.profile.data, ctx.loaded.path, log=ctx.log)
     return ctx.scratch["dataset_root"]
 
 
@@ -73,14 +64,7 @@ class DataStage(Stage):
         root = dataset_root(ctx)
 
         ctx.log.stage(self.name, f"checking images in {root}")
-        check = check_dataset(
-            root,
-            train_dir=data.train_dir,
-            val_dir=data.val_dir,
-            extensions=data.extensions,
-            min_size=data.min_image_size,
-            skip_placeholders=data.skip_placeholders,
-        )
+        check = check_profile_data(data, root)
         classes = check.classes
         problems: list[Problem] = list(check.problems)
         if check.val is not None:

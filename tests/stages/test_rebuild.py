@@ -18,7 +18,7 @@ from edgetl.errors import BudgetExceeded, DataError, ProfileError, RunLockedErro
 from edgetl.files import sha256_file
 from edgetl.lock import RunLock
 from edgetl.pipeline import build
-from tests.helpers import deep_merge, make_dataset, tiny_profile, write_profile
+from tests.helpers import deep_merge, make_dataset, published_hashes, tiny_profile, write_profile
 
 QUIET = Log(quiet=True)
 
@@ -30,14 +30,6 @@ def clone(built_run, tmp_path: Path, **overrides) -> Path:
     profile = yaml.safe_load((built_run.run_dir / "profile.yaml").read_text())
     profile = deep_merge(profile, {"output_dir": str(run), **overrides})
     return write_profile(tmp_path / "profile.yaml", profile)
-
-
-def published_hashes(run: Path) -> dict[str, str]:
-    return {
-        p.relative_to(run).as_posix(): sha256_file(p)
-        for p in run.rglob("*")
-        if p.is_file() and ".edgetl" not in p.parts
-    }
 
 
 def test_unchanged_rerun_skips_every_stage(built_run, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import yaml
 
 from edgetl.errors import ModelFileError
 from edgetl.runtime import load
-from tests.helpers import deep_merge, tiny_profile, write_profile
+from tests.helpers import deep_merge, published_hashes, tiny_profile, write_profile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,14 +43,6 @@ def _interrupt_at_epoch(profile: Path, epoch: int) -> str:
     rest = process.stderr.read()
     assert process.wait(timeout=60) == 130, rest
     return rest
-
-
-def _published(run: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(run).as_posix(): p.read_bytes()
-        for p in run.rglob("*")
-        if p.is_file() and ".edgetl" not in p.parts
-    }
 
 
 def test_train_command_publishes_a_partial_run(built_run, tmp_path: Path) -> None:
@@ -105,10 +97,10 @@ def test_interrupted_build_resumes_to_the_same_model(tiny_data: Path, tmp_path: 
     assert (tmp_path / "b/models/model.pt").read_bytes() == (tmp_path / "a/models/model.pt").read_bytes()
 
     # Ctrl-C during a retraining over that good run: nothing published before is touched.
-    published = _published(tmp_path / "b")
+    published = published_hashes(tmp_path / "b")
     changed = tiny_profile(tiny_data, tmp_path / "b", **deep_merge(overrides, {"finetune": {"lr": 0.02}}))
     _interrupt_at_epoch(write_profile(tmp_path / "b.yaml", changed), 2)
-    assert _published(tmp_path / "b") == published, "an interrupted rebuild changed the earlier result"
+    assert published_hashes(tmp_path / "b") == published, "an interrupted rebuild changed the earlier result"
 
 
 def test_two_process_ddp_on_cpu_matches_single_process(built_run, tiny_data: Path, tmp_path: Path) -> None:
