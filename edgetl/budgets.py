@@ -90,4 +90,21 @@ def evaluate_budgets(budgets: BudgetsConfig, artifacts: dict[str, dict[str, Any]
         results.append(
             _check("max_size_mb", artifact, budgets.max_size_mb, measured["size_bytes"] / 1e6, "MB", True, "file size")
         )
+    reference = "onnx_fp32"
+    if budgets.min_speedup is not None:
+        results.append(_relative(artifact, measured, reference, "min_speedup", budgets.min_speedup))
+    if budgets.max_size_ratio is not None:
+        results.append(_relative(artifact, measured, reference, "max_size_ratio", budgets.max_size_ratio))
     return results
+
+
+def _relative(artifact: str, measured: dict[str, Any], reference: str, name: str, limit: float) -> BudgetResult:
+    """A budget relative to the fp32 ONNX model; failed (not skipped) when that model was not measured."""
+    table = measured["speedup_vs" if name == "min_speedup" else "size_ratio_vs"]
+    if reference not in table:
+        return BudgetResult(
+            name, artifact, limit, float("nan"), "x", False, f"{name}: {reference} was not benchmarked to compare with"
+        )
+    if name == "min_speedup":
+        return _check(name, artifact, limit, table[reference], "x", False, f"p50 speed-up over {reference}")
+    return _check(name, artifact, limit, table[reference], "x", True, f"file size relative to {reference}")

@@ -98,7 +98,14 @@ def tiny_profile(data_root: Path, output_dir: Path, **overrides: object) -> dict
         "seed": 0,
         "output_dir": str(output_dir),
         "data": {"root": str(data_root), "holdout_fraction": 0.2},
-        "finetune": {"epochs": 3, "batch_size": 8, "lr": 0.01, "threads": 2, "early_stopping": {"patience": 2}},
+        "finetune": {
+            "strategy": "feature_extract",
+            "epochs": 3,
+            "batch_size": 8,
+            "lr": 0.01,
+            "threads": 2,
+            "early_stopping": {"patience": 2},
+        },
         "export": {"parity_images": 4},
         "optimize": {"int8": {"calibration_images": 8}},
         "benchmark": {

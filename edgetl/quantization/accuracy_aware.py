@@ -38,13 +38,25 @@ class NodeSensitivity:
     logit_sqnr_db: float | None = None  # logits when only this node is int8: its effect on the output
 
 
+@dataclass(frozen=True)
+class Price:
+    """What a fallback model costs against the fp32 and all-int8 models, measured (latency) or exact (size)."""
+
+    size_ratio: float  # file size / fp32 file size
+    speedup_vs_fp32: float | None = None  # fp32 p50 / this model's p50, interleaved in one run
+    all_int8_speedup_vs_fp32: float | None = None
+    within: bool = True
+    reason: str = ""
+
+
 @dataclass
 class Attempt:
     float_nodes: list[str]
     accuracy_drop_points: float
     agreement: float
-    within_budget: bool
+    within_budget: bool  # accuracy budget (and, once priced, the price limit)
     logit_sqnr_db: float | None = None  # fidelity of the int8 logits to fp32 (higher is closer)
+    price: Price | None = None
 
 
 @dataclass
@@ -55,11 +67,32 @@ class FallbackResult:
     final: Attempt
     attempts: list[Attempt] = field(default_factory=list)
     sensitivity: list[NodeSensitivity] = field(default_factory=list)
+    priced_out: bool = False  # an attempt met the accuracy budget but cost more than the price limit
+
+    def summary_line(self) -> str:
+        """What was tried and the best trade-off found, in one line (for the exit-3 message)."""
+        counts = [len(a.float_nodes) - len(self.attempts[0].float_nodes) for a in self.attempts]
+        tried = "all-int8" + (f" and {', '.join(str(c) for c in counts[1:])} node(s) in float" if counts[1:] else "")
+        best = self.final
+        price = best.price
+        cost = ""
+        if price is not None:
+            speed = f"{price.speedup_vs_fp32:.2f}x fp32 speed, " if price.speedup_vs_fp32 is not None else ""
+            cost = f", {speed}{price.size_ratio:.2f}x its size"
+        added = len(best.float_nodes) - len(self.attempts[0].float_nodes)
+        return (
+            f"tried {tried}; best trade-off: {added} node(s) in float, drop {best.accuracy_drop_points:.2f} points, "
+            f"agreement {best.agreement:.1%}"
+            + (f", logits {best.logit_sqnr_db:.1f} dB" if best.logit_sqnr_db is not None else "")
+            + cost
+            + (f" ({best.price.reason})" if best.price is not None and best.price.reason else "")
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "triggered": self.triggered,
             "within_budget": self.within_budget,
+            "priced_out": self.priced_out,
             "added_float_nodes": self.added_float_nodes,
             "final": asdict(self.final),
             "attempts": [asdict(a) for a in self.attempts],
@@ -282,8 +315,15 @@ def accuracy_aware_quantize(
     max_float_nodes: int = 16,
     sensitivity_images: int = 16,
     log: Callable[[str], None] = lambda message: None,
+    price: Callable[[Path, bool], Price] | None = None,
 ) -> FallbackResult:
-    """Quantize `prepared` into `target`; if the tuning drop exceeds the budget, fall back node by node."""
+    """Quantize `prepared` into `target`; if the tuning drop exceeds the budget, fall back node by node.
+
+    `price(model, measure_speed)` prices every fallback model: its size always, its latency when it
+    meets the accuracy budget. Past the limit the search stops (more nodes in float only cost
+    more) and the result is not within budget. The all-int8 model is never priced: it is what the
+    limit is relative to.
+    """
     feed = model_feed(prepared, tuning.batch)
 
     def attempt(path: Path, nodes: list[str]) -> Attempt:
@@ -321,11 +361,21 @@ def accuracy_aware_quantize(
             trial = Path(work) / f"float{count}.onnx"
             step = attempt(trial, [*float_nodes, *candidates[:count]])
             result.attempts.append(step)
+            if price is not None:
+                step.price = price(trial, step.within_budget)
             log(
                 f"  {count} node(s) in float: drop {step.accuracy_drop_points:.2f} points, "
                 f"agreement {step.agreement:.2%}"
                 + (f", logits {step.logit_sqnr_db:.1f} dB" if step.logit_sqnr_db is not None else "")
+                + (f"; {step.price.reason}" if step.price is not None and not step.price.within else "")
             )
+            if step.price is not None and not step.price.within:
+                step.within_budget = False
+                result.priced_out = True
+                if _rank(step) < _rank(best):
+                    best = step
+                    trial.replace(target)
+                break
             if step.within_budget or _rank(step) < _rank(best):
                 best = step
                 trial.replace(target)

@@ -8,9 +8,11 @@ Under torchrun every rank trains; only rank 0 writes.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,7 @@ class FinetuneStage(Stage):
         import torch
 
         from edgetl.backbones.registry import get_backbone
+        from edgetl.training.auto import auto_train_resolution
         from edgetl.training.checkpoint import save_checkpoint
         from edgetl.training.curves import plot_curves
         from edgetl.training.datasets import ImageListDataset, eval_transform, train_transform
@@ -82,27 +85,40 @@ class FinetuneStage(Stage):
         if holdout_paths:
             holdout = (torch.from_numpy(pre.batch(holdout_paths)), torch.tensor(holdout_labels))
 
-        strategy_name, auto = cfg.strategy, None
+        strategy_name, auto, probe_state = cfg.strategy, None, None
         pretrained = profile.backbone.pretrained and strategy_name != "scratch"
         log(f"building {spec.name} ({'pretrained' if pretrained else 'random init'})")
         built = spec.build(num_classes=len(classes), pretrained=pretrained, weights=profile.backbone.weights)
+        if strategy_name == "auto" and not pretrained:
+            strategy_name = "scratch"
+            log("strategy auto: backbone.pretrained is false, so there is nothing to probe: training from scratch")
         if strategy_name == "auto":
-            auto = _choose_strategy(built, pre, train_paths, train_labels, holdout, profile.seed, log)
-            strategy_name = auto["strategy"]
-        strategy = make_strategy(strategy_name, cfg, len(built.groups))
-        head_init = initialise_head(built, classes, cfg.head_init if pretrained else "random")
+            probe_started = time.perf_counter()
+            auto = _fit_probe(built, pre, train_paths, train_labels, holdout, profile.seed, log)
+            probe_state = copy.deepcopy(built.model.state_dict())
+            auto["probe_seconds"] = time.perf_counter() - probe_started
+            head_init: dict[str, Any] = {"mode": "linear_probe", "l2": auto["probe_l2"]}
+            strategy = make_strategy("full", cfg, len(built.groups))
+        else:
+            strategy = make_strategy(strategy_name, cfg, len(built.groups))
+            head_init = initialise_head(built, classes, cfg.head_init if pretrained else "random")
         log(_describe_head_init(head_init))
+        train_size = (
+            cfg.train_resolution
+            if cfg.train_resolution != "auto"
+            else auto_train_resolution(pre.crop, not strategy.backbone_frozen_throughout)
+        )
 
         if cfg.augmentation.enabled:
-            augment = train_transform(pre, cfg.augmentation)
+            augment = train_transform(pre, cfg.augmentation, train_size)
             train_set = ImageListDataset(train_paths, train_labels, augment, preload_side=pre.resize, seed=profile.seed)
         else:  # exactly the runtime's preprocessing, computed once per image
             train_set = ImageListDataset(
                 train_paths, train_labels, eval_transform(pre), memoize=True, seed=profile.seed
             )
         log(
-            f"strategy {strategy.describe()}; {len(train_paths)} training images, "
-            f"early stopping on {len(holdout_paths)} holdout images"
+            f"strategy {'auto, candidate ' if auto else ''}{strategy.describe()}; {len(train_paths)} training images "
+            f"at {train_size} px, {len(holdout_paths)} holdout images"
             + (f"; {ctx.dist.world_size} processes" if ctx.dist.enabled else "")
         )
         trainer = Trainer(
@@ -121,6 +137,8 @@ class FinetuneStage(Stage):
         ctx.dist.init(trainer.device)
         outcome = trainer.fit(resume=ctx.resume)
         outcome.head_init = head_init
+        if auto is not None:
+            strategy_name = _settle_auto(auto, outcome, built, probe_state, trainer.epochs, train_size, log)
 
         save_checkpoint(out / CHECKPOINT_FILE, built.model, spec.name, classes, pre, best_epoch=outcome.best_epoch)
         write_text_atomic(out / PREPROCESSING_FILE, pre.to_json() + "\n")
@@ -132,7 +150,10 @@ class FinetuneStage(Stage):
         return {
             "backbone": spec.name,
             "strategy": strategy_name,
-            "strategy_detail": outcome.strategy,
+            "strategy_detail": outcome.strategy
+            if strategy_name != "feature_extract" or not auto
+            else (f"feature_extract: linear probe on the frozen backbone (L2 {auto['probe_l2']:g})"),
+            "train_resolution": train_size,
             "auto": auto,
             "pretrained_weights": str(built.weights_file) if built.weights_file else None,
             "pretrained_weights_sha256": built.weights_sha256,
@@ -154,36 +175,73 @@ class FinetuneStage(Stage):
         }
 
 
-def _choose_strategy(
+def _fit_probe(
     built: Any, pre: Any, paths: list[Path], labels: list[int], holdout: Any, seed: int, log: Any
-) -> dict:
-    """Measure data size and linear-probe fit, then pick a strategy (see edgetl.training.auto)."""
+) -> dict[str, Any]:
+    """`auto`, candidate 1: a logistic-regression head on frozen features, copied into the model's head."""
     import torch
 
-    from edgetl.training.auto import PROBE_IMAGES_PER_CLASS, AutoChoice, decide, linear_probe_accuracy, probe_subset
+    from edgetl.training.auto import fit_linear_probe
 
-    counts = [labels.count(label) for label in sorted(set(labels))]
-    chosen = probe_subset(labels, PROBE_IMAGES_PER_CLASS, seed)
     built.model.eval()
     with torch.no_grad():
-        probe_images = torch.from_numpy(pre.batch([paths[i] for i in chosen]))
-        features = torch.cat([built.features(probe_images[i : i + 32]) for i in range(0, len(probe_images), 32)])
-        probe_labels = torch.tensor([labels[i] for i in chosen])
-        if holdout is not None:
-            test_features, test_labels = built.features(holdout[0]), holdout[1]
-            train_features, train_labels = features, probe_labels
-        else:  # no holdout: probe on a quarter of the probe images
-            order = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(seed))
-            cut = max(1, len(order) // 4)
-            test_features, test_labels = features[order[:cut]], probe_labels[order[:cut]]
-            train_features, train_labels = features[order[cut:]], probe_labels[order[cut:]]
-    fit = linear_probe_accuracy(train_features, train_labels, test_features, test_labels, built.num_classes)
-    strategy, reason = decide(min(counts), fit)
+        features = torch.cat(
+            [built.features(torch.from_numpy(pre.batch(paths[i : i + 16]))) for i in range(0, len(paths), 16)]
+        )
+        probe = fit_linear_probe(features, torch.tensor(labels), built.num_classes, seed)
+        built.head.weight.copy_(probe.weight)
+        built.head.bias.copy_(probe.bias)
+        accuracy = loss = None
+        if holdout is not None and len(holdout[0]):
+            held = torch.cat([built.features(chunk) for chunk in holdout[0].split(16)])
+            accuracy, loss = probe.accuracy(held, holdout[1]), probe.loss(held, holdout[1])
+    cv = ", ".join(f"{l2:g}: {score:.1%}" for l2, score in probe.cv_accuracy.items())
+    log(
+        f"strategy auto: linear probe on frozen features, L2 {probe.l2:g} by cross-validation ({cv})"
+        + (f"; holdout accuracy {accuracy:.1%}" if accuracy is not None else "")
+        + "; now fine-tuning every block from it"
+    )
+    return {
+        "probe_holdout_accuracy": accuracy,
+        "probe_holdout_loss": loss,
+        "probe_l2": probe.l2,
+        "probe_cv_accuracy": {f"{l2:g}": score for l2, score in probe.cv_accuracy.items()},
+        "holdout_images": 0 if holdout is None else len(holdout[0]),
+    }
+
+
+def _settle_auto(
+    auto: dict[str, Any], outcome: Any, built: Any, probe_state: Any, epochs: int, train_size: int, log: Any
+) -> str:
+    """`auto`, the decision: keep the fine-tune unless the probe was more accurate on the holdout."""
+    from edgetl.training.auto import AutoDecision, decide
+
+    last = outcome.history[-1] if outcome.history else None
+    tuned_accuracy = last.holdout_accuracy if last else None
+    strategy, reason = decide(auto["probe_holdout_accuracy"], tuned_accuracy, auto["holdout_images"])
+    if strategy == "feature_extract":
+        built.model.load_state_dict(probe_state)
     log(f"strategy auto: {reason}")
-    return AutoChoice(strategy, min(counts), fit, len(chosen), reason).to_dict()
+    decision = AutoDecision(
+        strategy=strategy,
+        reason=reason,
+        finetune_holdout_accuracy=tuned_accuracy,
+        finetune_holdout_loss=last.holdout_loss if last else None,
+        train_resolution=train_size,
+        epochs=epochs,
+        finetune_seconds=outcome.seconds,
+        **{k: auto[k] for k in ("probe_holdout_accuracy", "probe_holdout_loss", "probe_l2", "probe_cv_accuracy")},
+        holdout_images=auto["holdout_images"],
+        probe_seconds=auto["probe_seconds"],
+    )
+    auto.clear()
+    auto.update(decision.to_dict())
+    return strategy
 
 
 def _describe_head_init(info: dict[str, Any]) -> str:
+    if info["mode"] == "linear_probe":
+        return f"head initialised from the linear probe (logistic regression, L2 {info['l2']:g})"
     if info["mode"] == "imagenet":
         pairs = ", ".join(f"{k} <- '{v}'" for k, v in info["matches"].items())
         return f"head initialised from the ImageNet classifier: {pairs}"

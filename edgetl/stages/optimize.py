@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.errors import VerificationError
+from edgetl.errors import BudgetExceeded, VerificationError
 from edgetl.files import write_json_atomic
 from edgetl.profile import Profile, profile_section
 from edgetl.runtime.predictor import MODEL_FILES
@@ -155,6 +155,17 @@ class OptimizeStage(Stage):
         target = out / INT8_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
         if cfg.accuracy_aware.enabled:
+            pricer = FallbackPricer(
+                prepared,
+                ctx.work_dir / "all_int8.onnx",
+                lambda path: quantize_with_ranges(
+                    prepared, path, ranges, settings, float_nodes, model_feed(prepared, tuning_batch[:1])
+                ),
+                tuning_batch[:1],
+                ctx.profile.benchmark.threads,
+                None if symmetric else cfg.accuracy_aware.keep_speedup,
+                cfg.accuracy_aware.max_size_ratio,
+            )
             fallback = accuracy_aware_quantize(
                 prepared,
                 target,
@@ -168,6 +179,7 @@ class OptimizeStage(Stage):
                 cfg.accuracy_aware.max_float_nodes,
                 cfg.accuracy_aware.sensitivity_images,
                 log=lambda message: ctx.log.stage(self.name, message),
+                price=pricer,
             )
             drop, agreement = fallback.final.accuracy_drop_points, fallback.final.agreement
             sqnr = fallback.final.logit_sqnr_db
@@ -189,21 +201,24 @@ class OptimizeStage(Stage):
             "min_logit_sqnr_db": cfg.accuracy_aware.min_logit_sqnr_db,
         }
         if fallback_record and fallback_record["triggered"]:
-            fallback_record["cost"] = self._fallback_cost(
-                ctx, prepared, target, ranges, settings, float_nodes, tuning_batch[:1]
-            )
+            if not fallback.within_budget:
+                # Never ship a model that misses the budget or gives away what int8 is for: exit 3, one line.
+                raise BudgetExceeded(
+                    f"int8: no model meets both the accuracy budget ({_budget_text(max_drop, min_agreement, cfg)} "
+                    f"on {len(tuning_paths)} tuning images) and the price limit ({pricer.describe_limit()}): "
+                    f"{fallback.summary_line()}",
+                    hint="improve the fp32 model, raise optimize.int8.accuracy_aware.max_float_nodes, or loosen its "
+                    "keep_speedup / max_size_ratio",
+                )
+            fallback_record["cost"] = pricer.cost(target)
             ctx.log.stage(
                 self.name,
                 f"kept {len(fallback_record['added_float_nodes'])} more node(s) in float: "
                 f"{', '.join(fallback_record['added_float_nodes'])}; tuning drop now "
                 f"{tuning_summary['accuracy_drop_points']:.2f} points; latency "
-                f"{fallback_record['cost']['slowdown']:.2f}x the all-int8 model",
+                f"{fallback_record['cost']['slowdown']:.2f}x the all-int8 model, "
+                f"{fallback_record['cost']['speedup_vs_fp32']:.2f}x fp32 speed",
             )
-            if not fallback_record["within_budget"]:
-                ctx.log.warn(
-                    f"int8 still drops {tuning_summary['accuracy_drop_points']:.2f} points on tuning images with "
-                    f"{cfg.accuracy_aware.max_float_nodes} nodes in float; raise max_float_nodes or calibrate better"
-                )
 
         model = onnx_tools.load_model(target)
         onnx_tools.embed_metadata(model, split["classes"], pre, **{"edgetl.precision": "int8"})
@@ -254,43 +269,6 @@ class OptimizeStage(Stage):
             "symmetric": record["symmetric"],
         }
 
-    def _fallback_cost(
-        self,
-        ctx: BuildContext,
-        prepared: Path,
-        final: Path,
-        ranges: Any,
-        settings: Any,
-        float_nodes: list[str],
-        sample: np.ndarray,
-    ) -> dict[str, Any]:
-        """Latency of the all-int8 model against the fallback model, measured interleaved in one run."""
-        from edgetl.benchmarking import measure_latency
-        from edgetl.quantization.accuracy_aware import model_feed
-        from edgetl.quantization.qdq import quantize_with_ranges
-        from edgetl.runtime.runners import OnnxRuntimeRunner
-
-        all_int8 = ctx.work_dir / "all_int8.onnx"
-        quantize_with_ranges(prepared, all_int8, ranges, settings, float_nodes, model_feed(prepared, sample))
-        threads = ctx.profile.benchmark.threads
-        runners = [
-            OnnxRuntimeRunner(all_int8, name="all_int8", threads=threads),
-            OnnxRuntimeRunner(final, name="fallback", threads=threads),
-        ]
-        try:
-            stats = measure_latency(runners, sample, warmup=5, iterations=_COST_ITERATIONS, rounds=4)
-        finally:
-            for runner in runners:
-                runner.deactivate()
-        before, after = stats["all_int8"].p50, stats["fallback"].p50
-        return {
-            "all_int8_p50_ms": before,
-            "fallback_p50_ms": after,
-            "slowdown": after / before,
-            "threads": threads,
-            "method": f"p50 of {_COST_ITERATIONS} batch-1 runs each, interleaved, in the optimize stage",
-        }
-
 
 def _fallback_summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
     if record is None:
@@ -303,3 +281,84 @@ def _fallback_summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
         "initial_drop_points": record["attempts"][0]["accuracy_drop_points"],
         "cost": record.get("cost"),
     }
+
+
+def _budget_text(max_drop: float, min_agreement: float | None, cfg: Any) -> str:
+    parts = [f"drop <= {max_drop:g} points"]
+    if min_agreement is not None:
+        parts.append(f"agreement >= {min_agreement:g}%")
+    if cfg.accuracy_aware.min_logit_sqnr_db is not None:
+        parts.append(f"logits >= {cfg.accuracy_aware.min_logit_sqnr_db:g} dB")
+    return ", ".join(parts)
+
+
+class FallbackPricer:
+    """Prices fallback models against fp32 and all-int8: size exactly, latency measured interleaved in one run.
+
+    `keep_speedup`: share of the all-int8 model's speed-up over fp32 a fallback must keep (None: no
+    speed limit, e.g. TensorRT targets, whose speed this CPU cannot tell). `max_size_ratio`: largest
+    file size as a share of fp32's (None: no limit).
+    """
+
+    def __init__(
+        self,
+        fp32: Path,
+        all_int8: Path,
+        make_all_int8: Any,
+        sample: np.ndarray,
+        threads: int,
+        keep_speedup: float | None,
+        max_size_ratio: float | None,
+    ) -> None:
+        self.fp32, self.all_int8, self.make_all_int8 = fp32, all_int8, make_all_int8
+        self.sample, self.threads = sample, threads
+        self.keep_speedup, self.max_size_ratio = keep_speedup, max_size_ratio
+
+    def describe_limit(self) -> str:
+        parts = []
+        if self.keep_speedup is not None:
+            parts.append(f"keep >= {self.keep_speedup:.0%} of all-int8's speed-up over fp32")
+        if self.max_size_ratio is not None:
+            parts.append(f"<= {self.max_size_ratio:g}x the fp32 size")
+        return ", ".join(parts) or "none"
+
+    def latencies(self, candidate: Path) -> dict[str, float]:
+        """p50 ms of fp32, all-int8 and `candidate`, interleaved in one run."""
+        if not self.all_int8.is_file():
+            self.make_all_int8(self.all_int8)
+            (OnnxRuntimeRunner(self.fp32, name="fp32", threads=self.threads),)
+            (OnnxRuntimeRunner(self.all_int8, name="all_int8", threads=self.threads),)
+            (OnnxRuntimeRunner(candidate, name="candidate", threads=self.threads),)
+            stats = measure_latency(runners, self.sample, warmup=5, iterations=_COST_ITERATIONS, rounds=4)
+        return {name: value.p50 for name, value in stats.items()}
+
+    def __call__(self, candidate: Path, measure_speed: bool) -> Any:
+        from edgetl.quantization.accuracy_aware import Price
+
+        size_ratio = candidate.stat().st_size / self.fp32.stat().st_size
+        if self.max_size_ratio is not None and size_ratio > self.max_size_ratio + 1e-9:
+            return Price(size_ratio, within=False, reason=f"{size_ratio:.2f}x the fp32 size > {self.max_size_ratio:g}x")
+        if not measure_speed or self.keep_speedup is None:
+            return Price(size_ratio)
+        p50 = self.latencies(candidate)
+        speedup, int8_speedup = p50["fp32"] / p50["candidate"], p50["fp32"] / p50["all_int8"]
+        # The limit is a share of what all-int8 gains; a CPU where int8 gains nothing cannot lose it.
+        floor = 1.0 + self.keep_speedup * max(0.0, int8_speedup - 1.0)
+        within = speedup >= floor - 1e-9
+        reason = "" if within else f"{speedup:.2f}x fp32 speed < {floor:.2f}x (all-int8: {int8_speedup:.2f}x)"
+        return Price(size_ratio, speedup, int8_speedup, within, reason)
+
+    def cost(self, final: Path) -> dict[str, Any]:
+        """The shipped fallback against all-int8 and fp32, for quantization.json and the report."""
+        p50 = self.latencies(final)
+        return {
+            "all_int8_p50_ms": p50["all_int8"],
+            "fallback_p50_ms": p50["candidate"],
+            "fp32_p50_ms": p50["fp32"],
+            "slowdown": p50["candidate"] / p50["all_int8"],
+            "speedup_vs_fp32": p50["fp32"] / p50["candidate"],
+            "all_int8_speedup_vs_fp32": p50["fp32"] / p50["all_int8"],
+            "size_ratio": final.stat().st_size / self.fp32.stat().st_size,
+            "threads": self.threads,
+            "method": f"p50 of {_COST_ITERATIONS} batch-1 runs each, interleaved, in the optimize stage",
+        }

@@ -26,10 +26,16 @@ _INTERPOLATION = {
 }
 
 
-def train_transform(pre: Preprocessing, aug: AugmentationConfig) -> Callable[[Image.Image], torch.Tensor]:
+def train_transform(
+    pre: Preprocessing, aug: AugmentationConfig, size: int | None = None
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Random-resized crops at `size` (default: the deployed crop), flips, jitter, then the runtime's normalization."""
     steps: list[Callable] = [
         T.RandomResizedCrop(
-            pre.crop, scale=aug.crop_scale, ratio=aug.crop_ratio, interpolation=_INTERPOLATION[pre.interpolation]
+            size or pre.crop,
+            scale=aug.crop_scale,
+            ratio=aug.crop_ratio,
+            interpolation=_INTERPOLATION[pre.interpolation],
         )
     ]
     if aug.hflip:

@@ -30,6 +30,7 @@ from edgetl.backbones.imagenet import match_imagenet_classes
 from edgetl.errors import ModelFileError, ProfileError
 from edgetl.files import atomic_path
 from edgetl.profile import FinetuneConfig
+from edgetl.training.auto import auto_epochs
 from edgetl.training.datasets import FeatureDataset
 from edgetl.training.distributed import DistributedEnv
 from edgetl.training.sampling import GlobalBatchSampler
@@ -244,6 +245,7 @@ class Trainer:
         self.work_dir = work_dir
         self.dist = dist or DistributedEnv()
         self.on_epoch_end = on_epoch_end
+        self.epochs = cfg.epochs or auto_epochs(len(train_labels))
         self.device = self.dist.device(cfg.device)
         self.amp_dtype = self._amp_dtype()
         self.cache_features = (
@@ -351,7 +353,7 @@ class Trainer:
             optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True)
         else:
             optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-        total_steps = cfg.epochs * steps_per_epoch
+        total_steps = self.epochs * steps_per_epoch
         warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
 
         def schedule(step: int) -> float:
@@ -370,7 +372,7 @@ class Trainer:
         if self.progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(loader, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False, unit="batch")
+            batches = tqdm(loader, desc=f"epoch {epoch}/{self.epochs}", leave=False, unit="batch")
         loss_sum = correct = seen = 0.0
         for inputs, labels, seeds in batches:
             inputs = inputs.to(self.device, non_blocking=True)
@@ -467,7 +469,7 @@ class Trainer:
         module: nn.Module = classifier
         trainable_max = 0
         stop = run.stopper.should_stop and bool(run.history)
-        for epoch in range(max(1, run.resumed_from), cfg.epochs + 1):
+        for epoch in range(max(1, run.resumed_from), self.epochs + 1):
             if stop:
                 break
             epoch_started = time.perf_counter()
@@ -501,7 +503,7 @@ class Trainer:
                 run.best_state = copy.deepcopy(self.built.model.state_dict())
             held = f"  holdout loss {holdout_loss:.4f} acc {holdout_accuracy:.1%}" if holdout_loss is not None else ""
             self.log(
-                f"epoch {epoch:>2}/{cfg.epochs}  train loss {train_loss:.4f} acc {train_accuracy:.1%}"
+                f"epoch {epoch:>2}/{self.epochs}  train loss {train_loss:.4f} acc {train_accuracy:.1%}"
                 f"{held}  ({record.seconds:.1f} s){'  *best' if improved else ''}"
             )
             stop = run.stopper.should_stop
@@ -515,12 +517,18 @@ class Trainer:
         if not trainable_max:  # resumed after the last epoch: nothing ran in this process
             self._set_trainable(strategy.trainable_blocks(max(1, len(run.history))))
             trainable_max = count_parameters(self.built.model, trainable_only=True)
-        self.built.model.load_state_dict(run.best_state)
+        # With early stopping the best holdout epoch is restored; without it the schedule ran to zero and
+        # the final weights are kept (the holdout only reported on).
+        best_epoch = run.stopper.best_epoch
+        if cfg.early_stopping.patience is None and run.history:
+            best_epoch = run.history[-1].epoch
+        else:
+            self.built.model.load_state_dict(run.best_state)
         self.built.model.to("cpu", memory_format=torch.contiguous_format)
         return TrainOutcome(
             history=run.history,
-            best_epoch=run.stopper.best_epoch,
-            stopped_early=len(run.history) < cfg.epochs,
+            best_epoch=best_epoch,
+            stopped_early=len(run.history) < self.epochs,
             monitor=monitor,
             strategy=strategy.describe(),
             trainable_parameters=trainable_max,

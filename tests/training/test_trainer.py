@@ -14,7 +14,7 @@ import torch
 
 from edgetl.backbones import get_backbone
 from edgetl.profile import FinetuneConfig
-from edgetl.training.auto import decide, linear_probe_accuracy, probe_subset
+from edgetl.training.auto import auto_epochs, auto_train_resolution, decide, fit_linear_probe, stratified_folds
 from edgetl.training.datasets import ImageListDataset, eval_transform, train_transform
 from edgetl.training.strategies import make_strategy
 from edgetl.training.trainer import Trainer, _param_groups
@@ -177,24 +177,54 @@ def test_early_stopping_restores_the_best_epoch(data: dict) -> None:
         assert outcome.stopped_early
 
 
-def test_auto_decision_table() -> None:
-    assert decide(50, 0.97)[0] == "feature_extract"
-    assert decide(50, 0.60)[0] == "partial"
-    assert decide(500, 0.97)[0] == "partial"
-    assert decide(500, 0.60)[0] == "gradual"
-    assert decide(5000, 0.97)[0] == "gradual"
-    assert decide(5000, 0.60)[0] == "full"
-    assert "little data" in decide(50, 0.97)[1] and "97.0%" in decide(50, 0.97)[1]
+def test_without_early_stopping_the_final_weights_are_kept(data: dict) -> None:
+    run = trainer(data, config(epochs=3, lr=0.5), "feature_extract")
+    outcome = run.fit()
+    assert outcome.best_epoch == 3 and not outcome.stopped_early
+    # The model holds the last epoch's weights: its holdout accuracy is the last record's.
+    run.built.model.eval()
+    with torch.no_grad():
+        logits = run.built.model(data["holdout"][0])
+    accuracy = float((logits.argmax(1) == data["holdout"][1]).float().mean())
+    assert accuracy == pytest.approx(outcome.history[-1].holdout_accuracy)
+
+
+def test_auto_keeps_the_fine_tune_unless_the_probe_measured_better() -> None:
+    assert decide(0.90, 0.92, 50)[0] == "full"
+    assert decide(0.92, 0.92, 50)[0] == "full"  # a tie keeps the fine-tune
+    strategy, reason = decide(0.96, 0.92, 50)
+    assert strategy == "feature_extract" and "48" in reason and "46" in reason  # counts of the 50 images
+    assert decide(None, None, 0) == ("full", "no holdout images to compare on: the fine-tune is kept")
+
+
+def test_auto_epochs_and_train_resolution() -> None:
+    assert auto_epochs(100) == 30 and auto_epochs(500) == 20 and auto_epochs(5000) == 10
+    assert auto_train_resolution(224, backbone_trains=True) == 160
+    assert auto_train_resolution(224, backbone_trains=False) == 224
 
 
 def test_linear_probe_separates_separable_features_and_not_noise() -> None:
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(200) % 2
-    separable = torch.randn(200, 16, generator=generator) + labels[:, None] * 3.0
-    assert linear_probe_accuracy(separable[:150], labels[:150], separable[150:], labels[150:], 2) >= 0.95
+    separable = torch.randn(200, 16, generator=generator) * 2 + 5 + labels[:, None] * 3.0
+    probe = fit_linear_probe(separable[:150], labels[:150], 2)
+    assert probe.accuracy(separable[150:], labels[150:]) >= 0.95
+    assert set(probe.cv_accuracy) == {1e-4, 1e-3, 1e-2, 1e-1} and probe.l2 in probe.cv_accuracy
+    # The head works on raw features (standardization folded in), as a Linear layer would apply it.
+    head = torch.nn.Linear(16, 2)
+    with torch.no_grad():
+        head.weight.copy_(probe.weight)
+        head.bias.copy_(probe.bias)
+    assert torch.allclose(head(separable), probe.logits(separable), atol=1e-4)
     noise = torch.randn(200, 16, generator=generator)
-    assert linear_probe_accuracy(noise[:150], labels[:150], noise[150:], labels[150:], 2) <= 0.75
-    assert len(probe_subset([0] * 10 + [1] * 3, per_class=4, seed=0)) == 7
+    assert fit_linear_probe(noise[:150], labels[:150], 2).accuracy(noise[150:], labels[150:]) <= 0.75
+
+
+def test_stratified_folds_spread_every_class() -> None:
+    labels = torch.tensor([0] * 10 + [1] * 5)
+    folds = stratified_folds(labels, 5, seed=0)
+    assert sorted(torch.cat(folds).tolist()) == list(range(15))
+    assert all(int((labels[f] == 1).sum()) == 1 and int((labels[f] == 0).sum()) == 2 for f in folds)
 
 
 def test_warmup_then_cosine_schedule(data: dict) -> None:
