@@ -281,6 +281,13 @@ def references(
     return rows
 
 
+def _previous_rows(out: Path) -> dict[str, Any]:
+    file = out.with_suffix(".json")
+    if not file.is_file():
+        raise SystemExit(f"suite: --references-only needs an earlier result at {file}")
+    return {row["dataset"]: row for row in json.loads(file.read_text())["rows"]}
+
+
 # -- the report ------------------------------------------------------------------------------------
 
 
@@ -373,19 +380,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "suite")
     parser.add_argument("--cache", type=Path, default=RESULTS / "suite_references.json")
     parser.add_argument("--backbone", default="efficientnet_lite0", help="for the reference rows (the default build's)")
+    parser.add_argument(
+        "--references-only",
+        action="store_true",
+        help="compute (or take from the cache) reference rows and merge them into the existing result's rows",
+    )
     args = parser.parse_args(argv)
     overrides = yaml.safe_load(args.overrides.read_text()) if args.overrides else {}
     datasets = discover(args.data_home, args.only)
     args.work.mkdir(parents=True, exist_ok=True)
+    previous = _previous_rows(args.out) if args.references_only else {}
     rows = []
     for dataset in datasets:
-        print(f"suite: {dataset.name}: edgetl defaults", flush=True)
-        try:
-            default = run_default(dataset, args.work, overrides)
-        except Exception as error:  # a crash is a result too; keep measuring the other sets
-            traceback.print_exc()
-            default = {"failed": f"internal error: {error!r}", "exit_code": 1, "build_seconds": 0.0}
+        if args.references_only:
+            if dataset.name not in previous:
+                raise SystemExit(f"suite: --references-only but {args.out}.json has no row for {dataset.name}")
+            default = previous[dataset.name]["default"]
+        else:
+            print(f"suite: {dataset.name}: edgetl defaults", flush=True)
+            try:
+                default = run_default(dataset, args.work, overrides)
+            except Exception as error:  # a crash is a result too; keep measuring the other sets
+                traceback.print_exc()
+                default = {"failed": f"internal error: {error!r}", "exit_code": 1, "build_seconds": 0.0}
         refs = references(dataset, args.references, args.work, overrides, args.cache, args.backbone)
+        if args.references_only:
+            refs = previous[dataset.name]["references"] | refs
         row = {
             "dataset": dataset.name,
             "fingerprint": dataset_fingerprint(dataset),
@@ -399,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgetl import __version__
 
+    if args.references_only:  # rows of datasets not run this time stay as they were
+        rows = [row for name, row in previous.items() if name not in {r["dataset"] for r in rows}] + rows
+        rows.sort(key=lambda row: row["dataset"])
     result = {
         "machine": describe_machine(),
         "edgetl_version": __version__,

@@ -240,3 +240,15 @@ def test_bf16_autocast_runs_on_cpu(data: dict) -> None:
     outcome = run.fit()
     assert outcome.mixed_precision == "bfloat16" and outcome.device == "cpu"
     assert all(p.dtype == torch.float32 for p in run.built.model.parameters()), "weights stay fp32 under autocast"
+
+
+def test_linear_probe_head_has_no_outlier_weights_for_dead_features() -> None:
+    """A feature that barely varies must not get a huge raw weight (it would wreck the row's int8 scale)."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(120) % 3
+    features = torch.randn(120, 32, generator=generator).abs() + labels[:, None].float()
+    features[:, 5] = 1e-4 * torch.rand(120, generator=generator)  # a dead ReLU6 channel
+    probe = fit_linear_probe(features, labels, 3)
+    magnitude = probe.weight.abs()
+    assert float(magnitude.max()) < 20 * float(magnitude.median())
+    assert probe.accuracy(features, labels) >= 0.9
