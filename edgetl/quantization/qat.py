@@ -1,0 +1,205 @@
+"""Quantization-aware training: a short fine-tune with int8 simulated where ONNX Runtime quantizes.
+
+When post-training quantization misses the accuracy budget, the next step before keeping layers
+in float is to let the network adapt to int8 rounding. Every Conv and Linear that will run in int8
+gets, in PyTorch, the same two quantizers the QDQ model will have:
+* its **input** activation: uint8 (or int8), asymmetric per-tensor, range from min/max over the
+  calibration images, then followed by an exponential moving average while training;
+* its **weight**: symmetric int8 per output channel (absmax / 127, or / 63 with `reduce_range`),
+  recomputed from the current weight every step, as ONNX Runtime computes it at quantization time.
+Rounding passes gradients straight through (STE). BatchNorm stays in eval mode, so quantizing the
+unfolded conv weight per channel is exactly quantizing the folded one (a per-channel scale
+commutes with the BatchNorm scale). Layers kept in float (`keep_float`) get no quantizers.
+
+The loss distils the fp32 model (KL on its logits) plus cross-entropy on the labels: the budget is
+agreement with fp32, and distillation aims at exactly that. The fine-tuned weights are then
+exported and quantized by the normal path (new calibration, the same Q/DQ placement), so the
+shipped QDQ ONNX is validated like any other; QAT only changes the float weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_EMA = 0.01  # share of each batch's min/max in the running activation range
+
+
+class _ActivationQuantizer(nn.Module):
+    """Per-tensor affine fake quantization with a running min/max range (always including zero)."""
+
+    def __init__(self, signed: bool) -> None:
+        super().__init__()
+        self.quant_min, self.quant_max = (-128, 127) if signed else (0, 255)
+        self.register_buffer("low", torch.tensor(float("inf")))
+        self.register_buffer("high", torch.tensor(float("-inf")))
+        self.observing = True  # calibration pass: min/max only, no rounding
+        self.ema = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low, high = x.detach().min().clamp(max=0.0), x.detach().max().clamp(min=0.0)
+        if self.observing:
+            self.low.copy_(torch.minimum(self.low, low))
+            self.high.copy_(torch.maximum(self.high, high))
+            return x
+        if self.ema and self.training:
+            self.low.mul_(1 - _EMA).add_(_EMA * low)
+            self.high.mul_(1 - _EMA).add_(_EMA * high)
+        scale = ((self.high - self.low) / (self.quant_max - self.quant_min)).clamp(min=1e-8)
+        zero_point = (self.quant_min - torch.round(self.low / scale)).clamp(self.quant_min, self.quant_max)
+        return torch.fake_quantize_per_tensor_affine(
+            x, scale.float(), zero_point.int(), self.quant_min, self.quant_max
+        )
+
+
+def fake_quantize_weight(weight: torch.Tensor, reduce_range: bool) -> torch.Tensor:
+    """Symmetric per-output-channel int8, the scale recomputed from the weight (as ONNX Runtime does)."""
+    top = 63 if reduce_range else 127
+    absmax = weight.detach().abs().flatten(1).amax(dim=1).clamp(min=1e-12)
+    scale = (absmax / top).float()
+    zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
+    return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -top - 1, top)
+
+
+class QuantizedLayer(nn.Module):
+    """A Conv2d or Linear with fake-quantized input and weight; `layer` keeps the trainable weight."""
+
+    def __init__(self, layer: nn.Conv2d | nn.Linear, signed_activations: bool, reduce_range: bool) -> None:
+        super().__init__()
+        self.layer = layer
+        self.inputs = _ActivationQuantizer(signed_activations)
+        self.reduce_range = reduce_range
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inputs(x)
+        if self.inputs.observing:
+            return self.layer(x)
+        weight = fake_quantize_weight(self.layer.weight, self.reduce_range)
+        if isinstance(self.layer, nn.Linear):
+            return F.linear(x, weight, self.layer.bias)
+        layer = self.layer
+        return F.conv2d(x, weight, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+
+def _compute_layers(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, attribute, layer) for every Conv2d and Linear, in forward-definition order."""
+    found = []
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d | nn.Linear):
+                found.append((parent, name, child))
+    return found
+
+
+def insert_quantizers(
+    model: nn.Module, keep_float: Iterable[str], signed_activations: bool, reduce_range: bool
+) -> list[QuantizedLayer]:
+    """Wrap every compute layer except the roles in `keep_float` ('first_conv', 'classifier'), in place."""
+    layers = _compute_layers(model)
+    skipped: set[int] = set()
+    keep = set(keep_float)
+    convs = [entry for entry in layers if isinstance(entry[2], nn.Conv2d)]
+    if "first_conv" in keep and convs:
+        skipped.add(id(convs[0][2]))
+    linears = [entry for entry in layers if isinstance(entry[2], nn.Linear)]
+    if "classifier" in keep and linears:
+        skipped.add(id(linears[-1][2]))
+    wrapped = []
+    for parent, name, layer in layers:
+        if id(layer) in skipped:
+            continue
+        quantized = QuantizedLayer(layer, signed_activations, reduce_range)
+        setattr(parent, name, quantized)
+        wrapped.append(quantized)
+    return wrapped
+
+
+def remove_quantizers(model: nn.Module) -> nn.Module:
+    """Put the plain layers (with their QAT-trained weights) back, in place."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, QuantizedLayer):
+                setattr(parent, name, child.layer)
+    return model
+
+
+@dataclass(frozen=True)
+class QatSettings:
+    epochs: int = 2
+    lr: float = 1e-4
+    batch_size: int = 16
+    distillation: float = 0.5  # weight of the KL term against the fp32 logits; the rest is cross-entropy
+    keep_float: tuple[str, ...] = ("first_conv",)
+    signed_activations: bool = False
+    reduce_range: bool = False
+
+
+@dataclass
+class QatOutcome:
+    model: nn.Module  # plain layers, QAT-trained weights, eval mode
+    losses: list[float]  # mean loss per epoch
+    steps: int
+    quantized_layers: int
+
+
+def quantization_aware_finetune(
+    model: nn.Module,
+    batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+    calibration: Iterable[torch.Tensor],
+    settings: QatSettings,
+    log: Callable[[str], None] = lambda message: None,
+) -> QatOutcome:
+    """Fine-tune a copy of `model` with simulated int8; `batches(epoch)` yields (images, labels).
+
+    `calibration` (preprocessed image batches) sets the initial activation ranges, as the
+    calibration pass of post-training quantization does.
+    """
+    teacher = copy.deepcopy(model).eval()
+    student = copy.deepcopy(model).eval()
+    quantizers = insert_quantizers(student, settings.keep_float, settings.signed_activations, settings.reduce_range)
+    with torch.no_grad():
+        for images in calibration:
+            student(images)
+    for quantized in quantizers:
+        quantized.inputs.observing = False
+        quantized.inputs.ema = True
+    parameters = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.0)
+    epoch_batches = [list(batches(epoch)) for epoch in range(1, settings.epochs + 1)]
+    total = sum(len(b) for b in epoch_batches)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    losses, steps = [], 0
+    for epoch, chunk in enumerate(epoch_batches, start=1):
+        running, seen = 0.0, 0
+        _train_mode_without_batchnorm(student)
+        for images, labels in chunk:
+            with torch.no_grad():
+                target = F.log_softmax(teacher(images), dim=1)
+            logits = student(images)
+            kl = F.kl_div(F.log_softmax(logits, dim=1), target, log_target=True, reduction="batchmean")
+            loss = settings.distillation * kl + (1 - settings.distillation) * F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            running += float(loss.detach()) * len(labels)
+            seen += len(labels)
+            steps += 1
+        losses.append(running / max(1, seen))
+        log(f"QAT epoch {epoch}/{settings.epochs}: loss {losses[-1]:.4f}")
+    student.eval()
+    return QatOutcome(remove_quantizers(student), losses, steps, len(quantizers))
+
+
+def _train_mode_without_batchnorm(model: nn.Module) -> None:
+    """Dropout and quantizer EMA on; BatchNorm statistics frozen (what makes per-channel weight QAT exact)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
