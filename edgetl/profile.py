@@ -195,13 +195,31 @@ class AccuracyAwareConfig(_Section):
     max_float_nodes: PositiveInt = Field(16, description="give up (exit 3) past this many float nodes")
     keep_speedup: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
         0.8,
-        description="price limit: a fallback model must keep this share of the all-int8 model's speed-up over "
-        "fp32 (ONNX Runtime, batch 1, benchmark.threads, measured interleaved; CPU targets only); null: no limit",
+        description="price limit: a fallback model's speed-up over fp32 must be at least this times the all-int8 "
+        "model's (0.8 x 2.0x = 1.6x), and never below 1x (ONNX Runtime, batch 1, benchmark.threads, measured "
+        "interleaved; CPU targets only); null: no limit",
     )
     max_size_ratio: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
         0.35, description="price limit: a fallback model's file is at most this share of the fp32 file; null: no limit"
     )
     sensitivity_images: PositiveInt = Field(16, description="images for the per-node sensitivity pass")
+
+
+class QatConfig(_Section):
+    """Quantization-aware training: the step after all-int8 misses the accuracy budget, before any float fallback."""
+
+    mode: Literal["when_needed", "always", "off"] = Field(
+        "when_needed",
+        description="when_needed: only if post-training all-int8 misses the accuracy budget on the tuning images; "
+        "the QAT model is kept only if its all-int8 measures better",
+    )
+    epochs: PositiveInt = 2
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4
+    images: PositiveInt = Field(400, description="training images QAT fine-tunes on (train split, never val)")
+    batch_size: PositiveInt = 16
+    distillation: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.5, description="weight of the KL loss to the fp32 model's logits; the rest is cross-entropy on labels"
+    )
 
 
 class Int8Config(_Section):
@@ -228,6 +246,7 @@ class Int8Config(_Section):
         description="layers kept in float; the 3-channel stem conv is both faster and more accurate in fp32",
     )
     exclude_nodes: list[str] = Field(default_factory=list, description="more ONNX node names kept in float")
+    qat: QatConfig = QatConfig()
     accuracy_aware: AccuracyAwareConfig = AccuracyAwareConfig()
 
 

@@ -288,7 +288,31 @@ def _channel_nsr(reference: np.ndarray, measured: np.ndarray) -> float:
     return float(np.mean(noise[alive] / signal[alive])) if alive.any() else 0.0
 
 
-def _rank(attempt: Attempt) -> tuple[float, float, float]:
+def measure_attempt(
+    prepared: Path,
+    path: Path,
+    ranges: CalibrationResult,
+    settings: QuantSettings,
+    float_nodes: list[str],
+    tuning: TuningSet,
+    max_drop_points: float,
+    min_agreement: float | None = None,
+    min_logit_sqnr_db: float | None = None,
+) -> Attempt:
+    """Quantize `prepared` into `path` with `float_nodes` kept float; measure it on the tuning images."""
+    nodes = quantize_with_ranges(prepared, path, ranges, settings, float_nodes, model_feed(prepared, tuning.batch))
+    logits = infer_logits(path, tuning.batch)
+    drop, agreement = tuning.drop_and_agreement(logits.argmax(axis=1))
+    sqnr = tuning.logit_sqnr_db(logits)
+    ok = (
+        drop <= max_drop_points + 1e-9
+        and (min_agreement is None or agreement * 100 >= min_agreement - 1e-9)
+        and (min_logit_sqnr_db is None or sqnr is None or sqnr >= min_logit_sqnr_db)
+    )
+    return Attempt(list(nodes), drop, agreement, ok, sqnr)
+
+
+def rank(attempt: Attempt) -> tuple[float, float, float]:
     """Order attempts when none meets the budget: least drop, then most agreement, then best fidelity."""
     return (attempt.accuracy_drop_points, -attempt.agreement, -(attempt.logit_sqnr_db or 0.0))
 
@@ -324,19 +348,11 @@ def accuracy_aware_quantize(
     more) and the result is not within budget. The all-int8 model is never priced: it is what the
     limit is relative to.
     """
-    feed = model_feed(prepared, tuning.batch)
 
     def attempt(path: Path, nodes: list[str]) -> Attempt:
-        nodes = quantize_with_ranges(prepared, path, ranges, settings, nodes, feed)
-        logits = infer_logits(path, tuning.batch)
-        drop, agreement = tuning.drop_and_agreement(logits.argmax(axis=1))
-        sqnr = tuning.logit_sqnr_db(logits)
-        ok = (
-            drop <= max_drop_points + 1e-9
-            and (min_agreement is None or agreement * 100 >= min_agreement - 1e-9)
-            and (min_logit_sqnr_db is None or sqnr is None or sqnr >= min_logit_sqnr_db)
+        return measure_attempt(
+            prepared, path, ranges, settings, nodes, tuning, max_drop_points, min_agreement, min_logit_sqnr_db
         )
-        return Attempt(list(nodes), drop, agreement, ok, sqnr)
 
     first = attempt(target, float_nodes)
     result = FallbackResult(False, first.within_budget, [], first, [first])
@@ -372,11 +388,11 @@ def accuracy_aware_quantize(
             if step.price is not None and not step.price.within:
                 step.within_budget = False
                 result.priced_out = True
-                if _rank(step) < _rank(best):
+                if rank(step) < rank(best):
                     best = step
                     trial.replace(target)
                 break
-            if step.within_budget or _rank(step) < _rank(best):
+            if step.within_budget or rank(step) < rank(best):
                 best = step
                 trial.replace(target)
             if step.within_budget:

@@ -53,9 +53,7 @@ class _ActivationQuantizer(nn.Module):
             self.high.mul_(1 - _EMA).add_(_EMA * high)
         scale = ((self.high - self.low) / (self.quant_max - self.quant_min)).clamp(min=1e-8)
         zero_point = (self.quant_min - torch.round(self.low / scale)).clamp(self.quant_min, self.quant_max)
-        return torch.fake_quantize_per_tensor_affine(
-            x, scale.float(), zero_point.int(), self.quant_min, self.quant_max
-        )
+        return torch.fake_quantize_per_tensor_affine(x, scale.float(), zero_point.int(), self.quant_min, self.quant_max)
 
 
 def fake_quantize_weight(weight: torch.Tensor, reduce_range: bool) -> torch.Tensor:
@@ -153,9 +151,10 @@ def quantization_aware_finetune(
     batches: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]],
     calibration: Iterable[torch.Tensor],
     settings: QatSettings,
+    steps_per_epoch: int,
     log: Callable[[str], None] = lambda message: None,
 ) -> QatOutcome:
-    """Fine-tune a copy of `model` with simulated int8; `batches(epoch)` yields (images, labels).
+    """Fine-tune a copy of `model` with simulated int8; `batches(epoch)` yields `steps_per_epoch` (images, labels).
 
     `calibration` (preprocessed image batches) sets the initial activation ranges, as the
     calibration pass of post-training quantization does.
@@ -171,14 +170,13 @@ def quantization_aware_finetune(
         quantized.inputs.ema = True
     parameters = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.0)
-    epoch_batches = [list(batches(epoch)) for epoch in range(1, settings.epochs + 1)]
-    total = sum(len(b) for b in epoch_batches)
+    total = max(1, settings.epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
     losses, steps = [], 0
-    for epoch, chunk in enumerate(epoch_batches, start=1):
+    for epoch in range(1, settings.epochs + 1):
         running, seen = 0.0, 0
         _train_mode_without_batchnorm(student)
-        for images, labels in chunk:
+        for images, labels in batches(epoch):
             with torch.no_grad():
                 target = F.log_softmax(teacher(images), dim=1)
             logits = student(images)

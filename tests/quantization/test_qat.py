@@ -112,7 +112,7 @@ def test_ptq_fails_and_qat_recovers(tmp_path: Path) -> None:
             yield train_images[index], train_labels[index]
 
     settings = QatSettings(epochs=12, lr=0.1, batch_size=16)
-    outcome = quantization_aware_finetune(model, batches, [torch.from_numpy(calibration)], settings)
+    outcome = quantization_aware_finetune(model, batches, [torch.from_numpy(calibration)], settings, steps_per_epoch=8)
     assert outcome.quantized_layers == 2  # mix and head; the stem (first conv) stays float
     assert not any(isinstance(m, QuantizedLayer) for m in outcome.model.modules())
     qat_fp32, qat_int8 = _int8_accuracy(outcome.model, tmp_path / "qat", calibration, test_images, test_labels)
