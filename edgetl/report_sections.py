@@ -196,6 +196,9 @@ def quantization_lines(report: dict[str, Any]) -> list[str]:
                 )
             )
         lines.append(f"- kept in float: {', '.join(quant.get('float_nodes') or []) or 'nothing'}")
+        qat = quant.get("qat")
+        if qat and qat.get("ran"):
+            lines.append(f"- quantization-aware training: {qat['why']}")
         aware = quant.get("accuracy_aware")
         if aware and aware["triggered"]:
             cost = aware.get("cost") or {}
@@ -206,7 +209,9 @@ def quantization_lines(report: dict[str, Any]) -> list[str]:
                 + ("budget restored" if aware["within_budget"] else "**budget not restored**")
                 + (
                     f"; speed cost: p50 {cost['all_int8_p50_ms']:.2f} ms -> {cost['fallback_p50_ms']:.2f} ms "
-                    f"({cost['slowdown']:.2f}x, {cost['method']})"
+                    f"({cost['slowdown']:.2f}x"
+                    + (f"; {cost['speedup_vs_fp32']:.2f}x fp32 speed" if "speedup_vs_fp32" in cost else "")
+                    + f", {cost['method']})"
                     if cost
                     else ""
                 )
