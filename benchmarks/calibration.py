@@ -29,6 +29,7 @@ from benchmarks._results import write_results  # noqa: E402
 from edgetl.console import Log  # noqa: E402
 from edgetl.machine import describe_machine  # noqa: E402
 from edgetl.pipeline import build  # noqa: E402
+from edgetl.profile import deep_merge  # noqa: E402
 from edgetl.stages.base import package_versions  # noqa: E402
 
 _NO_FALLBACK = {"accuracy_aware": {"enabled": False}}
@@ -47,14 +48,6 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    merged = dict(base)
-    for key, value in extra.items():
-        nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = _merge(merged[key], value) if nested else value
-    return merged
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", type=Path, default=REPO / "profiles" / "quickstart.yaml")
@@ -68,7 +61,7 @@ def main() -> None:
     for variant, settings in VARIANTS.items():
         if args.only and variant not in args.only:
             continue
-        profile = _merge(base, {"optimize": {"int8": settings}, "benchmark": {"memory": False}})
+        profile = deep_merge(base, {"optimize": {"int8": settings}, "benchmark": {"memory": False}})
         with tempfile.TemporaryDirectory() as work:
             path = Path(work) / f"{name}.yaml"
             # Relative paths in the profile resolve against its folder: keep them pointing at the original.

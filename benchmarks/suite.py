@@ -47,6 +47,7 @@ from edgetl.console import Log  # noqa: E402
 from edgetl.errors import EdgeTLError  # noqa: E402
 from edgetl.machine import describe_machine  # noqa: E402
 from edgetl.pipeline import build  # noqa: E402
+from edgetl.profile import deep_merge  # noqa: E402
 from edgetl.stages.data import read_split, split_paths  # noqa: E402
 from edgetl.stats import bootstrap_accuracy_ci  # noqa: E402
 
@@ -73,14 +74,6 @@ WITHIN_REFERENCE_POINTS = 1.5
 INT8_WITHIN_POINTS = 1.0
 MIN_SPEEDUP = 1.8
 MAX_SIZE_RATIO = 0.3
-
-
-def deep_merge(base: dict, overrides: dict) -> dict:
-    merged = dict(base)
-    for key, value in overrides.items():
-        is_mapping = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = deep_merge(merged[key], value) if is_mapping else value
-    return merged
 
 
 def discover(data_home: Path, only: list[str] | None) -> list[Path]:
@@ -263,8 +256,8 @@ def reference_finetune(dataset: Path, work: Path, overrides: dict, backbone: str
     return {
         "fp32": accuracy_cell(predicted == np.asarray(labels)),
         "seconds": seconds,
-        "recipe": "full fine-tune at 224 px, 25 epochs, jitter 0.3, crop 0.35-1, label smoothing 0.1, backbone lr x0.3, "
-        "no early stopping",
+        "recipe": "full fine-tune at 224 px, 25 epochs, jitter 0.3, crop 0.35-1, label smoothing 0.1, "
+        "backbone lr x0.3, no early stopping",
     }
 
 
@@ -345,7 +338,8 @@ def render(result: dict[str, Any]) -> str:
         ]
     lines += [
         "",
-        "| dataset | row | fp32 top-1 | int8 top-1 | agreement | int8 vs ORT fp32 | int8 size vs fp32 | strategy | wall s |",
+        "| dataset | row | fp32 top-1 | int8 top-1 | agreement | int8 vs ORT fp32 | int8 size vs fp32 | strategy "
+        "| build s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:

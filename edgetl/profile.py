@@ -576,6 +576,15 @@ def load_profile(path: str | Path) -> LoadedProfile:
     return LoadedProfile(profile=profile, path=file.resolve(), sha256=sha256_text(text), text=text)
 
 
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Profile mapping `base` with `overrides` laid over it, section by section (for scripted variants)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = deep_merge(merged[key], value) if nested else value
+    return merged
+
+
 def profile_section(profile: Profile, name: str) -> dict[str, Any]:
     """JSON-ready dump of one section, used in stage fingerprints."""
     return getattr(profile, name).model_dump(mode="json")

@@ -11,6 +11,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from edgetl.files import sha256_file
+from edgetl.profile import deep_merge  # noqa: F401 - re-exported for the tests
 
 # Class name -> dominant colour. Names deliberately match no ImageNet class.
 CLASS_COLOURS = {"reds": (200, 40, 40), "blues": (40, 60, 200), "greens": (40, 170, 60)}
@@ -79,15 +80,6 @@ def add_messy_files(class_dir: Path) -> dict[str, str]:
         "placeholder.gif": "placeholder",
         "tiny.png": "too small",
     }
-
-
-def deep_merge(base: dict, overrides: dict) -> dict:
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = (
-            deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-        )
-    return merged
 
 
 def tiny_profile(data_root: Path, output_dir: Path, **overrides: object) -> dict:
