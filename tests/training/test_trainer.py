@@ -252,3 +252,22 @@ def test_linear_probe_head_has_no_outlier_weights_for_dead_features() -> None:
     magnitude = probe.weight.abs()
     assert float(magnitude.max()) < 20 * float(magnitude.median())
     assert probe.accuracy(features, labels) >= 0.9
+
+
+def test_auto_ships_the_probe_weights_when_the_probe_measured_better() -> None:
+    import copy
+    from types import SimpleNamespace
+
+    from edgetl.stages.finetune import _settle_auto
+
+    built = SPEC.build(num_classes=2, pretrained=False)
+    probe_state = copy.deepcopy(built.model.state_dict())
+    with torch.no_grad():
+        built.head.weight.add_(1.0)  # what the fine-tune changed
+    outcome = SimpleNamespace(history=[SimpleNamespace(holdout_accuracy=0.5, holdout_loss=0.7)], seconds=2.0)
+    auto = {"probe_holdout_accuracy": 0.9, "probe_holdout_loss": 0.3, "probe_l2": 1e-3, "probe_cv_accuracy": {},
+            "holdout_images": 10, "probe_seconds": 0.1}  # fmt: skip
+    assert _settle_auto(auto, outcome, built, probe_state, 3, 160, lambda message: None) == "feature_extract"
+    assert all(torch.equal(value, probe_state[key]) for key, value in built.model.state_dict().items())
+    assert auto["strategy"] == "feature_extract" and auto["finetune_holdout_accuracy"] == 0.5
+    assert "9" in auto["reason"] and "5" in auto["reason"]  # 9 and 5 of the 10 holdout images
