@@ -167,3 +167,30 @@ def test_targets_state_precisions_memory_and_device_steps() -> None:
     assert orin.engine_precision(True) == "int8" and orin.engine_precision(False) == "fp16"
     assert any("edgetl engine build" in step for step in orin.on_device)
     assert get_target("raspberry-pi-5").runtime == "onnxruntime" and get_target("nvidia-gpu").uses_tensorrt
+
+
+def test_a_data_only_profile_gets_the_measured_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(MINIMAL)
+    profile = load_profile(path).profile
+    finetune = profile.finetune
+    assert finetune.strategy == "auto" and finetune.epochs is None and finetune.train_resolution == "auto"
+    assert finetune.early_stopping.patience is None and finetune.label_smoothing == 0.1
+    aware = profile.optimize.int8.accuracy_aware
+    assert (aware.keep_speedup, aware.max_size_ratio) == (0.8, 0.35)
+    assert profile.optimize.int8.qat.mode == "when_needed"
+
+
+def test_relative_budgets_need_the_fp32_onnx_model_measured(tmp_path: Path) -> None:
+    text = MINIMAL + "benchmark:\n  artifacts: [torch_fp32, onnx_int8]\nbudgets:\n  min_speedup: 1.8\n"
+    assert "budgets.min_speedup is relative to onnx_fp32" in _errors(text, tmp_path)
+
+
+def test_relative_budgets_compare_with_the_fp32_onnx_model() -> None:
+    from edgetl.budgets import evaluate_budgets
+    from edgetl.profile import BudgetsConfig
+
+    measured = {"onnx_int8": {"speedup_vs": {"onnx_fp32": 1.5}, "size_ratio_vs": {"onnx_fp32": 0.28}}}
+    results = evaluate_budgets(BudgetsConfig(min_speedup=1.8, max_size_ratio=0.3), measured, "onnx_int8")
+    speed, size = results
+    assert not speed.passed and "1.50 x is below 1.8 x" in speed.message and size.passed
