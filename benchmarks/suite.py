@@ -63,7 +63,6 @@ STRONG_FINETUNE = {
     "backbone_lr_ratio": 0.3,
     "label_smoothing": 0.1,
     "warmup_epochs": 1.0,
-    "train_resolution": 224,
     "head_init": "random",
     "augmentation": {"crop_scale": [0.35, 1.0], "color_jitter": 0.3, "hflip": True},
     "early_stopping": {"patience": None},

@@ -174,7 +174,7 @@ def test_a_data_only_profile_gets_the_measured_defaults(tmp_path: Path) -> None:
     path.write_text(MINIMAL)
     profile = load_profile(path).profile
     finetune = profile.finetune
-    assert finetune.strategy == "auto" and finetune.epochs is None and finetune.train_resolution == "auto"
+    assert finetune.strategy == "auto" and finetune.epochs is None and finetune.train_resolution is None
     assert finetune.early_stopping.patience is None and finetune.label_smoothing == 0.1
     aware = profile.optimize.int8.accuracy_aware
     assert (aware.keep_speedup, aware.max_size_ratio) == (0.8, 0.35)

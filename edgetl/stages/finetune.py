@@ -60,7 +60,6 @@ class FinetuneStage(Stage):
         import torch
 
         from edgetl.backbones.registry import get_backbone
-        from edgetl.training.auto import auto_train_resolution
         from edgetl.training.checkpoint import save_checkpoint
         from edgetl.training.curves import plot_curves
         from edgetl.training.datasets import ImageListDataset, eval_transform, train_transform
@@ -103,11 +102,7 @@ class FinetuneStage(Stage):
             strategy = make_strategy(strategy_name, cfg, len(built.groups))
             head_init = initialise_head(built, classes, cfg.head_init if pretrained else "random")
         log(_describe_head_init(head_init))
-        train_size = (
-            cfg.train_resolution
-            if cfg.train_resolution != "auto"
-            else auto_train_resolution(pre.crop, not strategy.backbone_frozen_throughout)
-        )
+        train_size = cfg.train_resolution or pre.crop
 
         if cfg.augmentation.enabled:
             augment = train_transform(pre, cfg.augmentation, train_size)

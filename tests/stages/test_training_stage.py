@@ -145,6 +145,6 @@ def test_auto_strategy_explains_its_choice(built_run, tmp_path: Path) -> None:
     probe, tuned = auto["probe_holdout_accuracy"], auto["finetune_holdout_accuracy"]
     assert auto["strategy"] == ("feature_extract" if probe > tuned else "full"), auto
     assert summary["strategy"] == auto["strategy"] and "holdout images" in auto["reason"]
-    assert auto["train_resolution"] == summary["train_resolution"] == 160 and auto["epochs"] == 3
+    assert auto["train_resolution"] == summary["train_resolution"] == 224 and auto["epochs"] == 3
     assert summary["head_init"]["mode"] == "linear_probe"
     assert "strategy chosen by `auto`" in (run / "report.md").read_text()

@@ -14,7 +14,7 @@ import torch
 
 from edgetl.backbones import get_backbone
 from edgetl.profile import FinetuneConfig
-from edgetl.training.auto import auto_epochs, auto_train_resolution, decide, fit_linear_probe, stratified_folds
+from edgetl.training.auto import auto_epochs, decide, fit_linear_probe, stratified_folds
 from edgetl.training.datasets import ImageListDataset, eval_transform, train_transform
 from edgetl.training.strategies import make_strategy
 from edgetl.training.trainer import Trainer, _param_groups
@@ -197,10 +197,8 @@ def test_auto_keeps_the_fine_tune_unless_the_probe_measured_better() -> None:
     assert decide(None, None, 0) == ("full", "no holdout images to compare on: the fine-tune is kept")
 
 
-def test_auto_epochs_and_train_resolution() -> None:
-    assert auto_epochs(100) == 30 and auto_epochs(500) == 20 and auto_epochs(5000) == 10
-    assert auto_train_resolution(224, backbone_trains=True) == 160
-    assert auto_train_resolution(224, backbone_trains=False) == 224
+def test_auto_epochs_follow_the_image_budget() -> None:
+    assert auto_epochs(100) == 25 and auto_epochs(300) == 20 and auto_epochs(5000) == 8
 
 
 def test_linear_probe_separates_separable_features_and_not_noise() -> None:
