@@ -14,6 +14,7 @@ Every attempt is recorded, so the report can say what was excluded and what it c
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -340,13 +341,15 @@ def accuracy_aware_quantize(
     sensitivity_images: int = 16,
     log: Callable[[str], None] = lambda message: None,
     price: Callable[[Path, bool], Price] | None = None,
+    measured: tuple[Path, Attempt] | None = None,
 ) -> FallbackResult:
     """Quantize `prepared` into `target`; if the tuning drop exceeds the budget, fall back node by node.
 
     `price(model, measure_speed)` prices every fallback model: its size always, its latency when it
     meets the accuracy budget. Past the limit the search stops (more nodes in float only cost
     more) and the result is not within budget. The all-int8 model is never priced: it is what the
-    limit is relative to.
+    limit is relative to. `measured`: the all-int8 model's file and measurement, when the caller
+    already has them.
     """
 
     def attempt(path: Path, nodes: list[str]) -> Attempt:
@@ -354,7 +357,11 @@ def accuracy_aware_quantize(
             prepared, path, ranges, settings, nodes, tuning, max_drop_points, min_agreement, min_logit_sqnr_db
         )
 
-    first = attempt(target, float_nodes)
+    if measured is not None:  # the all-int8 model was already quantized and measured (e.g. before QAT)
+        shutil.copyfile(measured[0], target)
+        first = measured[1]
+    else:
+        first = attempt(target, float_nodes)
     result = FallbackResult(False, first.within_budget, [], first, [first])
     if first.within_budget:
         return result

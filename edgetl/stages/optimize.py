@@ -156,10 +156,10 @@ class OptimizeStage(Stage):
         target = out / INT8_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
         budget = (max_drop, min_agreement, cfg.accuracy_aware.min_logit_sqnr_db)
-        qat_record = None
+        qat_record, measured = None, None
         quant_source, quant_ranges, quant_float_nodes = prepared, ranges, float_nodes
         if cfg.qat.mode != "off":
-            quant_source, quant_ranges, quant_float_nodes, qat_record = self._maybe_qat(
+            quant_source, quant_ranges, quant_float_nodes, qat_record, measured = self._maybe_qat(
                 ctx, prepared, ranges, settings, float_nodes, tuning, budget, calibration, split, (batch_size, is_fixed)
             )
         if cfg.accuracy_aware.enabled:
@@ -188,6 +188,7 @@ class OptimizeStage(Stage):
                 cfg.accuracy_aware.sensitivity_images,
                 log=lambda message: ctx.log.stage(self.name, message),
                 price=pricer,
+                measured=measured,
             )
             drop, agreement = fallback.final.accuracy_drop_points, fallback.final.agreement
             sqnr = fallback.final.logit_sqnr_db
@@ -291,8 +292,12 @@ class OptimizeStage(Stage):
         calibration: list[Path],
         split: dict[str, Any],
         batching: tuple[int, bool],
-    ) -> tuple[Path, Any, list[str], dict[str, Any]]:
-        """QAT when all-int8 misses the budget (or always); returns what to quantize and the record."""
+    ) -> tuple[Path, Any, list[str], dict[str, Any], Any]:
+        """QAT when all-int8 misses the budget (or always).
+
+        Returns what to quantize (model, ranges, float nodes), the record, and the all-int8 file and
+        measurement of the chosen model (so the fallback does not quantize and measure it again).
+        """
         from dataclasses import asdict
 
         from edgetl import onnx_tools
@@ -300,13 +305,12 @@ class OptimizeStage(Stage):
         from edgetl.quantization.qdq import resolve_float_nodes
 
         cfg = ctx.profile.optimize.int8
-        ptq = measure_attempt(
-            prepared, ctx.work_dir / "ptq_all_int8.onnx", ranges, settings, float_nodes, tuning, *budget
-        )
+        ptq_file, qat_file = ctx.work_dir / "ptq_all_int8.onnx", ctx.work_dir / "qat_all_int8.onnx"
+        ptq = measure_attempt(prepared, ptq_file, ranges, settings, float_nodes, tuning, *budget)
         record: dict[str, Any] = {"mode": cfg.qat.mode, "ran": False, "used": False, "ptq_all_int8": asdict(ptq)}
         if cfg.qat.mode == "when_needed" and ptq.within_budget:
             record["why"] = "post-training all-int8 met the accuracy budget on the tuning images"
-            return prepared, ranges, float_nodes, record
+            return prepared, ranges, float_nodes, record, (ptq_file, ptq)
         ctx.log.stage(
             self.name,
             f"post-training all-int8: drop {ptq.accuracy_drop_points:.2f} points, agreement {ptq.agreement:.2%}"
@@ -315,9 +319,7 @@ class OptimizeStage(Stage):
         )
         qat_prepared, qat_ranges, details = self._qat(ctx, split, calibration, settings, batching)
         qat_float = resolve_float_nodes(onnx_tools.load_model(qat_prepared), cfg.keep_float, cfg.exclude_nodes)
-        qat = measure_attempt(
-            qat_prepared, ctx.work_dir / "qat_all_int8.onnx", qat_ranges, settings, qat_float, tuning, *budget
-        )
+        qat = measure_attempt(qat_prepared, qat_file, qat_ranges, settings, qat_float, tuning, *budget)
         used = qat.within_budget or rank(qat) <= rank(ptq)
         measured = (
             f"QAT all-int8: drop {qat.accuracy_drop_points:.2f} points, agreement {qat.agreement:.2%}"
@@ -328,8 +330,8 @@ class OptimizeStage(Stage):
         record["why"] = measured + ("; the QAT weights are quantized" if used else "; QAT did not help: not used")
         ctx.log.stage(self.name, record["why"])
         if not used:
-            return prepared, ranges, float_nodes, record
-        return qat_prepared, qat_ranges, qat_float, record
+            return prepared, ranges, float_nodes, record, (ptq_file, ptq)
+        return qat_prepared, qat_ranges, qat_float, record, (qat_file, qat)
 
     def _qat(
         self,
