@@ -246,6 +246,11 @@ class Int8Config(_Section):
         description="layers kept in float; the 3-channel stem conv is both faster and more accurate in fp32",
     )
     exclude_nodes: list[str] = Field(default_factory=list, description="more ONNX node names kept in float")
+    bias_correction: bool = Field(
+        False,
+        description="fold int8's per-channel mean shift of every quantized conv into its bias (3 passes over "
+        "128 calibration images); see benchmarks/results/ptq.md for where it pays",
+    )
     qat: QatConfig = QatConfig()
     accuracy_aware: AccuracyAwareConfig = AccuracyAwareConfig()
 

@@ -268,7 +268,7 @@ def data_lines(report: dict[str, Any]) -> list[str]:
         "## Data",
         "",
         f"- {len(data['classes'])} classes from `{data['root']}`: train {counts['train']}, holdout "
-        f"{counts['holdout']} (early stopping), val {counts['val']} ({data['val_source']}); calibration "
+        f"{counts['holdout']} (model selection), val {counts['val']} ({data['val_source']}); calibration "
         "images come from train, never from val",
         f"- {data['skipped_files']} file(s) skipped, {data['warnings']} warning(s) (duplicates, leakage, "
         "imbalance): every one with its reason in `data/check.json`",

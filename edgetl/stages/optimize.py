@@ -33,6 +33,7 @@ CALIBRATION_FILE = "optimize/calibration.json"
 _CALIBRATION_BATCH = 16
 _DEFAULT_MAX_DROP = 1.0
 _COST_ITERATIONS = 40
+_BIAS_CORRECTION_IMAGES = 128
 
 
 def accuracy_budget(profile: Profile) -> tuple[float, float | None]:
@@ -155,19 +156,45 @@ class OptimizeStage(Stage):
         max_drop, min_agreement = accuracy_budget(ctx.profile)
         target = out / INT8_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
+        int8_source, bias_record = prepared, None
+        if cfg.bias_correction:
+            from edgetl.quantization.bias_correction import correct_biases
+
+            int8_source = work / "prepared_bias_corrected.onnx"
+            images = calibration[:_BIAS_CORRECTION_IMAGES]
+            batches = [pre.batch(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+            bias_record = correct_biases(
+                prepared,
+                int8_source,
+                ranges,
+                settings,
+                float_nodes,
+                [b for b in batches if len(b) == batch_size or not is_fixed],
+                work,
+                log=lambda message: ctx.log.stage(self.name, message),
+            )
         budget = (max_drop, min_agreement, cfg.accuracy_aware.min_logit_sqnr_db)
         qat_record, measured = None, None
-        quant_source, quant_ranges, quant_float_nodes = prepared, ranges, float_nodes
+        quant_source, quant_ranges, quant_float_nodes = int8_source, ranges, float_nodes
         if cfg.qat.mode != "off":
             quant_source, quant_ranges, quant_float_nodes, qat_record, measured = self._maybe_qat(
-                ctx, prepared, ranges, settings, float_nodes, tuning, budget, calibration, split, (batch_size, is_fixed)
+                ctx,
+                int8_source,
+                ranges,
+                settings,
+                float_nodes,
+                tuning,
+                budget,
+                calibration,
+                split,
+                (batch_size, is_fixed),
             )
         if cfg.accuracy_aware.enabled:
             pricer = FallbackPricer(
                 prepared,
                 ctx.work_dir / "all_int8.onnx",
                 lambda path: quantize_with_ranges(
-                    prepared, path, ranges, settings, float_nodes, model_feed(prepared, tuning_batch[:1])
+                    int8_source, path, ranges, settings, float_nodes, model_feed(prepared, tuning_batch[:1])
                 ),
                 tuning_batch[:1],
                 ctx.profile.benchmark.threads,
@@ -250,6 +277,7 @@ class OptimizeStage(Stage):
             "calibration_images": [str(p.relative_to(split["root"])) for p in calibration],
             "tuning": tuning_summary,
             "qat": qat_record,
+            "bias_correction": bias_record,
             "accuracy_aware": fallback_record,
             "ops": ops,
             "size_bytes": target.stat().st_size,
