@@ -151,14 +151,16 @@ def render(result: dict[str, Any]) -> str:
         f"Machine: {machine['cpu']}, {machine['usable_cpus']} CPUs. All-int8 (nothing kept in float but the stem), "
         "minmax calibration on train images; agreement and logit SQNR against the run's own fp32 model.",
         "",
-        "| dataset | variant | val top-1 (fp32) | val agreement | val logit SQNR | tuning agreement | tuning SQNR | s |",
+        "| dataset | variant | val top-1 (fp32) | val agreement | val logit SQNR | tuning agreement | tuning SQNR "
+        "| s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         for name, v in row["variants"].items():
             val, tuning = v["val"], v["tuning"]
             lines.append(
-                f"| {row['run']} | {name} | {val['accuracy']:.1%} ({val['fp32_accuracy']:.1%}) | {val['agreement']:.1%} "
+                f"| {row['run']} | {name} | {val['accuracy']:.1%} ({val['fp32_accuracy']:.1%}) "
+                f"| {val['agreement']:.1%} "
                 f"| {val['logit_sqnr_db']:.1f} dB | {tuning['agreement']:.1%} | {tuning['logit_sqnr_db']:.1f} dB "
                 f"| {v['seconds']:.0f} |"
             )
