@@ -128,7 +128,7 @@ def _qat_model(run: Path, work: Path, pre: Any, split: dict, calibration: list[P
             items = [dataset[(int(i), epoch)] for i in order[start : start + cfg.batch_size]]
             yield torch.stack([item[0] for item in items]), torch.tensor([item[1] for item in items])
 
-    calibration_batches = [torch.from_numpy(pre.batch(calibration[i : i + 16])) for i in range(0, 64, 16)]
+    calibration_batches = [torch.from_numpy(pre.batch(calibration[i : i + 16])) for i in range(0, len(calibration), 16)]
     outcome = quantization_aware_finetune(
         load_checkpoint(run / "models" / "model.pt").build_model(),
         batches,

@@ -214,11 +214,13 @@ class QatConfig(_Section):
         "the QAT model is kept only if its all-int8 measures better",
     )
     epochs: PositiveInt = 2
-    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 3e-5
     images: PositiveInt = Field(400, description="training images QAT fine-tunes on (train split, never val)")
     batch_size: PositiveInt = 16
     distillation: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
-        0.5, description="weight of the KL loss to the fp32 model's logits; the rest is cross-entropy on labels"
+        1.0,
+        description="weight of the KL loss to the fp32 model's logits; the rest is cross-entropy on labels. 1.0: "
+        "the gates measure fidelity to fp32, and a label loss moves the model away from it",
     )
 
 

@@ -4,15 +4,15 @@ When post-training quantization misses the accuracy budget, the next step before
 in float is to let the network adapt to int8 rounding. Every Conv and Linear that will run in int8
 gets, in PyTorch, the same two quantizers the QDQ model will have:
 * its **input** activation: uint8 (or int8), asymmetric per-tensor, range from min/max over the
-  calibration images, then followed by an exponential moving average while training;
+  calibration images (what the deployed model is calibrated on again afterwards);
 * its **weight**: symmetric int8 per output channel (absmax / 127, or / 63 with `reduce_range`),
   recomputed from the current weight every step, as ONNX Runtime computes it at quantization time.
 Rounding passes gradients straight through (STE). BatchNorm stays in eval mode, so quantizing the
 unfolded conv weight per channel is exactly quantizing the folded one (a per-channel scale
 commutes with the BatchNorm scale). Layers kept in float (`keep_float`) get no quantizers.
 
-The loss distils the fp32 model (KL on its logits) plus cross-entropy on the labels: the budget is
-agreement with fp32, and distillation aims at exactly that. The fine-tuned weights are then
+The loss distils the fp32 model (KL on its logits; optionally plus cross-entropy on the labels):
+the gates measure fidelity to fp32, and distillation aims at exactly that. The fine-tuned weights are then
 exported and quantized by the normal path (new calibration, the same Q/DQ placement), so the
 shipped QDQ ONNX is validated like any other; QAT only changes the float weights.
 """
@@ -129,13 +129,18 @@ def remove_quantizers(model: nn.Module) -> nn.Module:
 
 @dataclass(frozen=True)
 class QatSettings:
+    """Defaults mirror `optimize.int8.qat` in the profile (edgetl.profile.QatConfig), which the stage passes."""
+
     epochs: int = 2
-    lr: float = 1e-4
+    lr: float = 3e-5
     batch_size: int = 16
-    distillation: float = 0.5  # weight of the KL term against the fp32 logits; the rest is cross-entropy
+    distillation: float = 1.0  # weight of the KL term against the fp32 logits; the rest is cross-entropy
     keep_float: tuple[str, ...] = ("first_conv",)
     signed_activations: bool = False
     reduce_range: bool = False
+    # Follow activation ranges with a moving average while training. Off by default: the deployed
+    # model is calibrated again on the calibration images, so QAT should train with those ranges.
+    track_ranges: bool = False
 
 
 @dataclass
@@ -165,9 +170,9 @@ def quantization_aware_finetune(
     with torch.no_grad():
         for images in calibration:
             student(images)
-    for quantized in quantizers:
+    for quantized in quantizers:  # ranges stay those of the calibration images, as in the deployed model
         quantized.inputs.observing = False
-        quantized.inputs.ema = True
+        quantized.inputs.ema = settings.track_ranges
     parameters = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.0)
     total = max(1, settings.epochs * steps_per_epoch)

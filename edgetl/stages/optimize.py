@@ -400,7 +400,9 @@ class OptimizeStage(Stage):
                 items = [dataset[(int(i), epoch)] for i in order[start : start + size]]
                 yield torch.stack([item[0] for item in items]), torch.tensor([item[1] for item in items])
 
-        calibration_batches = [torch.from_numpy(pre.batch(calibration[i : i + 16])) for i in range(0, 64, 16)]
+        calibration_batches = [
+            torch.from_numpy(pre.batch(calibration[i : i + 16])) for i in range(0, len(calibration), 16)
+        ]
         qat_settings = QatSettings(
             epochs=cfg.qat.epochs,
             lr=cfg.qat.lr,
