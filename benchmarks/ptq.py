@@ -87,10 +87,10 @@ def measure_run(run: Path, work: Path, with_qat: bool) -> dict[str, Any]:
 
     started = time.perf_counter()
     corrected_fp32, corrected = work / "corrected_fp32.onnx", work / "corrected.onnx"
-    batches = [pre.batch(calibration[i : i + 16]) for i in range(0, min(128, len(calibration)), 16)]
+    batches = [pre.batch(calibration[i : i + 16]) for i in range(0, min(64, len(calibration)), 16)]
     record = correct_biases(prepared, corrected_fp32, ranges, settings, float_nodes, batches, work)
     quantize_with_ranges(corrected_fp32, corrected, ranges, settings, float_nodes, feed)
-    score("bias correction", corrected, time.perf_counter() - started, {"passes": record["passes"]})
+    score("bias correction", corrected, time.perf_counter() - started, {"correction": record})
 
     if with_qat:
         started = time.perf_counter()

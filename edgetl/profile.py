@@ -250,8 +250,8 @@ class Int8Config(_Section):
     exclude_nodes: list[str] = Field(default_factory=list, description="more ONNX node names kept in float")
     bias_correction: bool = Field(
         False,
-        description="fold int8's per-channel mean shift of every quantized conv into its bias (3 passes over "
-        "128 calibration images); see benchmarks/results/ptq.md for where it pays",
+        description="fold int8's per-channel mean shift of every quantized conv into its bias, conv by conv "
+        "(128 calibration images); see benchmarks/results/ptq.md for where it pays",
     )
     qat: QatConfig = QatConfig()
     accuracy_aware: AccuracyAwareConfig = AccuracyAwareConfig()

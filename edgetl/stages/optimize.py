@@ -33,7 +33,7 @@ CALIBRATION_FILE = "optimize/calibration.json"
 _CALIBRATION_BATCH = 16
 _DEFAULT_MAX_DROP = 1.0
 _COST_ITERATIONS = 40
-_BIAS_CORRECTION_IMAGES = 128
+_BIAS_CORRECTION_IMAGES = 64
 
 
 def accuracy_budget(profile: Profile) -> tuple[float, float | None]:

@@ -71,8 +71,7 @@ def test_bias_correction_restores_the_mean_that_rounding_removed(tmp_path: Path)
     after = np.abs(infer_logits(corrected, test).mean(0) - reference.mean(0)).max()
     assert before > 0.02, before
     assert after < before / 5, (before, after)
-    assert len(record["passes"]) == 3 and record["passes"][0]["convs"] == 2 and record["images"] == 64
-    assert record["passes"][-1]["mean_relative_shift"] < record["passes"][0]["mean_relative_shift"] / 5
+    assert record["convs"] == 2 and record["images"] == 64 and record["mean_relative_shift"] > 0
     # The corrected fp32 file is a float model: only biases changed, each conv its own (the graph cleanup had
     # merged the two zero biases into one initializer).
     original = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(prepared)).graph.initializer}
