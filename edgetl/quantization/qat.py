@@ -65,24 +65,44 @@ def fake_quantize_weight(weight: torch.Tensor, reduce_range: bool) -> torch.Tens
     return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -top - 1, top)
 
 
+class _WeightQuantizer(nn.Module):
+    """A parametrization: the layer's weight, as every forward sees it, is its int8 round trip."""
+
+    def __init__(self, reduce_range: bool) -> None:
+        super().__init__()
+        self.reduce_range = reduce_range
+        self.enabled = False
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return fake_quantize_weight(weight, self.reduce_range) if self.enabled else weight
+
+
 class QuantizedLayer(nn.Module):
-    """A Conv2d or Linear with fake-quantized input and weight; `layer` keeps the trainable weight."""
+    """A Conv2d or Linear with fake-quantized input and weight; `layer` keeps the trainable weight.
+
+    The layer's own forward runs (timm's `Conv2dSame` pads dynamically, which re-implementing the
+    convolution here got wrong), its weight parametrized by `_WeightQuantizer`.
+    """
 
     def __init__(self, layer: nn.Conv2d | nn.Linear, signed_activations: bool, reduce_range: bool) -> None:
         super().__init__()
-        self.layer = layer
+        from torch.nn.utils import parametrize
+
         self.inputs = _ActivationQuantizer(signed_activations)
-        self.reduce_range = reduce_range
+        self.weights = _WeightQuantizer(reduce_range)
+        parametrize.register_parametrization(layer, "weight", self.weights)
+        self.layer = layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.inputs(x)
-        if self.inputs.observing:
-            return self.layer(x)
-        weight = fake_quantize_weight(self.layer.weight, self.reduce_range)
-        if isinstance(self.layer, nn.Linear):
-            return F.linear(x, weight, self.layer.bias)
-        layer = self.layer
-        return F.conv2d(x, weight, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+        self.weights.enabled = not self.inputs.observing
+        return self.layer(self.inputs(x))
+
+    def release(self) -> nn.Module:
+        """The plain layer with its trained (float) weight."""
+        from torch.nn.utils import parametrize
+
+        parametrize.remove_parametrizations(self.layer, "weight", leave_parametrized=False)
+        return self.layer
 
 
 def _compute_layers(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
@@ -123,7 +143,7 @@ def remove_quantizers(model: nn.Module) -> nn.Module:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, QuantizedLayer):
-                setattr(parent, name, child.layer)
+                setattr(parent, name, child.release())
     return model
 
 

@@ -153,3 +153,27 @@ def test_activation_ranges_come_from_calibration_then_round(signed: bool) -> Non
         layer.inputs.observing = False
         levels = layer.inputs(torch.linspace(float(layer.inputs.low), float(layer.inputs.high), 5000))
     assert len(torch.unique(levels)) <= 256
+
+
+def test_wrapped_layers_compute_what_the_originals_do_including_same_padding() -> None:
+    """timm's TF-style Conv2dSame pads dynamically; a wrapper that re-implemented the conv got it wrong."""
+    import copy
+
+    from edgetl.backbones import get_backbone
+
+    model = get_backbone("efficientnet_lite0").build(num_classes=3, pretrained=False).model.eval()
+    assert any(type(m).__name__ == "Conv2dSame" for m in model.modules())
+    wrapped = copy.deepcopy(model)
+    quantizers = insert_quantizers(wrapped, ["first_conv"], signed_activations=False, reduce_range=False)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected, observed = model(images), wrapped(images)  # observing: no rounding yet
+        assert torch.allclose(expected, observed, atol=1e-5)
+        for quantized in quantizers:
+            quantized.inputs.observing = False
+        rounded = wrapped(images)
+    assert not torch.allclose(expected, rounded, atol=1e-5)  # now int8 is simulated
+    assert (rounded - expected).abs().max() < expected.abs().max()  # ... and close to fp32
+    remove_quantizers(wrapped)
+    with torch.no_grad():
+        assert torch.allclose(model(images), wrapped(images), atol=1e-6)
