@@ -126,7 +126,8 @@ def run_default(dataset: Path, work: Path, overrides: dict, rebuild: bool = Fals
     path = write_profile(work / f"{dataset.name}.yaml", profile)
     started = time.perf_counter()
     try:
-        outcome = build(path, force=rebuild, log=Log(quiet=True))
+        # --resume: a suite stopped mid-training continues that training instead of starting over.
+        outcome = build(path, force=rebuild, resume=not rebuild, log=Log(quiet=True))
     except EdgeTLError as error:
         row: dict[str, Any] = {}
         if error.exit_code == 3:  # refused to ship int8: the fine-tuned model still has an fp32 accuracy
@@ -334,7 +335,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         "# Suite: a data-only profile on every dataset, next to reference recipes",
         "",
-        f"Machine: {machine['cpu']}, {machine['usable_cpus']} CPUs; edgetl {result['edgetl_version']}; "
+        f"Machine: {machine['cpu']}, {machine['usable_cpus']} CPUs; edgetl {result['edgetl_version']} "
+        f"(commit {result.get('commit')}); "
         f"written {result['created']}. Val top-1 with 95 % bootstrap CIs; latency ratios are the report's own "
         "interleaved p50 at batch 1, 1 thread.",
     ]
@@ -435,23 +437,31 @@ def main(argv: list[str] | None = None) -> int:
         row["verdict"] = verdict(row)
         rows.append(row)
         print(json.dumps({"dataset": dataset.name, "verdict": row["verdict"]}), flush=True)
+        _write(args, overrides, previous, rows)  # after every dataset: a stopped suite keeps what it measured
+    return 0
+
+
+def _write(args: argparse.Namespace, overrides: dict, previous: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     import datetime as dt
 
     from edgetl import __version__
 
     if args.references_only:  # rows of datasets not run this time stay as they were
         rows = [row for name, row in previous.items() if name not in {r["dataset"] for r in rows}] + rows
-        rows.sort(key=lambda row: row["dataset"])
+        rows = sorted(rows, key=lambda row: row["dataset"])
+    import subprocess
+
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     result = {
         "machine": describe_machine(),
         "edgetl_version": __version__,
+        "commit": commit.stdout.strip() or None,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "data_home": str(args.data_home),
         "overrides": overrides,
         "rows": rows,
     }
     write_results(args.out, result, render)
-    return 0
 
 
 if __name__ == "__main__":

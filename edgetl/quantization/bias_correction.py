@@ -106,7 +106,7 @@ def correct_biases(
     for conv in convs:  # graph order is topological: every earlier conv is already corrected
         read = _as_read(quantized, conv.output[0])
         measured = _channel_means(quantized, [read], batches)[read]
-        shift = reference[conv.output[0]] - measured
+        shift = np.nan_to_num(reference[conv.output[0]] - measured)
         shifts.append(float(np.abs(shift).mean() / (np.abs(reference[conv.output[0]]).mean() + 1e-6)))
         name = fp32_nodes[conv.name].input[2]
         bias = numpy_helper.to_array(fp32_biases[name]).astype(np.float64) + shift
@@ -152,5 +152,7 @@ def _shift_int8_bias(entry: tuple[Any, Any] | None, shift: np.ndarray) -> None:
         updated = (values.astype(np.float64) + shift).astype(values.dtype)
     else:
         step = numpy_helper.to_array(scale).astype(np.float64)
-        updated = np.round(values.astype(np.float64) + shift / step).astype(values.dtype)
+        # A zero step (a channel whose input or weights are all zero) cannot move: leave it.
+        delta = np.divide(shift, step, out=np.zeros_like(shift, dtype=np.float64), where=step > 0)
+        updated = np.round(values.astype(np.float64) + delta).astype(values.dtype)
     tensor.CopyFrom(numpy_helper.from_array(updated, tensor.name))
