@@ -178,7 +178,7 @@ def test_a_data_only_profile_gets_the_measured_defaults(tmp_path: Path) -> None:
     assert finetune.early_stopping.patience is None and finetune.label_smoothing == 0.1
     aware = profile.optimize.int8.accuracy_aware
     assert (aware.keep_speedup, aware.max_size_ratio) == (0.8, 0.35)
-    assert profile.optimize.int8.qat.mode == "when_needed"
+    assert profile.optimize.int8.qat.mode == "off" and profile.optimize.int8.bias_correction == "auto"
 
 
 def test_relative_budgets_need_the_fp32_onnx_model_measured(tmp_path: Path) -> None:
