@@ -154,5 +154,6 @@ def _shift_int8_bias(entry: tuple[Any, Any] | None, shift: np.ndarray) -> None:
         step = numpy_helper.to_array(scale).astype(np.float64)
         # A zero step (a channel whose input or weights are all zero) cannot move: leave it.
         delta = np.divide(shift, step, out=np.zeros_like(shift, dtype=np.float64), where=step > 0)
-        updated = np.round(values.astype(np.float64) + delta).astype(values.dtype)
+        info = np.iinfo(values.dtype)  # a near-zero step (dead filter) must not overflow int32
+        updated = np.clip(np.round(values.astype(np.float64) + delta), info.min, info.max).astype(values.dtype)
     tensor.CopyFrom(numpy_helper.from_array(updated, tensor.name))
