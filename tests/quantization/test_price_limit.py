@@ -119,3 +119,13 @@ def test_qat_runs_in_the_optimize_stage_and_says_whether_it_was_used(copied_run,
     for key in ("ptq_all_int8", "qat_all_int8"):
         assert 0.0 <= record[key]["agreement"] <= 1.0
     assert np.isfinite(record["seconds"])
+
+
+def test_agreement_gate_fails_only_when_significantly_below_the_minimum() -> None:
+    from edgetl.quantization.accuracy_aware import agreement_upper_bound
+
+    assert agreement_upper_bound(297 / 300, 300) * 100 >= 99.5  # 3 disagreements: noise
+    assert agreement_upper_bound(295 / 300, 300) * 100 < 99.5  # 5: a real loss
+    assert agreement_upper_bound(1.0, 300) == pytest.approx(1.0) and agreement_upper_bound(0.5, 0) == 1.0
+    # More images, tighter bound: 1 % disagreement is significant on 3000 images.
+    assert agreement_upper_bound(0.99, 3000) * 100 < 99.5
