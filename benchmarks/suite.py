@@ -296,9 +296,19 @@ def references(
     return rows
 
 
-def _previous_rows(out: Path) -> dict[str, Any]:
+def _commit() -> str | None:
+    """The git commit whose code measures this run (taken at the start: later commits change nothing here)."""
+    import subprocess
+
+    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or None
+
+
+def _previous_rows(out: Path, required: bool = True) -> dict[str, Any]:
     file = out.with_suffix(".json")
     if not file.is_file():
+        if not required:
+            return {}
         raise SystemExit(f"suite: --references-only needs an earlier result at {file}")
     return {row["dataset"]: row for row in json.loads(file.read_text())["rows"]}
 
@@ -336,7 +346,7 @@ def render(result: dict[str, Any]) -> str:
         "# Suite: a data-only profile on every dataset, next to reference recipes",
         "",
         f"Machine: {machine['cpu']}, {machine['usable_cpus']} CPUs; edgetl {result['edgetl_version']} "
-        f"(commit {result.get('commit')}); "
+        f"(commits: {', '.join(sorted({str(r.get('commit')) for r in result['rows']}))}, per row in the JSON); "
         f"written {result['created']}. Val top-1 with 95 % bootstrap CIs; latency ratios are the report's own "
         "interleaved p50 at batch 1, 1 thread.",
     ]
@@ -411,7 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = yaml.safe_load(args.overrides.read_text()) if args.overrides else {}
     datasets = discover(args.data_home, args.only)
     args.work.mkdir(parents=True, exist_ok=True)
-    previous = _previous_rows(args.out) if args.references_only else {}
+    # Rows of datasets not run this time are kept from the last result (each row names its commit).
+    previous = _previous_rows(args.out) if args.references_only else _previous_rows(args.out, required=False)
+    commit = _commit()
     rows = []
     for dataset in datasets:
         if args.references_only:
@@ -430,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             refs = previous[dataset.name]["references"] | refs
         row = {
             "dataset": dataset.name,
+            "commit": previous[dataset.name].get("commit") if args.references_only else commit,
             "fingerprint": dataset_fingerprint(dataset),
             "default": default,
             "references": refs,
@@ -446,16 +459,11 @@ def _write(args: argparse.Namespace, overrides: dict, previous: dict[str, Any], 
 
     from edgetl import __version__
 
-    if args.references_only:  # rows of datasets not run this time stay as they were
-        rows = [row for name, row in previous.items() if name not in {r["dataset"] for r in rows}] + rows
-        rows = sorted(rows, key=lambda row: row["dataset"])
-    import subprocess
-
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    run_now = {r["dataset"] for r in rows}
+    rows = sorted([row for name, row in previous.items() if name not in run_now] + rows, key=lambda r: r["dataset"])
     result = {
         "machine": describe_machine(),
         "edgetl_version": __version__,
-        "commit": commit.stdout.strip() or None,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "data_home": str(args.data_home),
         "overrides": overrides,
