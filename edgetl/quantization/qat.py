@@ -184,8 +184,9 @@ def quantization_aware_finetune(
     `calibration` (preprocessed image batches) sets the initial activation ranges, as the
     calibration pass of post-training quantization does.
     """
-    teacher = copy.deepcopy(model).eval()
-    student = copy.deepcopy(model).eval()
+    teacher, student = copy.deepcopy(model), copy.deepcopy(model)
+    teacher.train(False)
+    student.train(False)
     quantizers = insert_quantizers(student, settings.keep_float, settings.signed_activations, settings.reduce_range)
     with torch.no_grad():
         for images in calibration:
