@@ -107,37 +107,14 @@ def measure_run(run: Path, work: Path, with_qat: bool) -> dict[str, Any]:
 
 def _qat_model(run: Path, work: Path, pre: Any, split: dict, calibration: list[Path], settings: QuantSettings) -> Path:
     """The optimize stage's QAT (defaults of optimize.int8.qat), exported to ONNX."""
-    import torch
-
-    from edgetl.profile import AugmentationConfig, QatConfig
-    from edgetl.quantization.qat import QatSettings, quantization_aware_finetune
+    from edgetl.profile import QatConfig
+    from edgetl.quantization.qat import qat_from_checkpoint
     from edgetl.stages.export import export_onnx
-    from edgetl.training.checkpoint import load_checkpoint
-    from edgetl.training.datasets import ImageListDataset, train_transform
 
-    cfg = QatConfig()
-    paths, labels = split_paths(split, "train")
-    chosen = sorted(np.random.default_rng(0).permutation(len(paths))[: cfg.images].tolist())
-    paths, labels = [paths[i] for i in chosen], [labels[i] for i in chosen]
-    augment = train_transform(pre, AugmentationConfig(crop_scale=(0.5, 1.0), color_jitter=0.0))
-    dataset = ImageListDataset(paths, labels, augment, preload_side=pre.resize, seed=0)
-
-    def batches(epoch: int):
-        order = np.random.default_rng([0, epoch]).permutation(len(paths))
-        for start in range(0, len(order), cfg.batch_size):
-            items = [dataset[(int(i), epoch)] for i in order[start : start + cfg.batch_size]]
-            yield torch.stack([item[0] for item in items]), torch.tensor([item[1] for item in items])
-
-    calibration_batches = [torch.from_numpy(pre.batch(calibration[i : i + 16])) for i in range(0, len(calibration), 16)]
-    outcome = quantization_aware_finetune(
-        load_checkpoint(run / "models" / "model.pt").build_model(),
-        batches,
-        [b for b in calibration_batches if len(b)],
-        QatSettings(
-            cfg.epochs, cfg.lr, cfg.batch_size, cfg.distillation, ("first_conv",), False, settings.reduce_range
-        ),
-        steps_per_epoch=-(-len(paths) // cfg.batch_size),
-    )
+    outcome, _, _ = qat_from_checkpoint(
+        run / "models" / "model.pt", split_paths(split, "train"), calibration, QatConfig(), ["first_conv"],
+        False, settings.reduce_range, 0,
+    )  # fmt: skip
     path = work / "qat_fp32.onnx"
     onnx_tools.save_model(export_onnx(outcome.model, pre.input_shape, "dynamic", 18), path)
     return path

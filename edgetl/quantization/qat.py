@@ -23,6 +23,8 @@ import copy
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -227,3 +229,61 @@ def _train_mode_without_batchnorm(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
+
+
+def qat_from_checkpoint(
+    checkpoint_path: Path,
+    train: tuple[list[Path], list[int]],
+    calibration: list[Path],
+    config: Any,
+    keep_float: Iterable[str],
+    signed_activations: bool,
+    reduce_range: bool,
+    seed: int,
+    log: Callable[[str], None] = lambda message: None,
+) -> tuple[QatOutcome, Any, int]:
+    """QAT of a fine-tuned checkpoint on (at most `config.images` of) its training images.
+
+    `config` is the profile's `optimize.int8.qat`. Light augmentation (crops 0.5-1, flips), seeded
+    per epoch. Returns the outcome, the checkpoint's preprocessing and the number of images used.
+    """
+    import numpy as np
+
+    from edgetl.profile import AugmentationConfig
+    from edgetl.training.checkpoint import load_checkpoint
+    from edgetl.training.datasets import ImageListDataset, train_transform
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    pre = checkpoint.preprocessing
+    paths, labels = train
+    chosen = sorted(np.random.default_rng(seed).permutation(len(paths))[: config.images].tolist())
+    paths, labels = [paths[i] for i in chosen], [labels[i] for i in chosen]
+    augment = train_transform(pre, AugmentationConfig(crop_scale=(0.5, 1.0), color_jitter=0.0))
+    dataset = ImageListDataset(paths, labels, augment, preload_side=pre.resize, seed=seed)
+    size = config.batch_size
+
+    def batches(epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        order = np.random.default_rng([seed, epoch]).permutation(len(paths))
+        for start in range(0, len(order), size):
+            items = [dataset[(int(i), epoch)] for i in order[start : start + size]]
+            yield torch.stack([item[0] for item in items]), torch.tensor([item[1] for item in items])
+
+    calibration_batches = [torch.from_numpy(pre.batch(calibration[i : i + 16])) for i in range(0, len(calibration), 16)]
+    settings = QatSettings(
+        epochs=config.epochs,
+        lr=config.lr,
+        batch_size=size,
+        distillation=config.distillation,
+        keep_float=tuple(keep_float),
+        signed_activations=signed_activations,
+        reduce_range=reduce_range,
+    )
+    outcome = quantization_aware_finetune(
+        checkpoint.build_model(),
+        batches,
+        [b for b in calibration_batches if len(b)],
+        settings,
+        steps_per_epoch=-(-len(paths) // size),
+        log=log,
+    )
+    return outcome, pre, len(paths)

@@ -418,52 +418,23 @@ class OptimizeStage(Stage):
         """Fine-tune the checkpoint with simulated int8, export it, calibrate it again (same images)."""
         import time
 
-        import torch
-
         from edgetl import onnx_tools
-        from edgetl.profile import AugmentationConfig
         from edgetl.quantization.calibration import ImageCalibrationReader, compute_ranges
-        from edgetl.quantization.qat import QatSettings, quantization_aware_finetune
+        from edgetl.quantization.qat import qat_from_checkpoint
         from edgetl.quantization.qdq import prepare
         from edgetl.stages.export import export_onnx
-        from edgetl.training.checkpoint import load_checkpoint
-        from edgetl.training.datasets import ImageListDataset, train_transform
 
         started = time.perf_counter()
-        cfg, seed = ctx.profile.optimize.int8, ctx.profile.seed
-        checkpoint = load_checkpoint(ctx.results["finetune"].path(CHECKPOINT_FILE))
-        pre = checkpoint.preprocessing
-        paths, labels = split_paths(split, "train")
-        chosen = sorted(np.random.default_rng(seed).permutation(len(paths))[: cfg.qat.images].tolist())
-        paths, labels = [paths[i] for i in chosen], [labels[i] for i in chosen]
-        augment = train_transform(pre, AugmentationConfig(crop_scale=(0.5, 1.0), color_jitter=0.0))
-        dataset = ImageListDataset(paths, labels, augment, preload_side=pre.resize, seed=seed)
-        size = cfg.qat.batch_size
-
-        def batches(epoch: int) -> Any:
-            order = np.random.default_rng([seed, epoch]).permutation(len(paths))
-            for start in range(0, len(order), size):
-                items = [dataset[(int(i), epoch)] for i in order[start : start + size]]
-                yield torch.stack([item[0] for item in items]), torch.tensor([item[1] for item in items])
-
-        calibration_batches = [
-            torch.from_numpy(pre.batch(calibration[i : i + 16])) for i in range(0, len(calibration), 16)
-        ]
-        qat_settings = QatSettings(
-            epochs=cfg.qat.epochs,
-            lr=cfg.qat.lr,
-            batch_size=size,
-            distillation=cfg.qat.distillation,
-            keep_float=tuple(cfg.keep_float),
-            signed_activations=cfg.activation_type == "int8",
-            reduce_range=settings.reduce_range,
-        )
-        outcome = quantization_aware_finetune(
-            checkpoint.build_model(),
-            batches,
-            [b for b in calibration_batches if len(b)],
-            qat_settings,
-            steps_per_epoch=-(-len(paths) // size),
+        cfg = ctx.profile.optimize.int8
+        outcome, pre, images = qat_from_checkpoint(
+            ctx.results["finetune"].path(CHECKPOINT_FILE),
+            split_paths(split, "train"),
+            calibration,
+            cfg.qat,
+            cfg.keep_float,
+            cfg.activation_type == "int8",
+            settings.reduce_range,
+            ctx.profile.seed,
             log=lambda message: ctx.log.stage(self.name, message),
         )
         export = ctx.profile.export
@@ -475,7 +446,7 @@ class OptimizeStage(Stage):
         ranges = compute_ranges(qat_prepared, reader, cfg.calibration_method, cfg.percentile)
         details = {
             "epochs": cfg.qat.epochs,
-            "images": len(paths),
+            "images": images,
             "steps": outcome.steps,
             "losses": outcome.losses,
             "quantized_layers": outcome.quantized_layers,
