@@ -167,6 +167,7 @@ class OptimizeStage(Stage):
                 ctx,
                 int8_source,
                 ranges,
+                settings,
                 float_nodes,
                 tuning,
                 budget,
@@ -178,10 +179,7 @@ class OptimizeStage(Stage):
         if cfg.accuracy_aware.enabled:
             pricer = FallbackPricer(
                 prepared,
-                ctx.work_dir / "all_int8.onnx",
-                lambda path: quantize_with_ranges(
-                    int8_source, path, ranges, settings, float_nodes, model_feed(prepared, tuning_batch[:1])
-                ),
+                measured[0],  # the all-int8 model already quantized and measured: the limit's reference
                 tuning_batch[:1],
                 ctx.profile.benchmark.threads,
                 None if symmetric else cfg.accuracy_aware.keep_speedup,
@@ -201,7 +199,7 @@ class OptimizeStage(Stage):
                 cfg.accuracy_aware.sensitivity_images,
                 log=lambda message: ctx.log.stage(self.name, message),
                 price=pricer,
-                measured=measured[:2],
+                measured=measured,
             )
             drop, agreement = fallback.final.accuracy_drop_points, fallback.final.agreement
             sqnr = fallback.final.logit_sqnr_db
@@ -323,7 +321,7 @@ class OptimizeStage(Stage):
         plain_file = work / "ptq_all_int8.onnx"
         plain = measure_attempt(prepared, plain_file, ranges, settings, float_nodes, tuning, *budget)
         if cfg.bias_correction == "off":
-            return prepared, (plain_file, plain, settings), None
+            return prepared, (plain_file, plain), None
         pre = read_preprocessing(ctx.results["finetune"].path(PREPROCESSING_FILE))
         batch_size, is_fixed = batching
         images = calibration[:_BIAS_CORRECTION_IMAGES]
@@ -350,14 +348,15 @@ class OptimizeStage(Stage):
         )
         ctx.log.stage(self.name, f"bias correction: {record['why']}")
         if used:
-            return corrected, (corrected_file, fixed, settings), record
-        return prepared, (plain_file, plain, settings), record
+            return corrected, (corrected_file, fixed), record
+        return prepared, (plain_file, plain), record
 
     def _maybe_qat(
         self,
         ctx: BuildContext,
         prepared: Path,
         ranges: Any,
+        settings: Any,
         float_nodes: list[str],
         tuning: Any,
         budget: tuple[float, float | None, float | None],
@@ -375,10 +374,9 @@ class OptimizeStage(Stage):
 
         from edgetl import onnx_tools
         from edgetl.quantization.accuracy_aware import measure_attempt
-        from edgetl.quantization.qdq import QuantSettings, resolve_float_nodes
+        from edgetl.quantization.qdq import resolve_float_nodes
 
         cfg = ctx.profile.optimize.int8
-        settings: QuantSettings = measured[2]
         ptq = measured[1]
         qat_file = ctx.work_dir / "qat_all_int8.onnx"
         record: dict[str, Any] = {"mode": cfg.qat.mode, "ran": False, "used": False, "ptq_all_int8": asdict(ptq)}
@@ -405,7 +403,7 @@ class OptimizeStage(Stage):
         ctx.log.stage(self.name, record["why"])
         if not used:
             return prepared, ranges, float_nodes, record, measured
-        return qat_prepared, qat_ranges, qat_float, record, (qat_file, qat, settings)
+        return qat_prepared, qat_ranges, qat_float, record, (qat_file, qat)
 
     def _qat(
         self,
@@ -496,13 +494,12 @@ class FallbackPricer:
         self,
         fp32: Path,
         all_int8: Path,
-        make_all_int8: Any,
         sample: np.ndarray,
         threads: int,
         keep_speedup: float | None,
         max_size_ratio: float | None,
     ) -> None:
-        self.fp32, self.all_int8, self.make_all_int8 = fp32, all_int8, make_all_int8
+        self.fp32, self.all_int8 = fp32, all_int8
         self.sample, self.threads = sample, threads
         self.keep_speedup, self.max_size_ratio = keep_speedup, max_size_ratio
 
@@ -519,8 +516,6 @@ class FallbackPricer:
         from edgetl.benchmarking import measure_latency
         from edgetl.runtime.runners import OnnxRuntimeRunner
 
-        if not self.all_int8.is_file():
-            self.make_all_int8(self.all_int8)
         runners = [
             OnnxRuntimeRunner(self.fp32, name="fp32", threads=self.threads),
             OnnxRuntimeRunner(self.all_int8, name="all_int8", threads=self.threads),

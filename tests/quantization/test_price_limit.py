@@ -28,7 +28,7 @@ def _sensitive(tmp_path: Path):
 
 
 def _pricer(model: Path, tmp_path: Path, p50: dict[str, float], **limits) -> FallbackPricer:
-    pricer = FallbackPricer(model, tmp_path / "all.onnx", lambda path: None, images(1, seed=3), 1, **limits)
+    pricer = FallbackPricer(model, tmp_path / "all.onnx", images(1, seed=3), 1, **limits)
     pricer.latencies = lambda candidate: dict(p50)  # type: ignore[method-assign]
     return pricer
 
