@@ -76,7 +76,12 @@ MAX_SIZE_RATIO = 0.3
 
 
 def discover(data_home: Path, only: list[str] | None) -> list[Path]:
-    """Every dataset folder (one with a train/ folder) under `data_home`, by name."""
+    """Every dataset folder (one with a train/ folder) under `data_home`, by name, as absolute paths.
+
+    Absolute because each profile the suite writes lives under the work folder, and a profile's
+    relative `data.root` is read relative to the profile file.
+    """
+    data_home = data_home.resolve()
     found = sorted(p for p in data_home.iterdir() if (p / "train").is_dir())
     if only:
         missing = sorted(set(only) - {p.name for p in found})
