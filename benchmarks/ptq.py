@@ -7,9 +7,10 @@ split), quantize the fp32 model all-int8 the way the optimize stage does (minmax
 run's calibration images, `reduce_range: auto`, `keep_float: [first_conv]`), once plainly, once
 after empirical bias correction, once after AdaRound (alone and followed by bias correction), and
 (with `--qat`) once after 2 epochs of quantization-aware training. Each is measured on val
-(accuracy, top-1 agreement with fp32, logit SQNR) and on the tuning images (train + holdout) the fallback decides on, so the table also shows whether the
-tuning gates track val. Nothing here is timed: every variant has the same int8 graph, so the same
-speed. Writes `benchmarks/results/ptq.{json,md}`, naming the CPU.
+(accuracy, top-1 agreement with fp32, logit SQNR) and on the tuning images (train + holdout) the
+fallback decides on, so the table also shows whether the tuning gates track val. Nothing here is
+timed: every variant has the same int8 graph, so the same speed. Writes
+`benchmarks/results/ptq.{json,md}`, naming the CPU.
 """
 
 from __future__ import annotations

@@ -85,8 +85,7 @@ def _activation(model: Any, tensor: str) -> tuple[float | None, float | None]:
     if node.op_type != "Clip":
         return None, None
     bounds = [
-        _initializer_or_constant(model, name) if name else None
-        for name in (list(node.input[1:3]) + ["", ""])[:2]
+        _initializer_or_constant(model, name) if name else None for name in (list(node.input[1:3]) + ["", ""])[:2]
     ]
     return tuple(None if b is None else float(b) for b in bounds)  # type: ignore[return-value]
 
@@ -173,9 +172,7 @@ def optimize_rounding(
     lo_act, hi_act = activation
 
     def forward(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-        out = F.conv2d(
-            F.pad(x, conv["pad"]), levels * scale, b, conv["stride"], 0, conv["dilation"], conv["groups"]
-        )
+        out = F.conv2d(F.pad(x, conv["pad"]), levels * scale, b, conv["stride"], 0, conv["dilation"], conv["groups"])
         return out if lo_act is None and hi_act is None else torch.clamp(out, lo_act, hi_act)
 
     x_all, y_all = torch.from_numpy(inputs), torch.from_numpy(target)

@@ -74,9 +74,7 @@ def test_adaround_beats_nearest_rounding_and_survives_requantization(tmp_path: P
     quantize_with_ranges(prepared, plain, ranges, settings, [], model_feed(prepared, test))
     rounded_fp32, rounded = tmp_path / "adaround_fp32.onnx", tmp_path / "adaround.onnx"
     batches = [calibration[i : i + 16] for i in range(0, 32, 16)]
-    record = adaround(
-        prepared, rounded_fp32, ranges, settings, [], batches, tmp_path, AdaRoundSettings(iterations=200)
-    )
+    record = adaround(prepared, rounded_fp32, ranges, settings, [], batches, tmp_path, AdaRoundSettings(iterations=200))
     quantize_with_ranges(rounded_fp32, rounded, ranges, settings, [], model_feed(prepared, test))
 
     first = record["layers"][0]
