@@ -250,6 +250,12 @@ class Int8Config(_Section):
         description="layers kept in float; the 3-channel stem conv is both faster and more accurate in fp32",
     )
     exclude_nodes: list[str] = Field(default_factory=list, description="more ONNX node names kept in float")
+    adaround: Literal["auto", "on", "off"] = Field(
+        "off",
+        description="learn whether each conv weight rounds up or down so the int8 conv reproduces its fp32 output "
+        "(AdaRound, 300 steps per conv on 64 calibration images), before bias correction; auto: keep it when its "
+        "all-int8 model comes closer to fp32 on the tuning images (logit SQNR)",
+    )
     bias_correction: Literal["auto", "on", "off"] = Field(
         "auto",
         description="fold int8's per-channel mean shift of every quantized conv into its bias, conv by conv "
