@@ -43,10 +43,11 @@ _REG_WEIGHT = 0.01
 @dataclass(frozen=True)
 class AdaRoundSettings:
     """Optimisation budget per conv: AIMET's default is 10,000 iterations of 32 images on a GPU;
-    a few hundred iterations of a few images is what 2 CPU cores pay for in a build."""
+    a few hundred iterations on windows of 16 images is what 2 CPU cores pay for in a build."""
 
     iterations: int = 300
-    batch_images: int = 4
+    batch_images: int = 16
+    crop: int = 16  # output window per step (see _crop_sampler)
     learning_rate: float = 1e-2
     seed: int = 0
 
@@ -140,6 +141,32 @@ def _rectified_sigmoid(v: Any) -> Any:
     return torch.clamp(torch.sigmoid(v) * (_ZETA - _GAMMA) + _GAMMA, 0.0, 1.0)
 
 
+def _crop_sampler(
+    x_padded: Any, y: Any, kernel: tuple[int, ...], conv: dict[str, Any], settings: AdaRoundSettings
+) -> Callable[[], tuple[Any, Any]]:
+    """Random (inputs, target) pairs: `batch_images` images, one output window of at most `crop` x `crop`.
+
+    A window of the output needs only its receptive field of the (padded) input, so early layers at
+    112 x 112 cost what late ones at 7 x 7 do, and more images fit in one step.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(settings.seed)
+    (kh, kw), (sh, sw), (dh, dw) = kernel, conv["stride"], conv["dilation"]
+    out_h, out_w = y.shape[2:]
+    oh, ow = min(settings.crop, out_h), min(settings.crop, out_w)
+
+    def sample() -> tuple[Any, Any]:
+        pick = torch.randint(0, len(y), (min(settings.batch_images, len(y)),), generator=generator)
+        oy = int(torch.randint(0, out_h - oh + 1, (1,), generator=generator))
+        ox = int(torch.randint(0, out_w - ow + 1, (1,), generator=generator))
+        ih, iw = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
+        x = x_padded[pick, :, oy * sh : oy * sh + ih, ox * sw : ox * sw + iw]
+        return x, y[pick, :, oy : oy + oh, ox : ox + ow]
+
+    return sample
+
+
 def optimize_rounding(
     inputs: np.ndarray,
     target: np.ndarray,
@@ -171,21 +198,23 @@ def optimize_rounding(
     v = torch.log(p / (1 - p)).requires_grad_(True)  # h(v) starts at the weight's own fraction
     lo_act, hi_act = activation
 
-    def forward(x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-        out = F.conv2d(F.pad(x, conv["pad"]), levels * scale, b, conv["stride"], 0, conv["dilation"], conv["groups"])
+    def activate(out: torch.Tensor) -> torch.Tensor:
         return out if lo_act is None and hi_act is None else torch.clamp(out, lo_act, hi_act)
 
-    x_all, y_all = torch.from_numpy(inputs), torch.from_numpy(target)
-    if lo_act is not None or hi_act is not None:
-        y_all = torch.clamp(y_all, lo_act, hi_act)
-    generator = torch.Generator().manual_seed(settings.seed)
+    def forward(x: torch.Tensor, levels: torch.Tensor, padded: bool = False) -> torch.Tensor:
+        x = x if padded else F.pad(x, conv["pad"])
+        return activate(F.conv2d(x, levels * scale, b, conv["stride"], 0, conv["dilation"], conv["groups"]))
+
+    x_padded, y_all = F.pad(torch.from_numpy(inputs), conv["pad"]), activate(torch.from_numpy(target))
+    sample = _crop_sampler(x_padded, y_all, weight.shape[2:], conv, settings)
     optimizer = torch.optim.Adam([v], lr=settings.learning_rate)
     warm = int(settings.iterations * _WARMUP)
     for step in range(settings.iterations):
-        pick = torch.randint(0, len(x_all), (min(settings.batch_images, len(x_all)),), generator=generator)
+        x, y = sample()
         h = _rectified_sigmoid(v)
         levels = torch.clamp(floor + h, low, high)
-        loss = F.mse_loss(forward(x_all[pick], levels), y_all[pick])
+        # BRECQ's reconstruction loss: squared error summed over channels, mean over positions and images.
+        loss = (forward(x, levels, padded=True) - y).pow(2).sum(1).mean()
         if step >= warm:
             progress = (step - warm) / max(1, settings.iterations - warm)
             beta = _BETA_END + (_BETA_START - _BETA_END) * (1 - progress)
@@ -193,6 +222,7 @@ def optimize_rounding(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    x_all = torch.from_numpy(inputs)
     with torch.no_grad():
         chosen = torch.clamp(floor + (_rectified_sigmoid(v) >= 0.5).float(), low, high)
         # The smallest and largest weight of each channel set its scale: they keep nearest rounding.
