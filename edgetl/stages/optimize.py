@@ -12,6 +12,7 @@ Outputs: `models/model_int8.onnx`, `models/model_fp16.onnx` (if enabled),
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -319,7 +320,7 @@ class OptimizeStage(Stage):
         """
         from edgetl.preprocessing import read_preprocessing
         from edgetl.quantization.accuracy_aware import measure_attempt
-        from edgetl.quantization.adaround import adaround
+        from edgetl.quantization.adaround import AdaRoundSettings, adaround
         from edgetl.quantization.bias_correction import correct_biases
 
         cfg, work = ctx.profile.optimize.int8, ctx.work_dir
@@ -331,7 +332,12 @@ class OptimizeStage(Stage):
         records: dict[str, Any] = {"adaround": None, "bias_correction": None}
         steps = [
             ("bias_correction", "bias correction", cfg.bias_correction, correct_biases),
-            ("adaround", "AdaRound", cfg.adaround, adaround),
+            (
+                "adaround",
+                "AdaRound",
+                cfg.adaround.mode,
+                partial(adaround, options=AdaRoundSettings(cfg.adaround.iterations)),
+            ),
         ]
         if all(mode == "off" for _, _, mode, _ in steps):
             return kept[0], kept[1], records
