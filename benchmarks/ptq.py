@@ -1,15 +1,16 @@
-"""Post-training int8 variants on the suite's fine-tuned models: plain, bias-corrected, QAT.
+"""Post-training int8 variants on the suite's fine-tuned models: plain, bias-corrected, AdaRound, QAT.
 
     python benchmarks/ptq.py [--runs runs/suite] [--only NAME ...] [--qat]
 
 For every finished run of `benchmarks/suite.py` (its `models/model_fp32.onnx`, checkpoint and
 split), quantize the fp32 model all-int8 the way the optimize stage does (minmax ranges from the
 run's calibration images, `reduce_range: auto`, `keep_float: [first_conv]`), once plainly, once
-after empirical bias correction, and (with `--qat`) once after 2 epochs of quantization-aware
-training. Each is measured on val (accuracy, top-1 agreement with fp32, logit SQNR) and on the
-tuning images (train + holdout) the fallback decides on, so the table also shows whether the
-tuning gates track val. Nothing here is timed: every variant has the same int8 graph, so the same
-speed. Writes `benchmarks/results/ptq.{json,md}`, naming the CPU.
+after empirical bias correction, once after AdaRound (alone and followed by bias correction), and
+(with `--qat`) once after 2 epochs of quantization-aware training. Each is measured on val
+(accuracy, top-1 agreement with fp32, logit SQNR) and on the tuning images (train + holdout) the
+fallback decides on, so the table also shows whether the tuning gates track val. Nothing here is
+timed: every variant has the same int8 graph, so the same speed. Writes
+`benchmarks/results/ptq.{json,md}`, naming the CPU.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from edgetl import onnx_tools  # noqa: E402
 from edgetl.machine import describe_machine, int8_saturates  # noqa: E402
 from edgetl.preprocessing import read_preprocessing  # noqa: E402
 from edgetl.quantization.accuracy_aware import TuningSet, infer_logits, model_feed  # noqa: E402
+from edgetl.quantization.adaround import adaround  # noqa: E402
 from edgetl.quantization.bias_correction import correct_biases  # noqa: E402
 from edgetl.quantization.calibration import ImageCalibrationReader, compute_ranges  # noqa: E402
 from edgetl.quantization.qdq import QuantSettings, prepare, quantize_with_ranges, resolve_float_nodes  # noqa: E402
@@ -91,6 +93,24 @@ def measure_run(run: Path, work: Path, with_qat: bool) -> dict[str, Any]:
     record = correct_biases(prepared, corrected_fp32, ranges, settings, float_nodes, batches, work)
     quantize_with_ranges(corrected_fp32, corrected, ranges, settings, float_nodes, feed)
     score("bias correction", corrected, time.perf_counter() - started, {"correction": record})
+
+    started = time.perf_counter()
+    rounded_fp32, rounded = work / "adaround_fp32.onnx", work / "adaround.onnx"
+    rounding = adaround(prepared, rounded_fp32, ranges, settings, float_nodes, batches, work)
+    quantize_with_ranges(rounded_fp32, rounded, ranges, settings, float_nodes, feed)
+    summary = {k: v for k, v in rounding.items() if k != "layers"}
+    score("AdaRound", rounded, time.perf_counter() - started, {"adaround": summary})
+
+    started = time.perf_counter()
+    both_fp32, both = work / "adaround_corrected_fp32.onnx", work / "adaround_corrected.onnx"
+    record = correct_biases(rounded_fp32, both_fp32, ranges, settings, float_nodes, batches, work)
+    quantize_with_ranges(both_fp32, both, ranges, settings, float_nodes, feed)
+    score(
+        "AdaRound + bias correction",
+        both,
+        time.perf_counter() - started + summary["seconds"],
+        {"adaround": summary, "correction": record},
+    )
 
     if with_qat:
         started = time.perf_counter()

@@ -70,3 +70,27 @@ def io_summary(model: onnx.ModelProto) -> dict[str, Any]:
         "inputs": {v.name: shape(v) for v in model.graph.input},
         "outputs": {v.name: shape(v) for v in model.graph.output},
     }
+
+
+def cpu_session(model: Any, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session for a model (a ModelProto or a path), quiet unless it fails."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of `model` that also returns the (float) tensors `names`, for measuring inside the graph."""
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    existing = {o.name for o in exposed.graph.output}
+    for name in names:
+        if name not in existing:
+            exposed.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            existing.add(name)
+    return exposed

@@ -196,9 +196,10 @@ def quantization_lines(report: dict[str, Any]) -> list[str]:
                 )
             )
         lines.append(f"- kept in float: {', '.join(quant.get('float_nodes') or []) or 'nothing'}")
-        bias = quant.get("bias_correction")
-        if bias:
-            lines.append(f"- bias correction: {bias['why']}")
+        for key, label in (("adaround", "AdaRound"), ("bias_correction", "bias correction")):
+            step = quant.get(key)
+            if step:
+                lines.append(f"- {label}: {step['why']}")
         qat = quant.get("qat")
         if qat and qat.get("ran"):
             lines.append(f"- quantization-aware training: {qat['why']}")

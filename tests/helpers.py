@@ -99,8 +99,8 @@ def tiny_profile(data_root: Path, output_dir: Path, **overrides: object) -> dict
             "early_stopping": {"patience": 2},
         },
         "export": {"parity_images": 4},
-        # Bias correction runs one inference per conv (~40 s here): the tests that need it turn it on.
-        "optimize": {"int8": {"calibration_images": 8, "bias_correction": "off"}},
+        # Bias correction and AdaRound run one inference per conv (~40 s here): the tests that need them turn them on.
+        "optimize": {"int8": {"calibration_images": 8, "bias_correction": "off", "adaround": {"mode": "off"}}},
         "benchmark": {
             "warmup": 1,
             "iterations": 4,

@@ -79,3 +79,14 @@ def test_unknown_dataset_names_are_refused(suite_module, tmp_path: Path) -> None
     make_dataset(tmp_path / "a", train=2, val=1)
     with pytest.raises(SystemExit, match="no dataset b"):
         suite_module.discover(tmp_path, ["b"])
+
+
+def test_datasets_are_found_as_absolute_paths_from_a_relative_data_home(
+    suite_module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The suite writes each profile under its work folder, where a relative data.root would point elsewhere.
+    (tmp_path / "home" / "a" / "train").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    found = suite_module.discover(Path("home"), None)
+    assert found == [tmp_path / "home" / "a"]
+    assert found[0].is_absolute()

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.onnx_tools import cpu_session, with_outputs
 from edgetl.quantization.calibration import CalibrationResult
-from edgetl.quantization.qdq import QuantSettings, quantize_with_ranges, quantized_compute_nodes
+from edgetl.quantization.qdq import QuantSettings, dequantized_read, quantize_with_ranges, quantized_compute_nodes
 
 _TINY = 1e-12
 
@@ -128,20 +129,9 @@ class TuningSet:
         return _db(float(np.square(measured - reference).sum()) / max(float(np.square(reference).sum()), _TINY))
 
 
-def _session(model: Any, threads: int | None = None) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
 def model_feed(model_path: Path, batch: np.ndarray, count: int = 1) -> dict[str, np.ndarray]:
     """An input feed of `count` images, or of the model's fixed batch size if it has one."""
-    model_input = _session(model_path).get_inputs()[0]
+    model_input = cpu_session(model_path).get_inputs()[0]
     fixed = model_input.shape[0] if model_input.shape else None
     size = fixed if isinstance(fixed, int) and fixed > 0 else min(count, len(batch))
     return {model_input.name: np.resize(batch[:size], (size, *batch.shape[1:]))}
@@ -154,7 +144,7 @@ def predict(model_path: Path, batch: np.ndarray, chunk: int = 32) -> np.ndarray:
 
 def infer_logits(model_path: Path, batch: np.ndarray, chunk: int = 32) -> np.ndarray:
     """Logits of an ONNX model on a preprocessed batch (fixed-batch models are padded)."""
-    session = _session(model_path)
+    session = cpu_session(model_path)
     name = session.get_inputs()[0].name
     fixed = session.get_inputs()[0].shape[0]
     if isinstance(fixed, int) and fixed > 0:
@@ -179,33 +169,6 @@ def _float_name(model: Any, tensor: str) -> str:
     return tensor
 
 
-def _as_read(model: Any, tensor: str) -> str:
-    """What consumers of `tensor` read: its DequantizeLinear(QuantizeLinear(...)) output if there is one."""
-    consumers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    for q in consumers.get(tensor, []):
-        if q.op_type == "QuantizeLinear":
-            for dq in consumers.get(q.output[0], []):
-                if dq.op_type == "DequantizeLinear":
-                    return dq.output[0]
-    return tensor
-
-
-def _with_outputs(model: Any, names: list[str]) -> Any:
-    import onnx
-
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    existing = {o.name for o in exposed.graph.output}
-    for name in names:
-        if name not in existing:
-            exposed.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-            existing.add(name)
-    return exposed
-
-
 def _db(nsr: float) -> float:
     return float(-10 * np.log10(max(nsr, _TINY)))
 
@@ -227,7 +190,7 @@ def node_sensitivity(fp32_model: Path, int8_model: Path, batch: np.ndarray) -> l
     for name in quantized_compute_nodes(quantized):
         node = nodes[name]
         read_in, float_in = node.input[0], _float_name(quantized, node.input[0])
-        read_out, float_out = _as_read(quantized, node.output[0]), node.output[0]
+        read_out, float_out = dequantized_read(quantized, node.output[0]), node.output[0]
         if float_in in reference_tensors and float_out in reference_tensors:
             pairs.append((node, read_in, float_in, read_out, float_out))
     graph_inputs = {i.name for i in reference.graph.input}
@@ -235,7 +198,7 @@ def node_sensitivity(fp32_model: Path, int8_model: Path, batch: np.ndarray) -> l
     fetch_fp32 = sorted({t for p in pairs for t in (p[2], p[4])} - graph_inputs)
     runs = []
     for model, fetched in ((reference, fetch_fp32), (quantized, fetch_int8)):
-        session = _session(_with_outputs(model, fetched))
+        session = cpu_session(with_outputs(model, fetched))
         values = dict(zip(fetched, session.run(fetched, {session.get_inputs()[0].name: batch}), strict=True))
         values.update({name: batch for name in graph_inputs})
         runs.append(values)

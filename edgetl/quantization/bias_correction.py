@@ -24,15 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.onnx_tools import cpu_session, with_outputs
 from edgetl.quantization.calibration import CalibrationResult
-from edgetl.quantization.qdq import QuantSettings, quantize_with_ranges, quantized_compute_nodes
+from edgetl.quantization.qdq import QuantSettings, dequantized_read, quantize_with_ranges, quantized_compute_nodes
 
 
 def _channel_means(model: Any, outputs: list[str], batches: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Per-channel (axis 1) means of `outputs` over every image of `batches`."""
-    from edgetl.quantization.accuracy_aware import _session, _with_outputs
-
-    session = _session(_with_outputs(model, outputs))
+    session = cpu_session(with_outputs(model, outputs))
     name = session.get_inputs()[0].name
     sums: dict[str, np.ndarray] = {}
     count = 0
@@ -85,8 +84,6 @@ def correct_biases(
     import onnx
     from onnx import numpy_helper
 
-    from edgetl.quantization.accuracy_aware import _as_read
-
     fp32_model = _own_biases(onnx.load(str(prepared)))
     onnx.save(fp32_model, str(target_fp32))
     quantized_path = work / "bias_correction_int8.onnx"
@@ -104,7 +101,7 @@ def correct_biases(
     int8_bias = _int8_bias_tensors(quantized)
     shifts: list[float] = []
     for conv in convs:  # graph order is topological: every earlier conv is already corrected
-        read = _as_read(quantized, conv.output[0])
+        read = dequantized_read(quantized, conv.output[0])
         measured = _channel_means(quantized, [read], batches)[read]
         shift = np.nan_to_num(reference[conv.output[0]] - measured)
         shifts.append(float(np.abs(shift).mean() / (np.abs(reference[conv.output[0]]).mean() + 1e-6)))

@@ -205,6 +205,20 @@ def _quantize_static(
         )
 
 
+def dequantized_read(model: Any, tensor: str) -> str:
+    """What consumers of `tensor` read: its DequantizeLinear(QuantizeLinear(...)) output if there is one."""
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    for q in consumers.get(tensor, []):
+        if q.op_type == "QuantizeLinear":
+            for dq in consumers.get(q.output[0], []):
+                if dq.op_type == "DequantizeLinear":
+                    return dq.output[0]
+    return tensor
+
+
 def quantized_compute_nodes(model: Any) -> list[str]:
     """Names of compute nodes that read a dequantized weight, i.e. run in int8."""
     produced_by_dq = {out for node in model.graph.node if node.op_type == "DequantizeLinear" for out in node.output}

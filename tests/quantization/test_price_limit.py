@@ -121,6 +121,28 @@ def test_qat_runs_in_the_optimize_stage_and_says_whether_it_was_used(copied_run,
     assert np.isfinite(record["seconds"])
 
 
+def test_adaround_runs_only_when_needed_and_says_whether_it_was_used(copied_run, tmp_path: Path) -> None:
+    from edgetl.console import Log
+    from edgetl.pipeline import build
+
+    run, profile = copied_run
+    quantization = run / "optimize/quantization.json"
+    lenient = {"adaround": {"mode": "when_needed", "iterations": 20}, "accuracy_aware": {"enabled": False}}
+    path = write_profile(tmp_path / "lenient.yaml", deep_merge(profile, {"optimize": {"int8": lenient}}))
+    build(path, log=Log(quiet=True))
+    assert json.loads(quantization.read_text())["adaround"] is None  # all-int8 met the budget: nothing to fix
+
+    # A budget no all-int8 model meets: AdaRound is tried before anything is kept in float.
+    strict = deep_merge(lenient, {"accuracy_aware": {"min_logit_sqnr_db": 99.0}})
+    path = write_profile(tmp_path / "strict.yaml", deep_merge(profile, {"optimize": {"int8": strict}}))
+    build(path, log=Log(quiet=True))
+    record = json.loads(quantization.read_text())["adaround"]
+    assert record["mode"] == "when_needed" and record["iterations"] == 20 and record["convs"] > 40
+    assert isinstance(record["used"], bool) and "after AdaRound" in record["why"]
+    assert record["before"]["within_budget"] is False
+    assert all(layer["adaround_mse"] <= layer["nearest_mse"] or not layer["used"] for layer in record["layers"])
+
+
 def test_agreement_gate_fails_only_when_significantly_below_the_minimum() -> None:
     from edgetl.quantization.accuracy_aware import agreement_upper_bound
 
