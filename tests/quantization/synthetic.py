@@ -70,3 +70,39 @@ def images(count: int, seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     offsets = rng.normal(0, 1.0, (count, 3, 1, 1))
     return (rng.uniform(-1, 1, (count, 3, 16, 16)) + offsets).astype(np.float32)
+
+
+def conv_relu_mix_model(path: Path, weight: np.ndarray, mix: np.ndarray, mix_bias: np.ndarray, side: int = 8) -> Path:
+    """Conv(weight, 3x3, pad 1) -> Relu -> 1x1 Conv(mix) -> global pool, prepared for quantization.
+
+    The weight-rounding tests (bias correction, AdaRound) give `weight` values whose nearest int8
+    rounding errs in a known way and check that their technique undoes it.
+    """
+    from edgetl.quantization.qdq import prepare
+
+    inits = [
+        numpy_helper.from_array(weight.astype(np.float32), "w"),
+        numpy_helper.from_array(np.zeros(weight.shape[0], np.float32), "b"),
+        numpy_helper.from_array(mix.astype(np.float32), "w2"),
+        numpy_helper.from_array(mix_bias.astype(np.float32), "b2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["c1"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="mix"),
+        helper.make_node("GlobalAveragePool", ["c2"], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["logits"], name="flatten"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "weight_rounding",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", weight.shape[1], side, side])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", mix.shape[0]])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    prepared = path.with_name("prepared.onnx")
+    prepare(path, prepared)
+    return prepared

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 
 from edgetl.quantization.accuracy_aware import infer_logits, model_feed
 from edgetl.quantization.adaround import AdaRoundSettings, adaround, mismatched_weights
 from edgetl.quantization.calibration import compute_ranges
-from edgetl.quantization.qdq import QuantSettings, prepare, quantize_with_ranges
+from edgetl.quantization.qdq import QuantSettings, quantize_with_ranges
+from tests.quantization.synthetic import conv_relu_mix_model
 from tests.quantization.test_calibration import ArrayReader
 
 STEP = 1 / 64  # the 7-bit weight step when each filter's largest weight is 1.0
@@ -25,32 +26,7 @@ def _model(path: Path) -> Path:
     weight = ((levels + 0.55) * STEP).astype(np.float32)
     weight[:, 0, 1, 1] = 1.0
     mix = rng.normal(0, 0.5, (4, 8, 1, 1)).astype(np.float32)
-    inits = [
-        numpy_helper.from_array(weight, "w"),
-        numpy_helper.from_array(np.zeros(8, np.float32), "b"),
-        numpy_helper.from_array(mix, "w2"),
-        numpy_helper.from_array(np.full(4, 0.1, np.float32), "b2"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["input", "w", "b"], ["c1"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="mix"),
-        helper.make_node("GlobalAveragePool", ["c2"], ["pooled"], name="pool"),
-        helper.make_node("Flatten", ["pooled"], ["logits"], name="flatten"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "adaround",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    prepared = path.with_name("prepared.onnx")
-    prepare(path, prepared)
-    return prepared
+    return conv_relu_mix_model(path, weight, mix, np.full(4, 0.1, np.float32))
 
 
 def _sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:

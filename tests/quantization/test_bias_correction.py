@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 
 from edgetl.quantization.accuracy_aware import infer_logits, model_feed
 from edgetl.quantization.bias_correction import correct_biases
 from edgetl.quantization.calibration import compute_ranges
-from edgetl.quantization.qdq import QuantSettings, prepare, quantize_with_ranges
+from edgetl.quantization.qdq import QuantSettings, quantize_with_ranges
+from tests.quantization.synthetic import conv_relu_mix_model
 from tests.quantization.test_calibration import ArrayReader
 
 
@@ -20,32 +21,7 @@ def _model(path: Path) -> Path:
     weight = np.full((4, 3, 3, 3), 0.003, np.float32)  # 0.19 of a 7-bit weight step: every one rounds to zero
     weight[:, 0, 1, 1] = 1.0  # one large weight per filter sets the per-channel scale (1/63)
     mix = rng.normal(0, 1, (4, 4, 1, 1)).astype(np.float32)
-    inits = [
-        numpy_helper.from_array(weight, "w"),
-        numpy_helper.from_array(np.zeros(4, np.float32), "b"),
-        numpy_helper.from_array(mix, "w2"),
-        numpy_helper.from_array(np.zeros(4, np.float32), "b2"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["input", "w", "b"], ["c1"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="mix"),
-        helper.make_node("GlobalAveragePool", ["c2"], ["pooled"], name="pool"),
-        helper.make_node("Flatten", ["pooled"], ["logits"], name="flatten"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "bias",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 8, 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    prepared = path.with_name("prepared.onnx")
-    prepare(path, prepared)
-    return prepared
+    return conv_relu_mix_model(path, weight, mix, np.zeros(4, np.float32))
 
 
 def test_bias_correction_restores_the_mean_that_rounding_removed(tmp_path: Path) -> None:
