@@ -171,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qat", action="store_true", help="also quantization-aware training (minutes per run)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ptq")
     args = parser.parse_args(argv)
-    runs = sorted(p for p in args.runs.iterdir() if (p / "manifest.json").is_file() and (p / "models").is_dir())
+    # Finished builds with an exported model (the suite's fine-tune references stop after training).
+    runs = sorted(
+        p
+        for p in args.runs.iterdir()
+        if (p / "manifest.json").is_file() and (p / "models" / "model_fp32.onnx").is_file()
+    )
     runs = [r for r in runs if not args.only or r.name in args.only]
     rows = []
     for run in runs:
