@@ -140,6 +140,14 @@ def _qat_model(run: Path, work: Path, pre: Any, split: dict, calibration: list[P
     return path
 
 
+def finished_runs(folder: Path, only: list[str] | None) -> list[Path]:
+    """Suite runs with an exported fp32 model (the suite's fine-tune references stop after training), by name."""
+    runs = sorted(
+        p for p in folder.iterdir() if (p / "manifest.json").is_file() and (p / "models" / "model_fp32.onnx").is_file()
+    )
+    return [run for run in runs if not only or run.name in only]
+
+
 def render(result: dict[str, Any]) -> str:
     machine = result["machine"]
     lines = [
@@ -171,15 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qat", action="store_true", help="also quantization-aware training (minutes per run)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ptq")
     args = parser.parse_args(argv)
-    # Finished builds with an exported model (the suite's fine-tune references stop after training).
-    runs = sorted(
-        p
-        for p in args.runs.iterdir()
-        if (p / "manifest.json").is_file() and (p / "models" / "model_fp32.onnx").is_file()
-    )
-    runs = [r for r in runs if not args.only or r.name in args.only]
     rows = []
-    for run in runs:
+    for run in finished_runs(args.runs, args.only):
         with tempfile.TemporaryDirectory(prefix="edgetl-ptq-") as work:
             rows.append(measure_run(run, Path(work), args.qat))
     write_results(args.out, {"machine": describe_machine(), "rows": rows}, render)

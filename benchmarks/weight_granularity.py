@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._results import write_results  # noqa: E402
+from benchmarks.ptq import finished_runs  # noqa: E402
 from edgetl import onnx_tools  # noqa: E402
 from edgetl.machine import describe_machine, int8_saturates  # noqa: E402
 from edgetl.preprocessing import read_preprocessing  # noqa: E402
@@ -89,14 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "weight_granularity")
     args = parser.parse_args(argv)
-    # Finished builds with an exported model (the suite's fine-tune references stop after training).
-    runs = sorted(
-        p
-        for p in args.runs.iterdir()
-        if (p / "manifest.json").is_file() and (p / "models" / "model_fp32.onnx").is_file()
-    )
     rows = []
-    for run in (r for r in runs if not args.only or r.name in args.only):
+    for run in finished_runs(args.runs, args.only):
         with tempfile.TemporaryDirectory(prefix="edgetl-granularity-") as work:
             rows.append(measure_run(run, Path(work)))
     write_results(args.out, {"machine": describe_machine(), "rows": rows}, render)

@@ -22,6 +22,7 @@ rounding on every calibration image.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,20 @@ class _WeightQuant:
     zero_point: np.ndarray
     qmin: int
     qmax: int
+
+    def per_channel(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, zero point) shaped to broadcast over a weight of `shape` (output channels first)."""
+        channels = (-1,) + (1,) * (len(shape) - 1)
+        return (
+            np.broadcast_to(self.scale, shape[:1]).reshape(channels),
+            np.broadcast_to(self.zero_point, shape[:1]).reshape(channels),
+        )
+
+
+def channel_extremes(weight: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(rows, [argmax, argmin]) of each output channel's flattened weights: the two values that set its scale."""
+    flat = weight.reshape(len(weight), -1)
+    return np.arange(len(weight)), [flat.argmax(1), flat.argmin(1)]
 
 
 def _initializer_or_constant(model: Any, name: str) -> np.ndarray | None:
@@ -184,9 +199,7 @@ def optimize_rounding(
     import torch
     import torch.nn.functional as F
 
-    shape = (-1,) + (1,) * (weight.ndim - 1)
-    scale = torch.from_numpy(np.broadcast_to(grid.scale, weight.shape[:1]).reshape(shape).astype(np.float32))
-    zero = torch.from_numpy(np.broadcast_to(grid.zero_point, weight.shape[:1]).reshape(shape).astype(np.float32))
+    scale, zero = (torch.from_numpy(a.astype(np.float32)) for a in grid.per_channel(weight.shape))
     w = torch.from_numpy(weight.astype(np.float32))
     b = None if bias is None else torch.from_numpy(bias.astype(np.float32))
     low, high = grid.qmin - zero, grid.qmax - zero
@@ -226,10 +239,10 @@ def optimize_rounding(
     with torch.no_grad():
         chosen = torch.clamp(floor + (_rectified_sigmoid(v) >= 0.5).float(), low, high)
         # The smallest and largest weight of each channel set its scale: they keep nearest rounding.
-        flat_w, flat_c, flat_n = w.reshape(len(w), -1), chosen.reshape(len(w), -1), nearest.reshape(len(w), -1)
-        for index in (flat_w.argmax(1), flat_w.argmin(1)):
-            rows = torch.arange(len(w))
-            flat_c[rows, index] = flat_n[rows, index]
+        flat_chosen, flat_nearest = chosen.reshape(len(w), -1), nearest.reshape(len(w), -1)
+        rows, extremes = channel_extremes(weight)
+        for index in extremes:
+            flat_chosen[rows, index] = flat_nearest[rows, index]
         mse = []
         for levels in (nearest, chosen):
             errors = [
@@ -267,10 +280,7 @@ def adaround(
     q_nodes = {n.name: n for n in quantized.graph.node}
     fp32_nodes = {n.name: n for n in fp32_model.graph.node}
     fp32_inits = {init.name: init for init in fp32_model.graph.initializer}
-    users: dict[str, int] = {}
-    for node in fp32_model.graph.node:
-        for name in node.input:
-            users[name] = users.get(name, 0) + 1
+    users = Counter(name for node in fp32_model.graph.node for name in node.input)
     compute = [fp32_nodes[n].output[0] for n in quantized_compute_nodes(quantized) if n in fp32_nodes]
     reference = cpu_session(with_outputs(fp32_model, compute))
     layers: list[dict[str, Any]] = []
@@ -278,7 +288,7 @@ def adaround(
         conv, fp32_conv = q_nodes[name], fp32_nodes.get(name)
         args = _conv_args(conv) if conv.op_type == "Conv" else None
         grid = _weight_quant(quantized, conv, settings)
-        if fp32_conv is None or args is None or grid is None or users.get(fp32_conv.input[1], 0) != 1:
+        if fp32_conv is None or args is None or grid is None or users[fp32_conv.input[1]] != 1:
             continue
         weight = numpy_helper.to_array(fp32_inits[fp32_conv.input[1]])
         bias = numpy_helper.to_array(fp32_inits[fp32_conv.input[2]]) if len(fp32_conv.input) > 2 else None
@@ -291,14 +301,14 @@ def adaround(
         layers.append({"node": name, "nearest_mse": nearest_mse, "adaround_mse": adaptive_mse, "used": used})
         if not used:
             continue
-        zero = np.broadcast_to(grid.zero_point, weight.shape[:1]).reshape((-1,) + (1,) * (weight.ndim - 1))
-        scale = np.broadcast_to(grid.scale, weight.shape[:1]).reshape(zero.shape)
+        scale, zero = grid.per_channel(weight.shape)
         dtype = numpy_helper.to_array(grid.values).dtype
         grid.values.CopyFrom(numpy_helper.from_array((levels + zero).astype(dtype), grid.values.name))
+        # Each channel's extremes keep their exact fp32 value, so ONNX Runtime recomputes the same scale.
         snapped = (levels * scale).astype(np.float32)
-        for pick in (weight.reshape(len(weight), -1).argmax(1), weight.reshape(len(weight), -1).argmin(1)):
-            rows = np.arange(len(weight))
-            snapped.reshape(len(weight), -1)[rows, pick] = weight.reshape(len(weight), -1)[rows, pick]
+        rows, extremes = channel_extremes(weight)
+        for index in extremes:
+            snapped.reshape(len(weight), -1)[rows, index] = weight.reshape(len(weight), -1)[rows, index]
         fp32_inits[fp32_conv.input[1]].CopyFrom(numpy_helper.from_array(snapped, fp32_conv.input[1]))
     onnx.save(fp32_model, str(target_fp32))
     onnx.save(quantized, str(quantized_path))  # the levels as chosen (what quantizing `target_fp32` must give)
