@@ -425,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = yaml.safe_load(args.overrides.read_text()) if args.overrides else {}
     datasets = discover(args.data_home, args.only)
+    # Absolute: each profile's output_dir is read relative to the profile's own folder (inside --work).
+    args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     # Rows of datasets not run this time are kept from the last result (each row names its commit).
     previous = _previous_rows(args.out) if args.references_only else _previous_rows(args.out, required=False)

@@ -21,6 +21,7 @@ from edgetl.backbones.registry import backbone_names, unknown_backbone_message
 from edgetl.errors import ProfileError
 from edgetl.files import sha256_text
 from edgetl.targets import get_target, target_names, unknown_target_message
+from edgetl.training.epochs import IMAGE_BUDGET, MAX_EPOCHS, MIN_EPOCHS
 
 ArtifactName = Literal["torch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8"]
 ALL_ARTIFACTS: tuple[str, ...] = ("torch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8")
@@ -130,7 +131,9 @@ class FinetuneConfig(_Section):
         ),
     )
     epochs: PositiveInt | None = Field(
-        None, description="default: about 10,000 training images seen, 10 to 30 epochs (see edgetl.training.auto)"
+        None,
+        description=f"default: about {IMAGE_BUDGET:,} training images seen, {MIN_EPOCHS} to {MAX_EPOCHS} epochs "
+        "(see edgetl.training.auto)",
     )
     batch_size: PositiveInt = Field(16, description="16: ~1.3x more images/s than 32 on CPU for depthwise nets")
     train_resolution: PositiveInt | None = Field(

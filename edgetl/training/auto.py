@@ -22,7 +22,6 @@ says what was measured, not a rule of thumb.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,17 +30,6 @@ import torch
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 CV_FOLDS = 5
-# Training images seen by the fine-tune (epochs = this / training images, clamped): enough for AdamW
-# with a cosine schedule to converge on a few hundred images, bounded so that 2 CPU cores (~10
-# images/s at 224 px, EfficientNet-Lite0) finish a ~500-image build in about 10 minutes.
-IMAGE_BUDGET = 6_000
-MIN_EPOCHS = 8
-MAX_EPOCHS = 25
-
-
-def auto_epochs(train_images: int) -> int:
-    """Epochs for `train_images` when the profile leaves `finetune.epochs` unset."""
-    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(IMAGE_BUDGET / max(1, train_images)))))
 
 
 @dataclass(frozen=True)

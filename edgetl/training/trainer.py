@@ -30,9 +30,9 @@ from edgetl.backbones.imagenet import match_imagenet_classes
 from edgetl.errors import ModelFileError, ProfileError
 from edgetl.files import atomic_path
 from edgetl.profile import FinetuneConfig
-from edgetl.training.auto import auto_epochs
 from edgetl.training.datasets import FeatureDataset
 from edgetl.training.distributed import DistributedEnv
+from edgetl.training.epochs import auto_epochs
 from edgetl.training.sampling import GlobalBatchSampler
 from edgetl.training.strategies import Strategy
 

@@ -14,8 +14,9 @@ import torch
 
 from edgetl.backbones import get_backbone
 from edgetl.profile import FinetuneConfig
-from edgetl.training.auto import auto_epochs, decide, fit_linear_probe, stratified_folds
+from edgetl.training.auto import decide, fit_linear_probe, stratified_folds
 from edgetl.training.datasets import ImageListDataset, eval_transform, train_transform
+from edgetl.training.epochs import auto_epochs
 from edgetl.training.strategies import make_strategy
 from edgetl.training.trainer import Trainer, _param_groups
 from tests.helpers import make_dataset
@@ -198,7 +199,7 @@ def test_auto_keeps_the_fine_tune_unless_the_probe_measured_better() -> None:
 
 
 def test_auto_epochs_follow_the_image_budget() -> None:
-    assert auto_epochs(100) == 25 and auto_epochs(300) == 20 and auto_epochs(5000) == 8
+    assert auto_epochs(100) == 25 and auto_epochs(500) == 20 and auto_epochs(5000) == 8
 
 
 def test_linear_probe_separates_separable_features_and_not_noise() -> None:
