@@ -27,10 +27,9 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._results import write_results  # noqa: E402
 from edgetl.console import Log  # noqa: E402
-from edgetl.machine import describe_machine  # noqa: E402
+from edgetl.machine import describe_machine, package_versions  # noqa: E402
 from edgetl.pipeline import build  # noqa: E402
 from edgetl.profile import deep_merge  # noqa: E402
-from edgetl.stages.base import package_versions  # noqa: E402
 
 _NO_FALLBACK = {"accuracy_aware": {"enabled": False}}
 _BAD_WEIGHTS = {"per_channel": False, "reduce_range": False, "keep_float": []}

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._results import write_results  # noqa: E402
 from edgetl.backbones import get_backbone  # noqa: E402
-from edgetl.benchmarking import TorchRunner  # noqa: E402
+from edgetl.backends.pytorch.runner import TorchRunner  # noqa: E402
 from edgetl.console import Log  # noqa: E402
 from edgetl.errors import BackboneError  # noqa: E402
 from edgetl.machine import describe_machine  # noqa: E402

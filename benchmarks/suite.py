@@ -242,7 +242,7 @@ def reference_probe(dataset: Path, work: Path, overrides: dict, backbone: str) -
 
 def checkpoint_accuracy(run_dir: Path) -> dict[str, Any]:
     """Val top-1 of a run's fine-tuned checkpoint, in PyTorch."""
-    from edgetl.benchmarking import TorchRunner
+    from edgetl.backends.pytorch.runner import TorchRunner
     from edgetl.training.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(run_dir / "models" / "model.pt")

@@ -3,7 +3,8 @@
 A bundle is a plain directory:
 
     bundle.json          what it is: target, model, precision, engine options, trtexec command, hashes
-    model.onnx           the deployed ONNX (the Q/DQ int8 model for int8 targets), metadata embedded
+    model.onnx           the deployed model: an ONNX file (the Q/DQ int8 model for int8 targets, metadata
+                         embedded), or model.xml + model.bin when an OpenVINO IR was measured fastest
     labels.txt           class names, one per line, in output order
     preprocessing.json   the exact evaluation transform (resize, crop, mean, std, layout)
     reference/           a few val images + reference.json: the logits ONNX Runtime gave on the build machine
@@ -27,21 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from edgetl import layout
 from edgetl.errors import ModelFileError, UserInputError, VerificationError
 from edgetl.files import read_json, sha256_file, write_json_atomic, write_text_atomic
 from edgetl.preprocessing import Preprocessing, read_preprocessing
 
-BUNDLE_FILE = "bundle.json"
 BUNDLE_SCHEMA = "edgetl.bundle/1"
-MODEL_FILE = "model.onnx"
-ENGINE_FILE = "model.engine"
-TIMING_CACHE_FILE = "timing.cache"
-LABELS_FILE = "labels.txt"
-PREPROCESSING_FILE = "preprocessing.json"
-REFERENCE_DIR = "reference"
-REFERENCE_FILE = "reference/reference.json"
-BUILD_SCRIPT = "build_engine.sh"
-README_FILE = "README.md"
 
 
 @dataclass(frozen=True)
@@ -57,7 +49,7 @@ class Bundle:
 
     @property
     def engine_path(self) -> Path:
-        return self.root / ENGINE_FILE
+        return self.root / layout.BUNDLE_ENGINE
 
     @property
     def runtime(self) -> str:
@@ -68,25 +60,25 @@ class Bundle:
         return self.info.get("engine", {}).get("options")
 
     def labels(self) -> list[str]:
-        return (self.root / LABELS_FILE).read_text(encoding="utf-8").splitlines()
+        return (self.root / layout.BUNDLE_LABELS).read_text(encoding="utf-8").splitlines()
 
     def preprocessing(self) -> Preprocessing:
-        return read_preprocessing(self.root / PREPROCESSING_FILE)
+        return read_preprocessing(self.root / layout.BUNDLE_PREPROCESSING)
 
     def reference(self) -> dict[str, Any]:
-        return read_json(self.root / REFERENCE_FILE)
+        return read_json(self.root / layout.BUNDLE_REFERENCE)
 
 
 def is_bundle(path: Path) -> bool:
-    return (path / BUNDLE_FILE).is_file()
+    return (path / layout.BUNDLE_INFO).is_file()
 
 
 def read_bundle(path: str | Path) -> Bundle:
     """Open a bundle; a missing or foreign bundle.json is a one-line user error."""
     root = Path(path)
-    info_path = root / BUNDLE_FILE
+    info_path = root / layout.BUNDLE_INFO
     if not info_path.is_file():
-        raise UserInputError(f"{root}: not an edgetl device bundle ({BUNDLE_FILE} missing)")
+        raise UserInputError(f"{root}: not an edgetl device bundle ({layout.BUNDLE_INFO} missing)")
     try:
         info = read_json(info_path)
     except (OSError, ValueError) as error:
@@ -98,7 +90,8 @@ def read_bundle(path: str | Path) -> Bundle:
     for section, key in (("model", "file"), ("model", "artifact"), ("target", "name"), ("target", "runtime")):
         if not isinstance(info.get(section), dict) or not isinstance(info[section].get(key), str):
             raise ModelFileError(f"{info_path}: {section}.{key} missing; copy the bundle again from the run directory")
-    for relative in (info["model"]["file"], LABELS_FILE, PREPROCESSING_FILE):
+    companions = list(info["model"].get("companions") or {})
+    for relative in (info["model"]["file"], *companions, layout.BUNDLE_LABELS, layout.BUNDLE_PREPROCESSING):
         if not (root / relative).is_file():
             raise ModelFileError(f"{root / relative}: missing from the bundle; copy the whole bundle directory")
     return Bundle(root, info)
@@ -110,6 +103,8 @@ def write_bundle(
     name: str,
     model: Path,
     artifact: str,
+    companions: list[Path],
+    runtime_label: str,
     labels: list[str],
     preprocessing: Preprocessing,
     target: dict[str, Any],
@@ -123,46 +118,53 @@ def write_bundle(
 ) -> list[str]:
     """Write a bundle into `out` (a stage's temporary folder); returns the files written, relative to out."""
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model, out / MODEL_FILE)
-    write_text_atomic(out / LABELS_FILE, "\n".join(labels) + "\n")
-    write_json_atomic(out / PREPROCESSING_FILE, preprocessing.to_dict())
-    files = [MODEL_FILE, LABELS_FILE, PREPROCESSING_FILE]
+    # model.onnx, or model.xml + model.bin for an OpenVINO IR: one stem, the artefact's own suffixes.
+    model_file = Path(layout.BUNDLE_MODEL).with_suffix(model.suffix).name
+    shutil.copyfile(model, out / model_file)
+    companion_files = []
+    for companion in companions:
+        companion_files.append(Path(model_file).with_suffix(companion.suffix).name)
+        shutil.copyfile(companion, out / companion_files[-1])
+    write_text_atomic(out / layout.BUNDLE_LABELS, "\n".join(labels) + "\n")
+    write_json_atomic(out / layout.BUNDLE_PREPROCESSING, preprocessing.to_dict())
+    files = [model_file, *companion_files, layout.BUNDLE_LABELS, layout.BUNDLE_PREPROCESSING]
     references = []
     for index, ((image, label), logits) in enumerate(zip(reference_images, reference_logits, strict=True)):
-        copy = f"{REFERENCE_DIR}/{index:03d}{image.suffix.lower()}"
-        (out / REFERENCE_DIR).mkdir(exist_ok=True)
+        copy = f"{layout.BUNDLE_REFERENCE_DIR}/{index:03d}{image.suffix.lower()}"
+        (out / layout.BUNDLE_REFERENCE_DIR).mkdir(exist_ok=True)
         shutil.copyfile(image, out / copy)
         files.append(copy)
         references.append({"file": copy, "label": int(label), "logits": [round(float(v), 6) for v in logits]})
     write_json_atomic(
-        out / REFERENCE_FILE,
-        {"source": f"ONNX Runtime CPU, {artifact}", "images": references},
+        out / layout.BUNDLE_REFERENCE,
+        {"source": f"{runtime_label}, {artifact}", "images": references},
     )
-    files.append(REFERENCE_FILE)
+    files.append(layout.BUNDLE_REFERENCE)
     info: dict[str, Any] = {
         "schema": BUNDLE_SCHEMA,
         "name": name,
         "edgetl_version": edgetl_version,
         "target": target,
         "model": {
-            "file": MODEL_FILE,
+            "file": model_file,
             "artifact": artifact,
-            "sha256": sha256_file(out / MODEL_FILE),
+            "companions": {name: sha256_file(out / name) for name in companion_files},
+            "sha256": sha256_file(out / model_file),
             "input_name": input_name,
             "input_shape": list(input_shape),
         },
-        "labels": LABELS_FILE,
-        "preprocessing": PREPROCESSING_FILE,
-        "reference": {"file": REFERENCE_FILE, "images": len(references)},
+        "labels": layout.BUNDLE_LABELS,
+        "preprocessing": layout.BUNDLE_PREPROCESSING,
+        "reference": {"file": layout.BUNDLE_REFERENCE, "images": len(references)},
     }
     if engine_options is not None:
-        from edgetl.engine.build import trtexec_command
-        from edgetl.engine.options import EngineOptions
+        from edgetl.backends.tensorrt.build import trtexec_command
+        from edgetl.backends.tensorrt.options import EngineOptions
 
         options = EngineOptions.from_dict(engine_options)
-        command = trtexec_command(MODEL_FILE, ENGINE_FILE, options, input_name, input_shape)
+        command = trtexec_command(layout.BUNDLE_MODEL, layout.BUNDLE_ENGINE, options, input_name, input_shape)
         info["engine"] = {
-            "file": ENGINE_FILE,
+            "file": layout.BUNDLE_ENGINE,
             "options": engine_options,
             "verify_min_agreement": verify_min_agreement,
             "trtexec": shlex.join(command),
@@ -172,12 +174,12 @@ def write_bundle(
             "# `edgetl engine build .` does the same and also verifies the engine on the reference images.\n"
             'set -eu\ncd "$(dirname "$0")"\n' + shlex.join(command) + "\n"
         )
-        write_text_atomic(out / BUILD_SCRIPT, script)
-        (out / BUILD_SCRIPT).chmod(0o755)
-        files.append(BUILD_SCRIPT)
-    write_text_atomic(out / README_FILE, _readme(name, target, info))
-    write_json_atomic(out / BUNDLE_FILE, info)
-    return [*files, README_FILE, BUNDLE_FILE]
+        write_text_atomic(out / layout.BUNDLE_BUILD_SCRIPT, script)
+        (out / layout.BUNDLE_BUILD_SCRIPT).chmod(0o755)
+        files.append(layout.BUNDLE_BUILD_SCRIPT)
+    write_text_atomic(out / layout.BUNDLE_README, _readme(name, target, info))
+    write_json_atomic(out / layout.BUNDLE_INFO, info)
+    return [*files, layout.BUNDLE_README, layout.BUNDLE_INFO]
 
 
 def _readme(name: str, target: dict[str, Any], info: dict[str, Any]) -> str:
@@ -201,8 +203,8 @@ def _readme(name: str, target: dict[str, Any], info: dict[str, Any]) -> str:
         f"{engine_text}\n## On the device\n\n{steps}\n\n"
         f"Model input: `{info['model']['input_name']}` {info['model']['input_shape']} float32, preprocessed as in "
         f"`preprocessing.json`; output: logits in the order of `labels.txt`.\n"
-        f"`reference/` holds {info['reference']['images']} val images and the logits ONNX Runtime produced for them "
-        f"on the build machine; {check}.\n"
+        f"`reference/` holds {info['reference']['images']} val images and the logits `{info['model']['artifact']}` "
+        f"produced for them on the build machine; {check}.\n"
     )
 
 
@@ -239,9 +241,9 @@ def build_engine_in_bundle(
     The new engine is written under a temporary name; an earlier engine stays until the new one
     has passed verification.
     """
-    from edgetl.engine.build import build_engine
-    from edgetl.engine.options import EngineOptions
-    from edgetl.runtime.tensorrt import TensorRTRunner
+    from edgetl.backends.tensorrt.build import build_engine
+    from edgetl.backends.tensorrt.options import EngineOptions
+    from edgetl.backends.tensorrt.runner import TensorRTRunner
 
     bundle = read_bundle(bundle_dir)
     if bundle.engine_options is None:
@@ -278,7 +280,7 @@ def verify_engine(
 ) -> dict[str, Any]:
     """Run the reference images through `engine`; VerificationError (exit 4) when it disagrees."""
     if runner_type is None:
-        from edgetl.runtime.tensorrt import TensorRTRunner as runner_type
+        from edgetl.backends.tensorrt.runner import TensorRTRunner as runner_type
     min_agreement = float(bundle.info.get("engine", {}).get("verify_min_agreement", 99.0))
     with runner_type(engine) as runner:
         logits = runner.infer_any_batch(reference_batch(bundle))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from edgetl import __version__
+from edgetl import __version__, layout
 from edgetl.errors import EdgeTLError
 
 if TYPE_CHECKING:
@@ -55,16 +55,16 @@ def build(
 ) -> None:
     """Fine-tune, export, quantize and benchmark as the profile says."""
     from edgetl.console import Log
-    from edgetl.pipeline import REPORT_MD
     from edgetl.pipeline import build as run_build
-    from edgetl.report import print_table
+    from edgetl.report.compose import print_table
 
     outcome = run_build(profile, output_dir=output_dir, force=force, resume=resume, log=Log(quiet=quiet))
     if outcome.report is None:  # a torchrun rank other than 0: rank 0 reports
         return
     print_table(outcome.report, _out)
     _err.print(
-        f"run directory: {outcome.run_dir} (report: {REPORT_MD}){_skipped_note(outcome)}; {outcome.seconds:.1f} s"
+        f"run directory: {outcome.run_dir} (report: {layout.REPORT_MD}){_skipped_note(outcome)}; "
+        f"{outcome.seconds:.1f} s"
     )
     outcome.raise_for_budgets()
 
@@ -80,7 +80,6 @@ def train(
     """Run only the data and fine-tune stages (works under torchrun for multi-process training)."""
     from edgetl.console import Log
     from edgetl.pipeline import build as run_build
-    from edgetl.stages.finetune import CURVES_FILE
 
     outcome = run_build(
         profile, output_dir=output_dir, force=force, resume=resume, until="finetune", log=Log(quiet=quiet)
@@ -94,7 +93,8 @@ def train(
         f"{summary['epochs_run']}" + (f", holdout accuracy {holdout:.2%}" if holdout is not None else "")
     )
     _err.print(
-        f"run directory: {outcome.run_dir} (curves: {CURVES_FILE}){_skipped_note(outcome)}; {outcome.seconds:.1f} s"
+        f"run directory: {outcome.run_dir} (curves: {layout.TRAINING_CURVES}){_skipped_note(outcome)}; "
+        f"{outcome.seconds:.1f} s"
     )
 
 
@@ -133,11 +133,11 @@ def bench(
     quiet: QuietOption = False,
 ) -> None:
     """Benchmark a finished run again; with --baseline, fail (exit 6) on an accuracy, latency or size regression."""
-    from edgetl.bench import bench as run_bench
     from edgetl.console import Log
     from edgetl.errors import RegressionFound
-    from edgetl.regression import Tolerances, counts, format_diff
-    from edgetl.report import REPORT_MD, print_table
+    from edgetl.measure.rerun import bench as run_bench
+    from edgetl.report.compose import print_table
+    from edgetl.report.regression import Tolerances, counts, format_diff
 
     log = Log(quiet=quiet)
     if (run_dir / "bundle.json").is_file():  # on the device: measure the bundle itself
@@ -155,7 +155,7 @@ def bench(
         log=lambda message: log.stage("bench", message),
     )
     print_table(outcome.report, _out)
-    _err.print(f"report: {outcome.report_dir / REPORT_MD}" + (f"; JUnit: {junit}" if junit and baseline else ""))
+    _err.print(f"report: {outcome.report_dir / layout.REPORT_MD}" + (f"; JUnit: {junit}" if junit and baseline else ""))
     if baseline is None:
         return
     _out.print(format_diff(outcome.checks), markup=False)
@@ -165,8 +165,8 @@ def bench(
 
 
 def _bench_bundle(bundle: Path, baseline: Path | None, output: Path | None, log: Log) -> None:
-    from edgetl.bundle_bench import bench_bundle, compare, render
     from edgetl.errors import UserInputError, VerificationError
+    from edgetl.measure.on_device import bench_bundle, compare, render
 
     if baseline is not None:
         raise UserInputError(
@@ -202,7 +202,10 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="image files", show_default=False)],
     artifact: Annotated[
         str | None,
-        typer.Option(help="run dir: onnx_fp32/onnx_fp16/onnx_int8; bundle: onnx or engine (default: the deployed one)"),
+        typer.Option(
+            help="run dir: any artefact it holds (onnx_int8, openvino_int8, ...); bundle: model or engine "
+            "(default: the deployed one)"
+        ),
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="labels per image")] = 1,
 ) -> None:

@@ -8,6 +8,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from edgetl import __version__
+
 # CPU features that decide which int8 / fp32 kernels ONNX Runtime and PyTorch can use.
 _INTERESTING_FLAGS = (
     "avx",
@@ -81,3 +83,15 @@ def int8_saturates() -> bool:
     if machine["architecture"].lower() not in ("x86_64", "amd64", "i686", "x86"):
         return False
     return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(machine["cpu_flags"])
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "edgetl": __version__}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions

@@ -16,20 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgetl import __version__
+from edgetl import __version__, layout
 from edgetl.console import Log
 from edgetl.errors import BudgetExceeded, ProfileError
 from edgetl.files import publish_file, read_json, remove_tree, sha256_file, write_json_atomic, write_text_atomic
 from edgetl.lock import RunLock
-from edgetl.machine import describe_machine
+from edgetl.machine import describe_machine, package_versions
 from edgetl.profile import LoadedProfile, load_profile
-from edgetl.report import REPORT_MD, compose_report, publish_report
-from edgetl.stages.base import BuildContext, Stage, StageResult, execute, package_versions, prune_cache
+from edgetl.report.compose import compose_report, publish_report
+from edgetl.stages.base import BuildContext, Stage, StageResult, execute, prune_cache
 from edgetl.training.distributed import DistributedEnv
 
-MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = "edgetl.manifest/1"
-PROFILE_COPY = "profile.yaml"
 
 DETERMINISM = {
     "deterministic": [
@@ -57,14 +55,18 @@ class BuildOutcome:
             return
         failed = [b["message"] for b in self.report["budgets"] if not b["passed"]]
         if failed:
-            raise BudgetExceeded("budget violated: " + "; ".join(failed), hint=f"report: {self.run_dir / REPORT_MD}")
+            raise BudgetExceeded(
+                "budget violated: " + "; ".join(failed), hint=f"report: {self.run_dir / layout.REPORT_MD}"
+            )
 
 
-STAGE_ORDER = ("data", "finetune", "export", "optimize", "package", "benchmark")
+# The bundle comes last: on `deploy: fastest` what ships is decided by the benchmark's measurements.
+STAGE_ORDER = ("data", "finetune", "export", "optimize", "convert", "benchmark", "package")
 
 
 def default_stages(until: str | None = None) -> list[Stage]:
     from edgetl.stages.benchmark import BenchmarkStage
+    from edgetl.stages.convert import ConvertStage
     from edgetl.stages.data import DataStage
     from edgetl.stages.export import ExportStage
     from edgetl.stages.finetune import FinetuneStage
@@ -76,8 +78,9 @@ def default_stages(until: str | None = None) -> list[Stage]:
         FinetuneStage(),
         ExportStage(),
         OptimizeStage(),
-        PackageStage(),
+        ConvertStage(),
         BenchmarkStage(),
+        PackageStage(),
     ]
     if until is None:
         return stages
@@ -126,11 +129,11 @@ def build(
                     return BuildOutcome(run_dir, None, ctx.results, time.perf_counter() - started)
             report = None
             if "benchmark" in ctx.results:
-                results_file = ctx.results["benchmark"].path("benchmark/results.json")
+                results = read_json(ctx.results["benchmark"].path(layout.BENCHMARK_RESULTS))
+                engine = (ctx.results["package"].summary.get("engine") or {}) if "package" in ctx.results else {}
+                results["artifacts"].update(engine.get("measured") or {})  # an engine built here, measured there
                 summaries = {name: result.summary for name, result in ctx.results.items()}
-                report = compose_report(
-                    loaded.profile, read_json(results_file), summaries, loaded.profile.deployed_artifact
-                )
+                report = compose_report(loaded.profile, results, summaries, ctx.deployed_artifact())
             _publish(ctx, report, started)
             prune_cache(ctx)
     except BaseException:
@@ -154,7 +157,7 @@ def _check_run_dir(run_dir: Path, loaded: LoadedProfile) -> None:
         raise ProfileError(
             f"{loaded.path}: output_dir {run_dir}: {existing} is not writable", hint="choose another folder"
         )
-    manifest = run_dir / MANIFEST_FILE
+    manifest = run_dir / layout.MANIFEST
     if run_dir.is_dir() and any(run_dir.iterdir()) and not manifest.exists() and not (run_dir / ".edgetl").exists():
         raise ProfileError(
             f"{loaded.path}: output_dir {run_dir} is a non-empty folder that is not an edgetl run directory",
@@ -198,10 +201,10 @@ def _publish(ctx: BuildContext, report: dict[str, Any] | None, started: float) -
     files = _published_files(ctx)
     for relative, source in files.items():
         publish_file(source, run_dir / relative)
-    produced = set(files) | {PROFILE_COPY}
+    produced = set(files) | {layout.PROFILE_COPY}
     if report is not None:
         produced |= publish_report(run_dir, report)
-    write_text_atomic(run_dir / PROFILE_COPY, ctx.loaded.text)
+    write_text_atomic(run_dir / layout.PROFILE_COPY, ctx.loaded.text)
     for stale in previous - produced:  # e.g. an int8 model a previous profile produced
         remove_tree(run_dir / stale)
     known = {relative: digest for result in ctx.results.values() for relative, digest in result.files.items()}
@@ -218,7 +221,7 @@ def _publish(ctx: BuildContext, report: dict[str, Any] | None, started: float) -
         "complete": report is not None,
         "stages_run": list(ctx.results),
         "target": ctx.profile.target,
-        "deployed_artifact": ctx.profile.deployed_artifact if report is not None else None,
+        "deployed_artifact": ctx.deployed_artifact() if report is not None else None,
         "seed": ctx.profile.seed,
         "files": {
             relative: {
@@ -243,11 +246,11 @@ def _publish(ctx: BuildContext, report: dict[str, Any] | None, started: float) -
         "machine": describe_machine(),
         "determinism": DETERMINISM,
     }
-    write_json_atomic(run_dir / MANIFEST_FILE, manifest)
+    write_json_atomic(run_dir / layout.MANIFEST, manifest)
 
 
 def _previous_files(run_dir: Path) -> set[str]:
-    manifest = run_dir / MANIFEST_FILE
+    manifest = run_dir / layout.MANIFEST
     if not manifest.is_file():
         return set()
     try:

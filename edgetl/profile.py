@@ -15,16 +15,28 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgetl.backbones.registry import backbone_names, unknown_backbone_message
+from edgetl.backends import ARTIFACTS, converted_runtimes, unknown_artifact_message
 from edgetl.errors import ProfileError
 from edgetl.files import sha256_text
 from edgetl.targets import get_target, target_names, unknown_target_message
 from edgetl.training.epochs import IMAGE_BUDGET, MAX_EPOCHS, MIN_EPOCHS
 
-ArtifactName = Literal["torch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8"]
-ALL_ARTIFACTS: tuple[str, ...] = ("torch_fp32", "onnx_fp32", "onnx_fp16", "onnx_int8")
+
+def _listable_artifact(name: str) -> str:
+    """Artefacts a profile may name: the catalogue's, except engines (measured when the package stage builds one)."""
+    if name not in ARTIFACTS or ARTIFACTS[name].stage == "package":
+        raise ValueError(
+            unknown_artifact_message(name)
+            if name not in ARTIFACTS
+            else f"{name} cannot be listed: TensorRT engines are measured whenever the package stage builds one"
+        )
+    return name
+
+
+ArtifactName = Annotated[str, AfterValidator(_listable_artifact)]
 
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"]
 
@@ -316,9 +328,40 @@ class TensorRTConfig(_Section):
         return self
 
 
+class ConvertConfig(_Section):
+    """Other runtimes' artefacts, converted from the same validated ONNX models and measured next to them."""
+
+    runtimes: list[str] | None = Field(
+        None, description="e.g. [openvino]; default: the target's (intel-cpu: openvino; x86-cpu: none)"
+    )
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, names: list[str] | None) -> list[str] | None:
+        if names is None:
+            return None
+        known = converted_runtimes()
+        for name in names:
+            if name not in known:
+                raise ValueError(f"runtime {name!r} cannot be converted to; choose from {', '.join(known)}")
+        if len(set(names)) != len(names):
+            raise ValueError("runtimes must not repeat")
+        return names
+
+
 class BenchmarkConfig(_Section):
     artifacts: list[ArtifactName] | None = Field(None, description="default: every artefact the profile produces")
     baseline: ArtifactName = "torch_fp32"
+    deploy: Literal["target", "fastest"] | None = Field(
+        None,
+        description="target: ship the target's artefact; fastest: the fastest measured artefact that passes the "
+        "accuracy budgets and the runtime-agreement check; default: the target's choice (intel-cpu: fastest)",
+    )
+    min_runtime_agreement: Annotated[float, Field(ge=0.0, le=100.0)] = Field(
+        99.0,
+        description="percent top-1 agreement on val a converted artefact needs with the model it was converted "
+        "from before `deploy: fastest` may ship it (same model, other runtime: it must predict the same)",
+    )
     threads: PositiveInt = 1
     warmup: Annotated[int, Field(ge=0)] = 10
     iterations: PositiveInt = 100
@@ -376,6 +419,7 @@ class Profile(_Section):
     finetune: FinetuneConfig = FinetuneConfig()
     export: ExportConfig = ExportConfig()
     optimize: OptimizeConfig = OptimizeConfig()
+    convert: ConvertConfig = ConvertConfig()
     target: str = "x86-cpu"
     tensorrt: TensorRTConfig = TensorRTConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
@@ -396,6 +440,13 @@ class Profile(_Section):
             raise ValueError("benchmark.artifacts lists onnx_int8 but optimize.int8.enabled is false")
         if "onnx_fp16" in listed and not self.optimize.fp16.enabled:
             raise ValueError("benchmark.artifacts lists onnx_fp16 but optimize.fp16.enabled is false")
+        for name in listed:
+            if name not in self.produced_artifacts:
+                item = ARTIFACTS[name]
+                needs = [] if item.backend in self.convert_runtimes else [f"{item.backend} in convert.runtimes"]
+                if item.source and item.source not in self.produced_artifacts:
+                    needs.append(f"{item.source} (its source)")
+                raise ValueError(f"benchmark.artifacts lists {name}, which needs {' and '.join(needs)}")
         target = get_target(self.target)
         if int8 and not target.supports_int8:
             raise ValueError(
@@ -432,20 +483,44 @@ class Profile(_Section):
         return self
 
     @property
-    def benchmarked_artifacts(self) -> list[str]:
-        """benchmark.artifacts, or every artefact this profile produces."""
-        if self.benchmark.artifacts is not None:
-            return list(self.benchmark.artifacts)
-        produced = {
+    def convert_runtimes(self) -> list[str]:
+        """convert.runtimes, or the target's."""
+        if self.convert.runtimes is not None:
+            return list(self.convert.runtimes)
+        return list(get_target(self.target).converts_to)
+
+    @property
+    def produced_artifacts(self) -> list[str]:
+        """Every artefact this profile's build writes (engines aside), in catalogue order."""
+        made = {
             "torch_fp32": True,
             "onnx_fp32": True,
             "onnx_fp16": self.optimize.fp16.enabled,
             "onnx_int8": self.optimize.int8.enabled,
         }
-        return [name for name in ALL_ARTIFACTS if produced[name]]
+        runtimes = self.convert_runtimes
+        for name, item in ARTIFACTS.items():
+            if item.stage == "convert":
+                made[name] = item.backend in runtimes and bool(made.get(item.source or ""))
+        return [name for name in ARTIFACTS if made.get(name)]
+
+    @property
+    def benchmarked_artifacts(self) -> list[str]:
+        """benchmark.artifacts, or every artefact this profile produces."""
+        if self.benchmark.artifacts is not None:
+            return list(self.benchmark.artifacts)
+        return self.produced_artifacts
+
+    @property
+    def deploy_mode(self) -> str:
+        """ "fastest" or "target": benchmark.deploy, or the target's choice; a budgets.artifact pins it."""
+        if self.budgets.artifact is not None:
+            return "target"
+        return self.benchmark.deploy or get_target(self.target).deploy
 
     @property
     def deployed_artifact(self) -> str:
+        """The artefact shipped when nothing is chosen by measurement (and the default among candidates)."""
         return self.budgets.artifact or get_target(self.target).deployed_artifact(self.optimize.int8.enabled)
 
 

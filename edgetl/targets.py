@@ -32,7 +32,7 @@ class EngineDefaults:
 class Target:
     name: str
     description: str
-    runtime: str  # "onnxruntime" | "tensorrt"
+    runtime: str  # the backend that runs the default deployed artefact: "onnxruntime" | "tensorrt" | "openvino"
     precisions: tuple[str, ...]  # what the target's runtime executes: "fp32", "fp16", "int8"
     # Artefact shipped when int8 quantization is enabled / disabled.
     deploy_int8: str
@@ -41,6 +41,11 @@ class Target:
     engine_precision_int8: str | None = None
     engine_precision_float: str | None = None
     engine: EngineDefaults | None = None
+    # Runtimes whose artefacts are converted from the ONNX models and measured next to them (`convert.runtimes`).
+    converts_to: tuple[str, ...] = ()
+    # "target": ship deploy_int8 / deploy_float; "fastest": the fastest measured artefact that passes
+    # the accuracy checks (`benchmark.deploy`).
+    deploy: str = "target"
     build_on_device: bool = False  # the engine must be built on the device itself (always true for Jetson)
     device_memory_mb: int | None = None
     software: str = ""
@@ -101,6 +106,27 @@ _TARGETS: dict[str, Target] = {
         software="ONNX Runtime >= 1.17",
         verified_here=True,
         notes="int8 uses QDQ with uint8 activations and per-channel int8 weights (MLAS u8s8 kernels).",
+    ),
+    "intel-cpu": Target(
+        name="intel-cpu",
+        description="Intel x86-64 CPU: ONNX Runtime and OpenVINO both measured, the faster one shipped",
+        runtime="openvino",
+        precisions=("fp32", "int8"),
+        deploy_int8="openvino_int8",
+        deploy_float="openvino_fp32",
+        converts_to=("openvino",),
+        deploy="fastest",
+        software="OpenVINO >= 2024 (pip install 'edgetl[openvino]') or ONNX Runtime >= 1.17, whichever won",
+        on_device=(
+            "pip install 'edgetl[openvino]'   # or the core install when the bundle holds an ONNX model",
+            "edgetl predict BUNDLE_DIR image.jpg",
+        ),
+        verified_here=True,
+        notes=(
+            "OpenVINO runs the same validated Q/DQ int8 model as ONNX Runtime (converted to IR, fp32 weights "
+            "kept, inference precision pinned to f32); which runtime is faster depends on the CPU, so the build "
+            "measures both and ships the faster one that passes the accuracy checks."
+        ),
     ),
     "raspberry-pi-5": Target(
         name="raspberry-pi-5",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgetl import benchmarking, perf
-from edgetl.runtime.runners import OnnxRuntimeRunner
+from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
 from tests.test_cli import run_cli
 
 # Simulated milliseconds per image; real inference still runs, so accuracy is real.
@@ -19,7 +19,7 @@ _COST_MS = {"torch_fp32": 30.0, "onnx_fp32": 10.0, "onnx_int8": 5.0}
 @pytest.fixture
 def fake_time(monkeypatch: pytest.MonkeyPatch) -> dict:
     """A clock that only moves when a model runs, by a fixed cost per image (x an injectable slowdown)."""
-    from edgetl.benchmarking import TorchRunner
+    from edgetl.backends.pytorch.runner import TorchRunner
 
     state: dict = {"now": 0, "slowdown": {}, "corrupt": set()}
     monkeypatch.setattr(benchmarking, "clock", lambda: state["now"])

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgetl.benchmarking import LatencyStats, measure_latency, measure_throughput
-from edgetl.budgets import evaluate_budgets
+from edgetl.backends.base import Runner
+from edgetl.measure.latency import LatencyStats, measure_latency, measure_throughput
 from edgetl.profile import BudgetsConfig
-from edgetl.runtime.runners import Runner
+from edgetl.report.budgets import evaluate_budgets
 
 
 class FakeRunner(Runner):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from edgetl.plots import plot_latency_distribution, write_plots
-from edgetl.report_html import render_html
+from edgetl.report.html import render_html
+from edgetl.report.plots import plot_latency_distribution, write_plots
 
 
 def _report(samples: bool = True) -> dict:

@@ -187,8 +187,8 @@ def test_relative_budgets_need_the_fp32_onnx_model_measured(tmp_path: Path) -> N
 
 
 def test_relative_budgets_compare_with_the_fp32_onnx_model() -> None:
-    from edgetl.budgets import evaluate_budgets
     from edgetl.profile import BudgetsConfig
+    from edgetl.report.budgets import evaluate_budgets
 
     measured = {"onnx_int8": {"speedup_vs": {"onnx_fp32": 1.5}, "size_ratio_vs": {"onnx_fp32": 0.28}}}
     results = evaluate_budgets(BudgetsConfig(min_speedup=1.8, max_size_ratio=0.3), measured, "onnx_int8")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from edgetl.errors import UserInputError
-from edgetl.regression import (
+from edgetl.report.regression import (
     Check,
     Tolerances,
     compare_reports,

@@ -7,7 +7,8 @@
 Only numpy, pillow and onnxruntime are needed.
 """
 
+from edgetl.backends.base import Runner
+from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
 from edgetl.runtime.predictor import MODEL_FILES, Prediction, Predictor, load, softmax
-from edgetl.runtime.runners import OnnxRuntimeRunner, Runner
 
 __all__ = ["MODEL_FILES", "OnnxRuntimeRunner", "Prediction", "Predictor", "Runner", "load", "softmax"]

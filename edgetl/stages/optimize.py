@@ -18,20 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from edgetl import layout
 from edgetl.errors import BudgetExceeded, VerificationError
 from edgetl.files import write_json_atomic
+from edgetl.machine import package_versions
 from edgetl.profile import Profile, profile_section
-from edgetl.runtime.predictor import MODEL_FILES
-from edgetl.stages.base import BuildContext, Stage, package_versions
-from edgetl.stages.data import SPLIT_FILE, read_split, split_paths
-from edgetl.stages.export import FP32_FILE, INPUT_NAME
-from edgetl.stages.finetune import CHECKPOINT_FILE, PREPROCESSING_FILE
+from edgetl.stages.base import BuildContext, Stage
+from edgetl.stages.data import read_split, split_paths
 from edgetl.targets import get_target
 
-INT8_FILE = MODEL_FILES["onnx_int8"]
-FP16_FILE = MODEL_FILES["onnx_fp16"]
-QUANTIZATION_FILE = "optimize/quantization.json"
-CALIBRATION_FILE = "optimize/calibration.json"
 _CALIBRATION_BATCH = 16
 _DEFAULT_MAX_DROP = 1.0
 _COST_ITERATIONS = 40
@@ -68,9 +63,9 @@ class OptimizeStage(Stage):
             "symmetric": get_target(ctx.profile.target).uses_tensorrt,
             "reduce_range": resolve_reduce_range(ctx.profile),
             "threads": ctx.profile.benchmark.threads,
-            "model": ctx.results["export"].files[FP32_FILE],
-            "checkpoint": ctx.results["finetune"].files[CHECKPOINT_FILE],  # QAT fine-tunes it
-            "split": ctx.results["data"].files[SPLIT_FILE],
+            "model": ctx.results["export"].files[layout.ONNX_FP32],
+            "checkpoint": ctx.results["finetune"].files[layout.CHECKPOINT],  # QAT fine-tunes it
+            "split": ctx.results["data"].files[layout.SPLIT],
             "versions": package_versions("onnx", "onnxruntime"),
         }
 
@@ -88,12 +83,12 @@ class OptimizeStage(Stage):
         from edgetl import onnx_tools
         from edgetl.quantization.fp16 import convert_to_fp16
 
-        source = ctx.results["export"].path(FP32_FILE)
-        target = out / FP16_FILE
+        source = ctx.results["export"].path(layout.ONNX_FP32)
+        target = out / layout.ONNX_FP16
         target.parent.mkdir(parents=True, exist_ok=True)
         record = convert_to_fp16(source, target)
         model = onnx_tools.load_model(target)
-        onnx_tools.check(model, FP16_FILE)
+        onnx_tools.check(model, layout.ONNX_FP16)
         ratio = target.stat().st_size / source.stat().st_size
         ctx.log.stage(self.name, f"fp16 model {target.stat().st_size / 1e6:.2f} MB ({ratio:.2f}x the fp32 file)")
         return record | {"size_bytes": target.stat().st_size, "size_ratio": ratio}
@@ -112,15 +107,15 @@ class OptimizeStage(Stage):
         from edgetl.quantization.qdq import QuantSettings, prepare, quantize_with_ranges, resolve_float_nodes
 
         cfg = ctx.profile.optimize.int8
-        source = ctx.results["export"].path(FP32_FILE)
-        pre = read_preprocessing(ctx.results["finetune"].path(PREPROCESSING_FILE))
-        split = read_split(ctx.results["data"].path(SPLIT_FILE))
+        source = ctx.results["export"].path(layout.ONNX_FP32)
+        pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))
+        split = read_split(ctx.results["data"].path(layout.SPLIT))
         pool, pool_labels = split_paths(split, "calibration_pool")
         calibration = pool[: cfg.calibration_images]
         available = (
             "" if len(calibration) == cfg.calibration_images else f" (all there are; {cfg.calibration_images} asked)"
         )
-        fixed = onnx_tools.io_summary(onnx_tools.load_model(source))["inputs"][INPUT_NAME][0]
+        fixed = onnx_tools.io_summary(onnx_tools.load_model(source))["inputs"][layout.INPUT_NAME][0]
         is_fixed = isinstance(fixed, int) and fixed > 0
         batch_size = fixed if is_fixed else _CALIBRATION_BATCH
         ctx.log.stage(
@@ -133,7 +128,7 @@ class OptimizeStage(Stage):
         work.mkdir(parents=True, exist_ok=True)
         prepared = work / "prepared.onnx"
         notes = prepare(source, prepared)
-        reader = ImageCalibrationReader(calibration, pre, batch_size, INPUT_NAME, fixed_batch=is_fixed)
+        reader = ImageCalibrationReader(calibration, pre, batch_size, layout.INPUT_NAME, fixed_batch=is_fixed)
         ranges = compute_ranges(prepared, reader, cfg.calibration_method, cfg.percentile)
         calibration_summary = ranges.summary()
         if cfg.calibration_method != "minmax":
@@ -143,7 +138,7 @@ class OptimizeStage(Stage):
                 f"{calibration_summary['tensors']} activation ranges "
                 f"(median {calibration_summary['median_clipped_fraction']:.0%} of the observed range)",
             )
-        write_json_atomic(out / CALIBRATION_FILE, ranges.to_dict())
+        write_json_atomic(out / layout.CALIBRATION, ranges.to_dict())
 
         float_nodes = resolve_float_nodes(onnx_tools.load_model(prepared), cfg.keep_float, cfg.exclude_nodes)
         symmetric = get_target(ctx.profile.target).uses_tensorrt
@@ -156,7 +151,7 @@ class OptimizeStage(Stage):
             tuning_batch, np.asarray(pool_labels[: len(tuning_paths)]), fp32_logits.argmax(axis=1), fp32_logits
         )
         max_drop, min_agreement = accuracy_budget(ctx.profile)
-        target = out / INT8_FILE
+        target = out / layout.ONNX_INT8
         target.parent.mkdir(parents=True, exist_ok=True)
         budget = (max_drop, min_agreement, cfg.accuracy_aware.min_logit_sqnr_db)
         int8_source, measured, weight_records = self._improve_weights(
@@ -244,12 +239,14 @@ class OptimizeStage(Stage):
 
         model = onnx_tools.load_model(target)
         onnx_tools.embed_metadata(model, split["classes"], pre, **{"edgetl.precision": "int8"})
-        onnx_tools.check(model, INT8_FILE)
+        onnx_tools.check(model, layout.ONNX_INT8)
         onnx_tools.save_model(model, target)
         try:
             predict(target, tuning_batch[:1])
         except Exception as error:
-            raise VerificationError(f"{INT8_FILE}: quantized model does not run in ONNX Runtime ({error})") from None
+            raise VerificationError(
+                f"{layout.ONNX_INT8}: quantized model does not run in ONNX Runtime ({error})"
+            ) from None
 
         ops = onnx_tools.op_census(model)
         all_float = quant_float_nodes + (fallback_record or {}).get("added_float_nodes", [])
@@ -271,7 +268,7 @@ class OptimizeStage(Stage):
             "float_nodes": all_float,
             "notes": notes,
         }
-        write_json_atomic(out / QUANTIZATION_FILE, record)
+        write_json_atomic(out / layout.QUANTIZATION, record)
         ratio = record["size_bytes"] / record["fp32_size_bytes"]
         ctx.log.stage(
             self.name,
@@ -341,7 +338,7 @@ class OptimizeStage(Stage):
         ]
         if all(mode == "off" for _, _, mode, _ in steps):
             return kept[0], kept[1], records
-        pre = read_preprocessing(ctx.results["finetune"].path(PREPROCESSING_FILE))
+        pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))
         batch_size, is_fixed = batching
         images = calibration[:_WEIGHT_STEP_IMAGES]
         batches = [pre.batch(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
@@ -431,7 +428,7 @@ class OptimizeStage(Stage):
         """Fine-tune the checkpoint with simulated int8, export it, calibrate it again (same images)."""
         import time
 
-        from edgetl import onnx_tools
+        from edgetl import layout, onnx_tools
         from edgetl.quantization.calibration import ImageCalibrationReader, compute_ranges
         from edgetl.quantization.qat import qat_from_checkpoint
         from edgetl.quantization.qdq import prepare
@@ -440,7 +437,7 @@ class OptimizeStage(Stage):
         started = time.perf_counter()
         cfg = ctx.profile.optimize.int8
         outcome, pre, images = qat_from_checkpoint(
-            ctx.results["finetune"].path(CHECKPOINT_FILE),
+            ctx.results["finetune"].path(layout.CHECKPOINT),
             split_paths(split, "train"),
             calibration,
             cfg.qat,
@@ -455,7 +452,7 @@ class OptimizeStage(Stage):
         onnx_tools.save_model(export_onnx(outcome.model, pre.input_shape, export.batch_size, export.opset), raw)
         prepare(raw, qat_prepared)
         batch_size, is_fixed = batching
-        reader = ImageCalibrationReader(calibration, pre, batch_size, INPUT_NAME, fixed_batch=is_fixed)
+        reader = ImageCalibrationReader(calibration, pre, batch_size, layout.INPUT_NAME, fixed_batch=is_fixed)
         ranges = compute_ranges(qat_prepared, reader, cfg.calibration_method, cfg.percentile)
         details = {
             "epochs": cfg.qat.epochs,
@@ -528,8 +525,8 @@ class FallbackPricer:
 
     def latencies(self, candidate: Path) -> dict[str, float]:
         """p50 ms of fp32, all-int8 and `candidate`, interleaved in one run."""
-        from edgetl.benchmarking import measure_latency
-        from edgetl.runtime.runners import OnnxRuntimeRunner
+        from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
+        from edgetl.measure.latency import measure_latency
 
         runners = [
             OnnxRuntimeRunner(self.fp32, name="fp32", threads=self.threads),

@@ -17,26 +17,29 @@ from typing import Any
 
 import numpy as np
 
-from edgetl import __version__
-from edgetl.bundle import ENGINE_FILE, TIMING_CACHE_FILE, verify_engine, write_bundle
+from edgetl import __version__, layout
+from edgetl.backends import ARTIFACTS, backend_for
+from edgetl.bundle import verify_engine, write_bundle
+from edgetl.machine import package_versions
 from edgetl.profile import Profile, profile_section
-from edgetl.runtime.predictor import MODEL_FILES
-from edgetl.stages.base import BuildContext, Stage, package_versions
-from edgetl.stages.data import SPLIT_FILE, read_split, split_paths
-from edgetl.stages.export import FP32_FILE, INPUT_NAME
+from edgetl.stages.base import BuildContext, Stage
+from edgetl.stages.data import read_split, split_paths
 from edgetl.targets import Target, get_target
 
-BUNDLE_DIR = "bundle"
-ENGINE_PATH = f"{BUNDLE_DIR}/{ENGINE_FILE}"
-# Which stage writes each ONNX artefact that can be shipped.
-_SOURCE_STAGE = {"onnx_fp32": "export", "onnx_fp16": "optimize", "onnx_int8": "optimize"}
 
+def shipped_artifact(ctx: BuildContext) -> str:
+    """The artefact that goes into the bundle: the one deployed (never the torch checkpoint).
 
-def shipped_artifact(profile: Profile) -> str:
-    """The ONNX artefact that goes into the bundle: the target's deployed model (never the torch checkpoint)."""
+    TensorRT targets ship the ONNX model their engine is built from (on the device, or here).
+    """
+    profile = ctx.profile
     target = get_target(profile.target)
-    name = profile.deployed_artifact
-    return name if name in _SOURCE_STAGE else target.deployed_artifact(profile.optimize.int8.enabled)
+    fallback = target.deployed_artifact(profile.optimize.int8.enabled)
+    if target.uses_tensorrt:
+        name = profile.deployed_artifact
+        return name if ARTIFACTS[name].format == "onnx" else fallback
+    name = ctx.deployed_artifact()
+    return name if ARTIFACTS[name].backend != "torch" else fallback
 
 
 def engine_options(profile: Profile, target: Target, fixed_batch: int | None) -> dict[str, Any] | None:
@@ -57,7 +60,7 @@ def engine_options(profile: Profile, target: Target, fixed_batch: int | None) ->
         "precision": precision,
         **batches,
         "workspace_mb": cfg.workspace_mb or target.engine.workspace_mb,
-        "timing_cache": TIMING_CACHE_FILE if cfg.timing_cache else None,
+        "timing_cache": layout.BUNDLE_TIMING_CACHE if cfg.timing_cache else None,
         "dla_core": cfg.dla_core,
         "gpu_fallback": cfg.gpu_fallback,
         "hardware_compatibility": cfg.hardware_compatibility,
@@ -90,14 +93,16 @@ class PackageStage(Stage):
     name = "package"
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
-        artifact = shipped_artifact(ctx.profile)
+        artifact = shipped_artifact(ctx)
         target = get_target(ctx.profile.target)
+        item = ARTIFACTS[artifact]
+        stage = ctx.results[item.stage]
         return {
             "target": asdict(target),
             "tensorrt": profile_section(ctx.profile, "tensorrt"),
             "artifact": artifact,
-            "model": ctx.results[_SOURCE_STAGE[artifact]].files[MODEL_FILES[artifact]],
-            "split": ctx.results["data"].files[SPLIT_FILE],
+            "model": [stage.files[item.file], *(stage.files.get(c) for c in item.companions)],
+            "split": ctx.results["data"].files[layout.SPLIT],
             "engine_here": tensorrt_unavailable_reason(target),
             "versions": package_versions("onnxruntime", "tensorrt"),
         }
@@ -105,34 +110,35 @@ class PackageStage(Stage):
     def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
         from edgetl import onnx_tools
         from edgetl.preprocessing import read_preprocessing
-        from edgetl.runtime.runners import OnnxRuntimeRunner
-        from edgetl.stages.finetune import PREPROCESSING_FILE
 
         profile = ctx.profile
         target = get_target(profile.target)
-        artifact = shipped_artifact(profile)
-        model = ctx.results[_SOURCE_STAGE[artifact]].path(MODEL_FILES[artifact])
-        pre = read_preprocessing(ctx.results["finetune"].path(PREPROCESSING_FILE))
-        split = read_split(ctx.results["data"].path(SPLIT_FILE))
+        artifact = shipped_artifact(ctx)
+        model = ctx.artifact_path(artifact)
+        backend = backend_for(artifact)
+        pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))
+        split = read_split(ctx.results["data"].path(layout.SPLIT))
         paths, labels = split_paths(split, "val")
         references = reference_sample(paths, labels, profile.tensorrt.verify_images)
-        with OnnxRuntimeRunner(model, name=artifact, threads=profile.benchmark.threads) as runner:
+        with backend.make_runner(model, artifact, profile.benchmark.threads) as runner:
             logits = runner.infer_any_batch(pre.batch([p for p, _ in references]))
-        fixed = onnx_tools.io_summary(onnx_tools.load_model(ctx.results["export"].path(FP32_FILE)))["inputs"]
-        batch_dim = fixed[INPUT_NAME][0]
+        fixed = onnx_tools.io_summary(onnx_tools.load_model(ctx.results["export"].path(layout.ONNX_FP32)))["inputs"]
+        batch_dim = fixed[layout.INPUT_NAME][0]
         fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         options = engine_options(profile, target, fixed_batch)
         files = write_bundle(
-            out / BUNDLE_DIR,
+            out / layout.BUNDLE_DIR,
             name=profile.name,
             model=model,
             artifact=artifact,
+            companions=[model.with_suffix(Path(c).suffix) for c in ARTIFACTS[artifact].companions],
+            runtime_label=backend.label,
             labels=list(split["classes"]),
             preprocessing=pre,
             target=_target_record(target),
             engine_options=options,
             verify_min_agreement=profile.tensorrt.verify_min_agreement,
-            input_name=INPUT_NAME,
+            input_name=layout.INPUT_NAME,
             input_shape=[fixed_batch or -1, *pre.input_shape],
             reference_images=references,
             reference_logits=logits,
@@ -142,7 +148,12 @@ class PackageStage(Stage):
             self.name,
             f"device bundle for {target.name}: {artifact}, {len(references)} reference images, {len(files)} files",
         )
-        summary: dict[str, Any] = {"target": target.name, "artifact": artifact, "bundle": BUNDLE_DIR, "engine": None}
+        summary: dict[str, Any] = {
+            "target": target.name,
+            "artifact": artifact,
+            "bundle": layout.BUNDLE_DIR,
+            "engine": None,
+        }
         reason = tensorrt_unavailable_reason(target)
         if options is not None and reason is None:
             summary["engine"] = self._build_engine(ctx, out, options)
@@ -153,20 +164,38 @@ class PackageStage(Stage):
 
     def _build_engine(self, ctx: BuildContext, out: Path, options: dict[str, Any]) -> dict[str, Any]:
         """Build and verify the engine on this machine's GPU (nvidia-gpu target with TensorRT installed)."""
+        from edgetl.backends.tensorrt.build import build_engine
+        from edgetl.backends.tensorrt.options import EngineOptions
         from edgetl.bundle import read_bundle
-        from edgetl.engine.build import build_engine
-        from edgetl.engine.options import EngineOptions
 
-        bundle_dir = out / BUNDLE_DIR
+        bundle_dir = out / layout.BUNDLE_DIR
         resolved = dict(options)
         if resolved.get("timing_cache"):
             resolved["timing_cache"] = str(bundle_dir / resolved["timing_cache"])
         log = lambda message: ctx.log.stage(self.name, message)  # noqa: E731
         sidecar = build_engine(
-            bundle_dir / "model.onnx", bundle_dir / ENGINE_FILE, EngineOptions.from_dict(resolved), log=log
+            bundle_dir / "model.onnx", bundle_dir / layout.BUNDLE_ENGINE, EngineOptions.from_dict(resolved), log=log
         )
-        verification = verify_engine(read_bundle(bundle_dir), bundle_dir / ENGINE_FILE, log)
-        return {"file": ENGINE_PATH, "sidecar": sidecar.to_dict(), "verification": verification}
+        verification = verify_engine(read_bundle(bundle_dir), bundle_dir / layout.BUNDLE_ENGINE, log)
+        return {
+            "file": layout.ENGINE,
+            "sidecar": sidecar.to_dict(),
+            "verification": verification,
+            "measured": self._measure_engine(ctx, bundle_dir / layout.BUNDLE_ENGINE, sidecar.engine_options.precision),
+        }
+
+    def _measure_engine(self, ctx: BuildContext, engine: Path, precision: str) -> dict[str, Any]:
+        """The engine on val images with the same harness as every other artefact (the report merges it)."""
+        from edgetl.backends.tensorrt import engine_artifact
+        from edgetl.measure.artifacts import measure_models
+        from edgetl.preprocessing import read_preprocessing
+
+        pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))
+        split = read_split(ctx.results["data"].path(layout.SPLIT))
+        paths, labels = split_paths(split, "val")
+        name = engine_artifact(precision)
+        results = measure_models({name: engine}, paths, labels, split["classes"], pre, ctx.profile.benchmark)
+        return results["artifacts"]
 
 
 def _target_record(target: Target) -> dict[str, Any]:

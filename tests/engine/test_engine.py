@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-import edgetl.engine.build as build_module
-from edgetl.engine import (
+import edgetl.backends.tensorrt.build as build_module
+from edgetl.backends.tensorrt import (
     EngineOptions,
     EngineSidecar,
     build_engine,
@@ -34,6 +34,7 @@ from edgetl.engine import (
     trtexec_command,
     write_sidecar,
 )
+from edgetl.backends.tensorrt.runner import TensorRTRunner
 from edgetl.errors import (
     DependencyError,
     EngineMismatchError,
@@ -41,7 +42,6 @@ from edgetl.errors import (
     UserInputError,
     VerificationError,
 )
-from edgetl.runtime.tensorrt import TensorRTRunner
 
 REPO = Path(__file__).resolve().parents[2]
 CHW = (3, 4, 4)
@@ -339,7 +339,7 @@ def test_missing_inputs_are_model_file_errors(tmp_path: Path) -> None:
 
 def test_importing_engine_code_imports_neither_torch_nor_tensorrt() -> None:
     code = (
-        "import sys, edgetl.engine, edgetl.engine.build, edgetl.runtime.tensorrt\n"
+        "import sys, edgetl.backends.tensorrt, edgetl.backends.tensorrt.build, edgetl.runtime.tensorrt\n"
         "heavy = [m for m in ('torch', 'tensorrt', 'pycuda', 'onnx') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -11,18 +11,13 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from edgetl.bundle import (
-    BUILD_SCRIPT,
-    ENGINE_FILE,
-    build_engine_in_bundle,
-    compare_with_reference,
-    read_bundle,
-)
+from edgetl import layout
+from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
+from edgetl.bundle import build_engine_in_bundle, compare_with_reference, read_bundle
 from edgetl.cli import main
 from edgetl.errors import ModelFileError, UserInputError, VerificationError
 from edgetl.files import sha256_file
 from edgetl.runtime import load
-from edgetl.runtime.runners import OnnxRuntimeRunner
 from tests.helpers import tiny_profile, write_profile
 
 
@@ -32,7 +27,7 @@ def test_cpu_build_ships_a_bundle_of_the_deployed_model(built_run) -> None:
     assert bundle.info["model"]["artifact"] == "onnx_int8"
     assert sha256_file(bundle.model_path) == sha256_file(built_run.run_dir / "models/model_int8.onnx")
     assert bundle.labels() == ["blues", "reds"]
-    assert "engine" not in bundle.info and not (bundle.root / BUILD_SCRIPT).exists()
+    assert "engine" not in bundle.info and not (bundle.root / layout.BUNDLE_BUILD_SCRIPT).exists()
     reference = bundle.reference()
     assert len(reference["images"]) == 10  # every val image of the tiny set (fewer than verify_images)
     assert {item["label"] for item in reference["images"]} == {0, 1}
@@ -90,7 +85,7 @@ def test_jetson_bundle_carries_engine_options_and_the_trtexec_command(jetson_run
     assert options is not None
     assert (options["precision"], options["min_batch"], options["opt_batch"], options["max_batch"]) == ("int8", 1, 2, 4)
     assert options["workspace_mb"] == 1024  # the Orin Nano default: builds must fit in 8 GB shared memory
-    script = (bundle.root / BUILD_SCRIPT).read_text()
+    script = (bundle.root / layout.BUNDLE_BUILD_SCRIPT).read_text()
     assert "trtexec --onnx=model.onnx --saveEngine=model.engine --fp16 --int8" in script
     assert "--minShapes=input:1x3x224x224 --optShapes=input:2x3x224x224 --maxShapes=input:4x3x224x224" in script
     summary = jetson_run.results["package"].summary
@@ -151,8 +146,8 @@ class _OnnxAsEngine(OnnxRuntimeRunner):
 
 def _fake_toolchain(monkeypatch, sign: float) -> list[Path]:
     """Replace the TensorRT builder and runner; the 'engine' is the bundle's ONNX, optionally sign-flipped."""
-    import edgetl.engine.build
-    import edgetl.runtime.tensorrt
+    import edgetl.backends.tensorrt.build
+    import edgetl.backends.tensorrt.runner
 
     built: list[Path] = []
 
@@ -162,8 +157,8 @@ def _fake_toolchain(monkeypatch, sign: float) -> list[Path]:
         built.append(engine_path)
 
     runner = type("Runner", (_OnnxAsEngine,), {"scale": sign})
-    monkeypatch.setattr(edgetl.engine.build, "build_engine", fake_build)
-    monkeypatch.setattr(edgetl.runtime.tensorrt, "TensorRTRunner", runner)
+    monkeypatch.setattr(edgetl.backends.tensorrt.build, "build_engine", fake_build)
+    monkeypatch.setattr(edgetl.backends.tensorrt.runner, "TensorRTRunner", runner)
     return built
 
 
@@ -173,14 +168,14 @@ def test_engine_is_kept_only_when_it_agrees_with_the_reference(jetson_run, tmp_p
     built = _fake_toolchain(monkeypatch, sign=1.0)
     result = build_engine_in_bundle(bundle_dir, log=lambda message: None)
     assert result["passed"] and result["agreement"] == 100.0
-    assert built[0].name == ENGINE_FILE + ".new" and (bundle_dir / ENGINE_FILE).is_file()
-    good = sha256_file(bundle_dir / ENGINE_FILE)
+    assert built[0].name == layout.BUNDLE_ENGINE + ".new" and (bundle_dir / layout.BUNDLE_ENGINE).is_file()
+    good = sha256_file(bundle_dir / layout.BUNDLE_ENGINE)
 
     _fake_toolchain(monkeypatch, sign=-1.0)  # a broken engine: every prediction flips
     with pytest.raises(VerificationError, match="not kept"):
         build_engine_in_bundle(bundle_dir, log=lambda message: None, force=True)
-    assert sha256_file(bundle_dir / ENGINE_FILE) == good  # the earlier good engine survives
-    assert not (bundle_dir / (ENGINE_FILE + ".new")).exists()
+    assert sha256_file(bundle_dir / layout.BUNDLE_ENGINE) == good  # the earlier good engine survives
+    assert not (bundle_dir / (layout.BUNDLE_ENGINE + ".new")).exists()
 
 
 def test_cpu_bundles_have_no_engine_to_build(built_run) -> None:

@@ -1,78 +1,21 @@
-"""Runners: one small object per inference backend, Polygraphy style (activate / infer / deactivate).
+"""ONNX Runtime runner: the CPU execution provider (or any providers given) with a fixed thread count.
 
-This module must not import torch: it is what a device runs. The benchmark harness drives the
-same runners, so what is measured is what ships.
+Torch-free: this is what the core install runs on a device.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgetl.backends.base import Runner
 from edgetl.errors import ModelFileError
 
 
-class Runner(ABC):
-    """Runs a classification model on a preprocessed NCHW float32 batch and returns logits."""
-
-    name: str
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.is_active = False
-
-    def activate(self) -> None:
-        if not self.is_active:
-            self._activate()
-            self.is_active = True
-
-    def deactivate(self) -> None:
-        if self.is_active:
-            self._deactivate()
-            self.is_active = False
-
-    def __enter__(self) -> Runner:
-        self.activate()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.deactivate()
-
-    @property
-    def fixed_batch(self) -> int | None:
-        """The only batch size the model accepts, or None when the batch dimension is dynamic."""
-        return None
-
-    @abstractmethod
-    def _activate(self) -> None: ...
-
-    @abstractmethod
-    def _deactivate(self) -> None: ...
-
-    @abstractmethod
-    def infer(self, batch: np.ndarray) -> np.ndarray: ...
-
-    def infer_any_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Infer a batch of any size, splitting or padding for fixed-batch models."""
-        fixed = self.fixed_batch
-        if fixed is None or len(batch) == fixed:
-            return self.infer(batch)
-        outputs = []
-        for start in range(0, len(batch), fixed):
-            chunk = batch[start : start + fixed]
-            real = len(chunk)
-            if real < fixed:
-                pad = np.repeat(chunk[-1:], fixed - real, axis=0)
-                chunk = np.concatenate([chunk, pad])
-            outputs.append(self.infer(chunk)[:real])
-        return np.concatenate(outputs)
-
-
 class OnnxRuntimeRunner(Runner):
-    """ONNX Runtime on the CPU execution provider (or any providers given) with a fixed thread count."""
+    """One InferenceSession, all graph optimizations, sequential execution, `threads` intra-op threads."""
 
     def __init__(
         self,
@@ -118,6 +61,12 @@ class OnnxRuntimeRunner(Runner):
     @property
     def fixed_batch(self) -> int | None:
         return self._fixed_batch
+
+    def describe(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        providers = self.session.get_providers() if self.session is not None else self.providers
+        return {"runtime": "onnxruntime", "version": ort.__version__, "providers": providers, "threads": self.threads}
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]

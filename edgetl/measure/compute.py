@@ -1,4 +1,4 @@
-"""Performance accounting from the shipped artefact: MACs, measured compute peak, peak memory, utilization.
+"""Compute accounting from the shipped artefact: MACs and parameters, the measured GEMM peak, utilization.
 
 Everything here reads the ONNX file or measures ONNX Runtime on this machine, so the numbers describe what is
 deployed rather than the training checkpoint or a vendor datasheet. No torch import: this runs on devices.
@@ -6,11 +6,7 @@ deployed rather than the training checkpoint or a vendor datasheet. No torch imp
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,8 +31,6 @@ _DATA_INPUTS: dict[str, tuple[int, ...]] = {
 _PASS_THROUGH = {"DequantizeLinear", "Identity", "Cast", "Transpose", "Reshape", "Squeeze", "Unsqueeze"}
 # Index of the weight input, to read the kernel shape from.
 _WEIGHT_INPUT = {"Conv": 1, "FusedConv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3}
-
-_CHILD_TIMEOUT_S = 120.0
 
 
 def _prod(values: Any) -> int:
@@ -335,111 +329,6 @@ def measure_gemm_peak(threads: int = 1, precision: str = "fp32", size: int = 512
             f"best sustained MatMul M=K=N={size} in ONNX Runtime {ort.__version__} CPU, {threads} thread"
             f"{'s' if threads != 1 else ''}, {kind}, weights as initializer: best of {chunks} chunk medians "
             f"over {len(times)} timed runs after warm-up"
-        ),
-    }
-
-
-_CHILD_SCRIPT = r"""
-import json, resource, sys
-
-def rss():
-    # Linux carries the parent's high-water mark into ru_maxrss across fork+exec; VmHWM belongs to this image.
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
-
-runtime, path, batch, threads, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-import numpy as np
-if runtime == "onnxruntime":
-    import onnxruntime as ort
-    baseline = rss()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-              "tensor(uint8)": np.uint8, "tensor(int8)": np.int8, "tensor(int32)": np.int32,
-              "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
-    feeds = {}
-    for value in session.get_inputs():
-        dims = list(value.shape)
-        if dims and not isinstance(dims[0], int):
-            dims[0] = batch
-        if not all(isinstance(d, int) and d > 0 for d in dims):
-            raise SystemExit(f"input {value.name} has a non-batch symbolic dim: {value.shape}")
-        feeds[value.name] = np.zeros(dims, dtype=dtypes[value.type])
-    for _ in range(runs):
-        session.run(None, feeds)
-    shape = {k: list(v.shape) for k, v in feeds.items()}
-elif runtime == "torch":
-    import torch
-    from pathlib import Path
-    from edgetl.training.checkpoint import load_checkpoint
-    torch.set_num_threads(threads)
-    baseline = rss()
-    checkpoint = load_checkpoint(Path(path))
-    model = checkpoint.build_model()
-    crop = int(getattr(checkpoint.preprocessing, "crop", 224) or 224)
-    x = torch.zeros(batch, 3, crop, crop)
-    with torch.inference_mode():
-        for _ in range(runs):
-            model(x)
-    shape = {"input": list(x.shape)}
-else:
-    raise SystemExit(f"unknown runtime {runtime!r}")
-print(json.dumps({"baseline_rss_bytes": baseline, "peak_rss_bytes": rss(), "input_shapes": shape}))
-"""
-
-
-def measure_peak_memory(model_path: Path, batch: int = 1, threads: int = 1, runtime: str = "onnxruntime") -> dict:
-    """Peak resident memory of a fresh process that loads the model and runs it, and the model's share.
-
-    A fresh process so allocator caches and other models in this one do not pollute the figure; the
-    after-import baseline separates the runtime's own footprint from what the model adds.
-    """
-    if runtime not in ("onnxruntime", "torch"):
-        raise ValueError(f"runtime must be 'onnxruntime' or 'torch', not {runtime!r}")
-    if batch < 1 or threads < 1:
-        raise ValueError("batch and threads must be >= 1")
-    runs = 3
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[1])  # the child must import edgetl (torch path)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-    env.setdefault("OMP_NUM_THREADS", str(threads))
-    command = [sys.executable, "-c", _CHILD_SCRIPT, runtime, str(Path(model_path)), str(batch), str(threads), str(runs)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=_CHILD_TIMEOUT_S, env=env)
-    except subprocess.TimeoutExpired as error:
-        tail = (error.stderr or b"")[-2000:]
-        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
-        raise RuntimeError(f"peak-memory child timed out after {_CHILD_TIMEOUT_S:.0f} s: {tail}") from None
-    if done.returncode != 0:
-        raise RuntimeError(f"peak-memory child failed (exit {done.returncode}): {done.stderr[-2000:].strip()}")
-    try:
-        report = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        raise RuntimeError(f"peak-memory child printed no result: {done.stderr[-2000:].strip()}") from None
-    peak, baseline = int(report["peak_rss_bytes"]), int(report["baseline_rss_bytes"])
-    loader = "onnxruntime" if runtime == "onnxruntime" else "torch and edgetl's checkpoint loader"
-    return {
-        "peak_rss_bytes": peak,
-        "model_rss_bytes": peak - baseline,
-        "baseline_rss_bytes": baseline,
-        "runtime": runtime,
-        "batch": batch,
-        "threads": threads,
-        "input_shapes": report["input_shapes"],
-        "method": (
-            f"peak RSS of a fresh process (ru_maxrss; on Linux VmHWM, the same high-water mark without the "
-            f"parent's share that ru_maxrss inherits across fork+exec) that imports {loader}, loads the model and runs "
-            f"{runs} inferences on zeros at batch {batch} with {threads} thread{'s' if threads != 1 else ''}; "
-            "model_rss_bytes is that peak minus the peak right after importing the runtime"
         ),
     }
 

@@ -15,40 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.runtime.runners import Runner
+from edgetl.backends.base import Runner
 
 # Nanosecond clock used for every timing (a module attribute so tests can inject a fake one).
 clock = time.perf_counter_ns
-
-
-class TorchRunner(Runner):
-    """Eager PyTorch, as a user would run the training checkpoint (eval mode, inference_mode)."""
-
-    def __init__(self, model: Any, name: str = "torch_fp32", threads: int | None = None) -> None:
-        super().__init__(name)
-        self.model = model
-        self.threads = threads
-        self._previous_threads: int | None = None
-
-    def _activate(self) -> None:
-        import torch
-
-        self._previous_threads = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        self.model.eval()
-
-    def _deactivate(self) -> None:
-        import torch
-
-        if self._previous_threads:
-            torch.set_num_threads(self._previous_threads)
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
 
 
 @dataclass
@@ -104,9 +74,8 @@ def measure_latency(
 
 def _timed_ms(runner: Runner, data: np.ndarray) -> float:
     """One inference in ms: the runner's own device timer (CUDA events for TensorRT) or the host clock."""
-    device_timer = getattr(runner, "timed_infer", None)
-    if device_timer is not None:
-        return float(device_timer(data))
+    if runner.has_device_timer:
+        return float(runner.timed_infer(data))
     started = clock()
     runner.infer(data)
     return (clock() - started) / 1e6
@@ -117,7 +86,7 @@ def measure_throughput(runner: Runner, batch: np.ndarray, iterations: int) -> di
     fixed = runner.fixed_batch
     if fixed is not None and fixed != len(batch):
         return None
-    largest = getattr(runner, "max_batch", None)  # TensorRT engines: the optimization profile's max
+    largest = runner.max_batch
     if largest is not None and len(batch) > largest:
         return None
     runner.activate()

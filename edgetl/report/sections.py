@@ -244,6 +244,26 @@ def deployment_lines(report: dict[str, Any]) -> list[str]:
         f"- target `{package['target']}`; device bundle `{package['bundle']}/` ships `{package['artifact']}` with its "
         "labels, preprocessing and reference logits",
     ]
+    decision = report.get("deployment")
+    if decision:
+        lines.append(f"- why `{decision['artifact']}` ships ({decision['mode']}): {decision['reason']}")
+        for candidate in decision.get("candidates") or []:
+            agreement = candidate.get("runtime_agreement")
+            same = f", {agreement['percent']:.1f} % agreement with {agreement['with']}" if agreement else ""
+            verdict = "passes" if candidate["passed"] else "fails: " + "; ".join(candidate["failed"])
+            lines.append(
+                f"  - `{candidate['artifact']}`: p50 {candidate['p50_ms']:.3f} ms, top-1 {candidate['accuracy']:.1%}"
+                f"{same}; {verdict}"
+            )
+    for name, conversion in (report.get("conversions") or {}).items():
+        parity = conversion.get("parity")
+        check = (
+            f"; top-1 agreement {parity['top1_agreement']:.0%} with {parity['against']} on {parity['images']} val "
+            f"images, max |logit diff| {parity['max_abs_logit_diff']:.2e}"
+            if parity
+            else ""
+        )
+        lines.append(f"- `{name}` converted from `{conversion['from']}` by {conversion['converter']}{check}")
     engine = package.get("engine")
     if engine:
         check = engine["verification"]

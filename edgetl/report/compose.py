@@ -14,11 +14,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from edgetl import __version__, stats
-from edgetl.budgets import evaluate_budgets
+from edgetl import __version__, layout, stats
 from edgetl.files import write_json_atomic, write_text_atomic
 from edgetl.profile import Profile
-from edgetl.report_sections import (
+from edgetl.report.budgets import budget_view, evaluate_budgets
+from edgetl.report.sections import (
     data_lines,
     deployment_lines,
     per_class_lines,
@@ -39,7 +39,6 @@ def _artifact_entries(results: dict[str, Any], baseline: str, seed: int = 0) -> 
     entries: dict[str, dict[str, Any]] = {}
     for name, item in measured.items():
         predictions = np.asarray(item["predictions"])
-        agreement = float((predictions == base_predictions).mean()) if len(predictions) else 0.0
         entries[name] = {
             key: item[key]
             for key in (
@@ -56,21 +55,13 @@ def _artifact_entries(results: dict[str, Any], baseline: str, seed: int = 0) -> 
                 "predictions",
             )
         }
-        entries[name].update({key: item.get(key) for key in ("execution", "batch_sweep", "memory", "compute")})
+        entries[name].update(
+            {key: item.get(key) for key in ("backend", "execution", "batch_sweep", "memory", "compute")}
+        )
         entries[name]["statistics"] = stats.compare_to_baseline(labels, base_predictions, predictions, seed=seed)
         entries[name]["per_class"] = stats.per_class_accuracy(labels, predictions, classes)
         entries[name]["confusion_matrix"] = stats.confusion_matrix(labels, predictions, len(classes))
-        entries[name].update(
-            {
-                "agreement": agreement,
-                "disagreements": int((predictions != base_predictions).sum()),
-                "accuracy_delta_points": (item["accuracy"] - base["accuracy"]) * 100,
-                "speedup_vs": {
-                    other: measured[other]["latency_ms"]["p50"] / item["latency_ms"]["p50"] for other in measured
-                },
-                "size_ratio_vs": {other: item["size_bytes"] / measured[other]["size_bytes"] for other in measured},
-            }
-        )
+        entries[name].update(budget_view(measured, name, baseline))
     return entries
 
 
@@ -130,6 +121,8 @@ def compose_report(
         "fp16": (stages.get("optimize") or {}).get("fp16"),
         "data": stages.get("data"),
         "package": stages.get("package"),
+        "conversions": (stages.get("convert") or {}).get("artifacts") or {},
+        "deployment": results.get("deployment"),
     }
 
 
@@ -176,29 +169,28 @@ def _headers(report: dict[str, Any]) -> list[str]:
     ]
 
 
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
-PLOTS_DIR = "report"
 _PLOT_TITLES = {"tradeoff": "accuracy vs latency vs size", "latency": "latency distributions"}
 
 
 def publish_report(run_dir: Path, report: dict[str, Any]) -> set[str]:
     """Write report.json, the plots, report.md and a self-contained report.html; return what was written."""
-    written = {REPORT_JSON, REPORT_MD}
-    from edgetl.plots import write_plots
+    written = {layout.REPORT_JSON, layout.REPORT_MD}
+    from edgetl.report.plots import write_plots
 
     try:
-        plots = {name: f"{PLOTS_DIR}/{file}" for name, file in write_plots(report, run_dir / PLOTS_DIR).items()}
+        plots = {
+            name: f"{layout.REPORT_PLOTS_DIR}/{file}"
+            for name, file in write_plots(report, run_dir / layout.REPORT_PLOTS_DIR).items()
+        }
     except ImportError:  # matplotlib is in the build extra; a runtime-only install reports without plots
         plots = {}
     written |= set(plots.values())
-    write_json_atomic(run_dir / REPORT_JSON, report)
-    write_text_atomic(run_dir / REPORT_MD, render_markdown(report, plots))
-    from edgetl.report_html import write_html
+    write_json_atomic(run_dir / layout.REPORT_JSON, report)
+    write_text_atomic(run_dir / layout.REPORT_MD, render_markdown(report, plots))
+    from edgetl.report.html import write_html
 
-    write_html(run_dir / REPORT_MD, run_dir / REPORT_HTML)
-    return written | {REPORT_HTML}
+    write_html(run_dir / layout.REPORT_MD, run_dir / layout.REPORT_HTML)
+    return written | {layout.REPORT_HTML}
 
 
 def render_markdown(report: dict[str, Any], plots: dict[str, str] | None = None) -> str:

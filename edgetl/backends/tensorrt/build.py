@@ -4,7 +4,7 @@ TensorRT and pycuda are imported inside the functions that need them, so this mo
 any machine (a laptop renders the trtexec command, CI tests the option handling). The TensorRT 10
 API is used throughout: networks are always explicit-batch (`create_network(0)`), int8 comes from
 the model's explicit Q/DQ nodes (no calibrator), and the engine is written as a plain serialized
-plan with a JSON sidecar next to it (`edgetl.engine.sidecar`).
+plan with a JSON sidecar next to it (`edgetl.backends.tensorrt.sidecar`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgetl.engine.options import EngineOptions
-from edgetl.engine.sidecar import EngineSidecar, utc_now, write_sidecar
+from edgetl.backends.tensorrt.options import EngineOptions
+from edgetl.backends.tensorrt.sidecar import EngineSidecar, utc_now, write_sidecar
 from edgetl.errors import DependencyError, EdgeTLError, ModelFileError, UserInputError, VerificationError
 from edgetl.files import atomic_path, sha256_file
 

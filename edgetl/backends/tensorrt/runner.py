@@ -19,17 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.engine.build import cuda_device, import_pycuda, import_tensorrt, tensorrt_logger
-from edgetl.engine.options import EngineOptions
-from edgetl.engine.sidecar import EngineSidecar, check_compatible, read_sidecar, rebuild_command
+from edgetl.backends.base import Runner
+from edgetl.backends.tensorrt.build import cuda_device, import_pycuda, import_tensorrt, tensorrt_logger
+from edgetl.backends.tensorrt.options import EngineOptions
+from edgetl.backends.tensorrt.sidecar import EngineSidecar, check_compatible, read_sidecar, rebuild_command
 from edgetl.errors import EdgeTLError, ModelFileError, UserInputError
-from edgetl.runtime.runners import Runner
 
 
 class TensorRTRunner(Runner):
-    """Runs a TensorRT engine built by `edgetl.engine.build.build_engine`; returns float32 logits."""
+    """Runs a TensorRT engine built by `edgetl.backends.tensorrt.build.build_engine`; returns float32 logits."""
 
-    def __init__(self, path: str | Path, name: str | None = None, device: int = 0) -> None:
+    has_device_timer = True
+
+    def __init__(self, path: str | Path, name: str | None = None, device: int = 0, threads: int | None = None) -> None:
+        """`threads` is accepted like every runner's and ignored: the engine runs on the GPU."""
         self.path = Path(path)
         super().__init__(name or self.path.stem)
         self.device_index = device

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgetl.engine.options import EngineOptions
+from edgetl.backends.tensorrt.options import EngineOptions
 from edgetl.errors import EngineMismatchError, ModelFileError
 from edgetl.files import read_json, write_json_atomic
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from edgetl.profile import BudgetsConfig
 
 # Accuracy comparisons are on counts of images, so allow for float rounding only.
@@ -37,6 +39,22 @@ def _check(name: str, artifact: str, limit: float, measured: float, unit: str, u
             f"{name}: {artifact} {what} {measured:.2f} {unit} {verb} {limit:g} {unit} by {excess:.2f} {unit}{relative}"
         )
     return BudgetResult(name, artifact, limit, measured, unit, passed, message)
+
+
+def budget_view(measured: dict[str, dict[str, Any]], name: str, baseline: str) -> dict[str, Any]:
+    """What budgets read of one artefact, from raw measurements: the report adds its statistics around it."""
+    item, base = measured[name], measured[baseline]
+    predictions, base_predictions = np.asarray(item["predictions"]), np.asarray(base["predictions"])
+    return {
+        "accuracy": item["accuracy"],
+        "latency_ms": item["latency_ms"],
+        "size_bytes": item["size_bytes"],
+        "agreement": float((predictions == base_predictions).mean()) if len(predictions) else 0.0,
+        "disagreements": int((predictions != base_predictions).sum()),
+        "accuracy_delta_points": (item["accuracy"] - base["accuracy"]) * 100,
+        "speedup_vs": {other: measured[other]["latency_ms"]["p50"] / item["latency_ms"]["p50"] for other in measured},
+        "size_ratio_vs": {other: item["size_bytes"] / measured[other]["size_bytes"] for other in measured},
+    }
 
 
 def evaluate_budgets(budgets: BudgetsConfig, artifacts: dict[str, dict[str, Any]], artifact: str) -> list[BudgetResult]:

@@ -16,20 +16,21 @@ from typing import Any
 
 import numpy as np
 
+from edgetl import layout
 from edgetl.bundle import Bundle, read_bundle
 from edgetl.files import read_json, write_json_atomic, write_text_atomic
 
-RESULTS_FILE = "bench.json"
-REPORT_FILE = "bench.md"
 SCHEMA = "edgetl.bundle-bench/1"
 
 
 def bundle_models(bundle: Bundle) -> dict[str, Path]:
-    """The bundle's ONNX model under its artefact name, plus the engine (trt_<precision>) when built."""
+    """The bundle's model under its artefact name, plus the engine (trt_<precision>) when built."""
+    from edgetl.backends.tensorrt import engine_artifact
+
     models = {bundle.info["model"]["artifact"]: bundle.model_path}
     sidecar = Path(str(bundle.engine_path) + ".json")
     if bundle.engine_path.is_file() and sidecar.is_file():
-        models[f"trt_{read_json(sidecar)['options']['precision']}"] = bundle.engine_path
+        models[engine_artifact(read_json(sidecar)["options"]["precision"])] = bundle.engine_path
     return models
 
 
@@ -41,8 +42,8 @@ def bench_bundle(
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Measure every model in the bundle on this device; write bench.json and bench.md into `output`."""
+    from edgetl.measure.artifacts import measure_models
     from edgetl.profile import BenchmarkConfig
-    from edgetl.stages.benchmark import measure_models
 
     bundle = read_bundle(bundle_dir)
     reference = bundle.reference()
@@ -67,8 +68,8 @@ def bench_bundle(
     results["bundle"] = {"name": bundle.info["name"], "target": bundle.info["target"]["name"]}
     out = Path(output) if output else bundle.root / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / RESULTS_FILE, results)
-    write_text_atomic(out / REPORT_FILE, render(results))
+    write_json_atomic(out / layout.BUNDLE_BENCH_JSON, results)
+    write_text_atomic(out / layout.BUNDLE_BENCH_MD, render(results))
     return results
 
 

@@ -14,12 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgetl import layout
+from edgetl.backends import ARTIFACTS
 from edgetl.errors import ModelFileError, UserInputError
 from edgetl.files import read_json
-from edgetl.regression import Check, Tolerances, compare_reports, junit_properties, load_report, passed, write_junit
-
-BENCH_DIR = "bench"
-MANIFEST_FILE = "manifest.json"
+from edgetl.report.regression import (
+    Check,
+    Tolerances,
+    compare_reports,
+    junit_properties,
+    load_report,
+    passed,
+    write_junit,
+)
 
 
 @dataclass
@@ -35,9 +42,9 @@ class BenchOutcome:
 
 
 def _manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / MANIFEST_FILE
+    path = run_dir / layout.MANIFEST
     if not path.is_file():
-        raise ModelFileError(f"{run_dir}: not an edgetl run directory ({MANIFEST_FILE} missing)")
+        raise ModelFileError(f"{run_dir}: not an edgetl run directory ({layout.MANIFEST} missing)")
     try:
         manifest = read_json(path)
     except ValueError as error:
@@ -49,37 +56,36 @@ def _manifest(run_dir: Path) -> dict[str, Any]:
 
 def measure_run(run_dir: Path, output: Path, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Benchmark the artefacts of `run_dir` again on this machine; write and return a new report."""
-    from edgetl.files import read_json
+    from edgetl.backends.tensorrt import engine_artifact
+    from edgetl.measure.artifacts import measure_models
     from edgetl.preprocessing import read_preprocessing
     from edgetl.profile import Profile
-    from edgetl.report import compose_report, publish_report
-    from edgetl.stages.benchmark import ARTIFACT_FILES, ENGINE_FILE, measure_models
-    from edgetl.stages.data import SPLIT_FILE, read_split, split_paths
-    from edgetl.stages.finetune import PREPROCESSING_FILE
+    from edgetl.report.compose import compose_report, publish_report
+    from edgetl.stages.data import read_split, split_paths
 
     manifest = _manifest(run_dir)
     profile = Profile.model_validate(manifest["profile"]["resolved"])
-    models = {name: run_dir / ARTIFACT_FILES[name] for name in profile.benchmarked_artifacts}
-    engine = run_dir / ENGINE_FILE
+    models = {name: run_dir / ARTIFACTS[name].file for name in profile.benchmarked_artifacts}
+    engine = run_dir / layout.ENGINE
     if engine.is_file() and Path(str(engine) + ".json").is_file():
         # An engine built into the run's bundle (during the build, or later with edgetl engine build).
-        precision = read_json(Path(str(engine) + ".json"))["options"]["precision"]
-        models[f"trt_{precision}"] = engine
+        models[engine_artifact(read_json(Path(str(engine) + ".json"))["options"]["precision"])] = engine
     missing = [str(path) for path in models.values() if not path.is_file()]
     if missing:
         raise ModelFileError(f"{run_dir}: artefact missing: {', '.join(missing)}")
-    split = read_split(run_dir / SPLIT_FILE)
+    split = read_split(run_dir / layout.SPLIT)
     images, labels = split_paths(split, "val")
     absent = [p for p in images if not p.is_file()]
     if absent:
         raise ModelFileError(
-            f"{run_dir / SPLIT_FILE}: {len(absent)} val image(s) not found, e.g. {absent[0]}",
+            f"{run_dir / layout.SPLIT}: {len(absent)} val image(s) not found, e.g. {absent[0]}",
             hint="bench needs the dataset the run was built from at the same path",
         )
-    pre = read_preprocessing(run_dir / PREPROCESSING_FILE)
+    pre = read_preprocessing(run_dir / layout.PREPROCESSING)
     results = measure_models(models, images, labels, split["classes"], pre, profile.benchmark, log=log)
     summaries = {name: stage.get("summary") or {} for name, stage in manifest.get("stages", {}).items()}
-    report = compose_report(profile, results, summaries, profile.deployed_artifact)
+    # The build's decision stands: a re-measurement reports on what was shipped, it does not re-choose.
+    report = compose_report(profile, results, summaries, manifest.get("deployed_artifact") or profile.deployed_artifact)
     output.mkdir(parents=True, exist_ok=True)
     publish_report(output, report)
     return report
@@ -97,7 +103,7 @@ def bench(
 ) -> BenchOutcome:
     """Measure (or read) the run's report, compare it with `baseline`, write JUnit if asked."""
     run_dir = Path(run_dir)
-    report_dir = Path(output) if output else run_dir / BENCH_DIR
+    report_dir = Path(output) if output else run_dir / layout.RERUN_DIR
     # Paths written only after measuring are checked now, so a typo does not cost a benchmark run.
     if report_dir.exists() and not report_dir.is_dir():
         raise UserInputError(f"{report_dir}: exists and is not a folder; the new report is written there (--output)")

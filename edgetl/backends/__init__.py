@@ -1,0 +1,72 @@
+"""The backend catalogue: every runtime edgetl produces artefacts for, and every artefact by name.
+
+    from edgetl.backends import artifact, backend_for
+    backend_for("onnx_int8").make_runner(path, "onnx_int8", threads=1)
+
+One folder per backend (`edgetl/backends/<name>/`: its record in `__init__`, its runner, its
+converter); adding a runtime is that folder plus one line in `_BACKENDS` below. Importing the
+catalogue imports no runtime: runners and converters are imported when first used.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from edgetl.backends import onnxruntime, openvino, pytorch, tensorrt
+from edgetl.backends.base import Artifact, Backend, Runner
+from edgetl.errors import UserInputError
+
+_BACKENDS: tuple[Backend, ...] = (pytorch.BACKEND, onnxruntime.BACKEND, tensorrt.BACKEND, openvino.BACKEND)
+
+BACKENDS: dict[str, Backend] = {backend.name: backend for backend in _BACKENDS}
+ARTIFACTS: dict[str, Artifact] = {a.name: a for backend in _BACKENDS for a in backend.artifacts}
+
+
+def artifact_names() -> list[str]:
+    return list(ARTIFACTS)
+
+
+def unknown_artifact_message(name: str) -> str:
+    close = difflib.get_close_matches(name, ARTIFACTS, n=1)
+    suggestion = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown artefact {name!r}{suggestion} known: {', '.join(ARTIFACTS)}"
+
+
+def artifact(name: str) -> Artifact:
+    try:
+        return ARTIFACTS[name]
+    except KeyError:
+        raise UserInputError(unknown_artifact_message(name)) from None
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, BACKENDS, n=1)
+        suggestion = f"; did you mean {close[0]!r}?" if close else ""
+        raise UserInputError(f"unknown runtime {name!r}{suggestion} known: {', '.join(BACKENDS)}") from None
+
+
+def backend_for(artifact_name: str) -> Backend:
+    return BACKENDS[artifact(artifact_name).backend]
+
+
+def converted_runtimes() -> list[str]:
+    """Runtimes the convert stage can produce artefacts for (besides ONNX Runtime's own models)."""
+    return [b.name for b in _BACKENDS if b.converter is not None]
+
+
+__all__ = [
+    "ARTIFACTS",
+    "BACKENDS",
+    "Artifact",
+    "Backend",
+    "Runner",
+    "artifact",
+    "artifact_names",
+    "backend_for",
+    "converted_runtimes",
+    "get_backend",
+    "unknown_artifact_message",
+]

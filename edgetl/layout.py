@@ -1,0 +1,64 @@
+"""Every file name of a run directory and of a device bundle, in one place.
+
+A run directory is what `edgetl build` publishes; stages write the same relative paths into their
+cache folders, and readers (`edgetl predict`, `edgetl bench`, the report, older run directories)
+find files by these names. Changing one breaks every earlier run directory, so they live here and
+nowhere else. This module imports nothing: devices read it too.
+
+Which artefact lives in which file is the backend catalogue's business (`edgetl.backends`): each
+artefact names its file from the constants below.
+"""
+
+from __future__ import annotations
+
+# --- run directory --------------------------------------------------------------------------------
+MANIFEST = "manifest.json"  # written last: the build's commit point
+PROFILE_COPY = "profile.yaml"
+LABELS = "labels.txt"
+PREPROCESSING = "preprocessing.json"
+
+SPLIT = "data/split.json"
+DATA_CHECK = "data/check.json"
+
+CHECKPOINT = "models/model.pt"
+ONNX_FP32 = "models/model_fp32.onnx"
+ONNX_FP16 = "models/model_fp16.onnx"
+ONNX_INT8 = "models/model_int8.onnx"
+OPENVINO_DIR = "models/openvino"  # one IR (.xml + .bin) per precision
+
+TRAINING_HISTORY = "training/history.json"
+TRAINING_HISTORY_CSV = "training/history.csv"
+TRAINING_CURVES = "training/curves.png"
+
+EXPORT_PARITY = "export/parity.json"
+QUANTIZATION = "optimize/quantization.json"
+CALIBRATION = "optimize/calibration.json"
+CONVERSIONS = "convert/conversions.json"
+
+BENCHMARK_RESULTS = "benchmark/results.json"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+REPORT_PLOTS_DIR = "report"
+RERUN_DIR = "bench"  # `edgetl bench RUN` writes its new measurements here, never over the build's report
+
+BUNDLE_DIR = "bundle"
+
+# --- device bundle (relative to the bundle folder) ------------------------------------------------
+BUNDLE_INFO = "bundle.json"
+BUNDLE_MODEL = "model.onnx"
+BUNDLE_ENGINE = "model.engine"
+BUNDLE_TIMING_CACHE = "timing.cache"
+BUNDLE_LABELS = LABELS
+BUNDLE_PREPROCESSING = PREPROCESSING
+BUNDLE_REFERENCE_DIR = "reference"
+BUNDLE_REFERENCE = "reference/reference.json"
+BUNDLE_BUILD_SCRIPT = "build_engine.sh"
+BUNDLE_README = "README.md"
+BUNDLE_BENCH_DIR = "bench"  # `edgetl bench BUNDLE` on the device
+BUNDLE_BENCH_JSON = "bench.json"
+BUNDLE_BENCH_MD = "bench.md"
+
+# A TensorRT engine built into the run's bundle (during the build, or later on the device).
+ENGINE = f"{BUNDLE_DIR}/{BUNDLE_ENGINE}"
+INPUT_NAME = "input"  # the ONNX graph input every exported model has

@@ -1,0 +1,1 @@
+"""The report of a build and everything that judges it: composition, sections, HTML, plots, budgets, regressions."""
