@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl import benchmarking, perf
+from edgetl.measure import compute, latency, memory
 from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
 from tests.test_cli import run_cli
 
@@ -22,11 +22,11 @@ def fake_time(monkeypatch: pytest.MonkeyPatch) -> dict:
     from edgetl.backends.pytorch.runner import TorchRunner
 
     state: dict = {"now": 0, "slowdown": {}, "corrupt": set()}
-    monkeypatch.setattr(benchmarking, "clock", lambda: state["now"])
+    monkeypatch.setattr(latency, "clock", lambda: state["now"])
     # Memory and GEMM-peak probes are real in test_build; here they would only add seconds.
-    monkeypatch.setattr(perf, "measure_peak_memory", lambda *a, **k: {"peak_rss_bytes": 1, "model_rss_bytes": 1})
+    monkeypatch.setattr(memory, "measure_peak_memory", lambda *a, **k: {"peak_rss_bytes": 1, "model_rss_bytes": 1})
     peak = {"macs_per_second": 1e10, "gmacs_per_second": 10.0, "method": "fake"}
-    monkeypatch.setattr(perf, "measure_gemm_peak", lambda threads, precision: peak)
+    monkeypatch.setattr(compute, "measure_gemm_peak", lambda threads, precision: peak)
     for cls in (OnnxRuntimeRunner, TorchRunner):
         original = cls.infer
 

@@ -185,11 +185,11 @@ def test_gemm_peak_rejects_unknown_precision() -> None:
 
 def test_peak_memory_of_fresh_process(tiny_fp32: Path) -> None:
     ballast = np.ones(400 * 1024 * 1024 // 8)  # a parent bigger than the child: its RSS must not leak into the figure
-    result = measure_peak_memory(tiny_fp32, batch=2)
+    result = measure_peak_memory(tiny_fp32, batch=2, input_shape=[3, 32, 32])
     assert result["peak_rss_bytes"] < ballast.nbytes
     del ballast
     assert result["runtime"] == "onnxruntime" and result["batch"] == 2
-    assert result["input_shapes"] == {"x": [2, 3, 32, 32]}
+    assert result["input_shapes"] == {"input": [2, 3, 32, 32]}
     assert result["peak_rss_bytes"] > 10 * 1024 * 1024
     assert 0 <= result["model_rss_bytes"] <= result["peak_rss_bytes"]
     assert "ru_maxrss" in result["method"] and "fresh process" in result["method"]

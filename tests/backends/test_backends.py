@@ -218,3 +218,17 @@ def test_intel_run_loads_either_runtime_by_artifact_name(intel_run) -> None:
             )
         finally:
             predictor.close()
+
+
+def test_a_runtime_missing_at_build_time_is_one_line_and_exit_2(built_run, tmp_path: Path, monkeypatch, capsys) -> None:
+    shutil.copytree(built_run.run_dir, tmp_path / "run")
+    data_root = Path(
+        json.loads((built_run.run_dir / "manifest.json").read_text())["profile"]["resolved"]["data"]["root"]
+    )
+    before = (tmp_path / "run" / layout.MANIFEST).read_bytes()
+    profile = write_profile(tmp_path / "p.yaml", tiny_profile(data_root, tmp_path / "run", target="intel-cpu"))
+    monkeypatch.setattr(Backend, "unavailable", lambda self: "openvino not installed (pip install 'edgetl[openvino]')")
+    code, _, err = run_cli(["build", str(profile), "-q"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "convert.runtimes lists openvino, but openvino not installed" in lines[0]
+    assert (tmp_path / "run" / layout.MANIFEST).read_bytes() == before  # the earlier good run is untouched

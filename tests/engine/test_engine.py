@@ -339,7 +339,7 @@ def test_missing_inputs_are_model_file_errors(tmp_path: Path) -> None:
 
 def test_importing_engine_code_imports_neither_torch_nor_tensorrt() -> None:
     code = (
-        "import sys, edgetl.backends.tensorrt, edgetl.backends.tensorrt.build, edgetl.runtime.tensorrt\n"
+        "import sys, edgetl.backends.tensorrt, edgetl.backends.tensorrt.build, edgetl.backends.tensorrt.runner\n"
         "heavy = [m for m in ('torch', 'tensorrt', 'pycuda', 'onnx') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

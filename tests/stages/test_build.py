@@ -41,7 +41,7 @@ def test_manifest_hashes_every_published_file(built_run) -> None:
     manifest = json.loads((built_run.run_dir / "manifest.json").read_text())
     assert manifest["schema"] == "edgetl.manifest/1"
     assert manifest["deployed_artifact"] == "onnx_int8"
-    assert set(manifest["stages"]) == {"data", "finetune", "export", "optimize", "package", "benchmark"}
+    assert set(manifest["stages"]) == {"data", "finetune", "export", "optimize", "convert", "benchmark", "package"}
     assert manifest["packages"]["torch"] != "not installed"
     assert manifest["profile"]["resolved"]["name"] == "tiny"
     for relative, entry in manifest["files"].items():
