@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgetl.measure import compute, latency, memory
 from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
+from edgetl.measure import compute, latency, memory
 from tests.test_cli import run_cli
 
 # Simulated milliseconds per image; real inference still runs, so accuracy is real.

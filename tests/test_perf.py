@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from edgetl.measure.memory import measure_peak_memory
 from onnx import TensorProto, helper, numpy_helper
 
 from edgetl.measure.compute import compute_utilization, count_onnx_macs, measure_gemm_peak
+from edgetl.measure.memory import measure_peak_memory
 
 # Conv 3->8 k3 pad1 on 3x32x32 -> 8x32x32; depthwise 8 k3 stride2 pad1 -> 8x16x16; GAP; Gemm 8->10.
 CONV_MACS = 8 * 32 * 32 * 3 * 3 * 3
