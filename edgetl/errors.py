@@ -12,6 +12,9 @@ Exit codes are part of the interface (CI jobs branch on them):
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class EdgeTLError(Exception):
     """Base class: an expected failure with a message meant for the user."""
@@ -83,3 +86,11 @@ class RegressionFound(EdgeTLError):
     """`edgetl bench --baseline` measured a regression beyond the tolerances."""
 
     exit_code = 6
+
+
+def unknown_name_message(what: str, name: str, known: Iterable[str], plural: str | None = None) -> str:
+    """ "unknown target 'x86'; did you mean 'x86-cpu'? known targets: ..." for every registry's lookups."""
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    suggestion = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what} {name!r}{suggestion} known {plural or what + 's'}: {', '.join(known)}"

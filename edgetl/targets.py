@@ -12,10 +12,9 @@ This module imports nothing heavy: `edgetl validate` and the device runtime use 
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 
-from edgetl.errors import ProfileError
+from edgetl.errors import ProfileError, unknown_name_message
 
 
 @dataclass(frozen=True)
@@ -203,9 +202,7 @@ def target_names() -> list[str]:
 
 
 def unknown_target_message(name: str) -> str:
-    close = difflib.get_close_matches(name, target_names(), n=1)
-    suggestion = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown target {name!r}{suggestion} known targets: {', '.join(target_names())}"
+    return unknown_name_message("target", name, target_names())
 
 
 def get_target(name: str) -> Target:

@@ -9,12 +9,11 @@ them from the built architectures.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from edgetl.errors import BackboneError
+from edgetl.errors import BackboneError, unknown_name_message
 from edgetl.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
@@ -148,7 +147,4 @@ def get_backbone(name: str) -> BackboneSpec:
 
 
 def unknown_backbone_message(name: str) -> str:
-    known = backbone_names()
-    close = difflib.get_close_matches(name, known, n=1)
-    suggestion = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown backbone {name!r}{suggestion} known backbones: {', '.join(known)}"
+    return unknown_name_message("backbone", name, backbone_names())

@@ -10,11 +10,9 @@ catalogue imports no runtime: runners and converters are imported when first use
 
 from __future__ import annotations
 
-import difflib
-
 from edgetl.backends import onnxruntime, openvino, pytorch, tensorrt
 from edgetl.backends.base import Artifact, Backend, Runner
-from edgetl.errors import UserInputError
+from edgetl.errors import UserInputError, unknown_name_message
 
 _BACKENDS: tuple[Backend, ...] = (pytorch.BACKEND, onnxruntime.BACKEND, tensorrt.BACKEND, openvino.BACKEND)
 
@@ -27,9 +25,7 @@ def artifact_names() -> list[str]:
 
 
 def unknown_artifact_message(name: str) -> str:
-    close = difflib.get_close_matches(name, ARTIFACTS, n=1)
-    suggestion = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown artefact {name!r}{suggestion} known: {', '.join(ARTIFACTS)}"
+    return unknown_name_message("artefact", name, ARTIFACTS)
 
 
 def artifact(name: str) -> Artifact:
@@ -43,9 +39,7 @@ def get_backend(name: str) -> Backend:
     try:
         return BACKENDS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, BACKENDS, n=1)
-        suggestion = f"; did you mean {close[0]!r}?" if close else ""
-        raise UserInputError(f"unknown runtime {name!r}{suggestion} known: {', '.join(BACKENDS)}") from None
+        raise UserInputError(unknown_name_message("runtime", name, BACKENDS)) from None
 
 
 def backend_for(artifact_name: str) -> Backend:
