@@ -27,11 +27,11 @@ from edgetl.training.epochs import IMAGE_BUDGET, MAX_EPOCHS, MIN_EPOCHS
 
 def _listable_artifact(name: str) -> str:
     """Artefacts a profile may name: the catalogue's, except engines (measured when the package stage builds one)."""
-    if name not in ARTIFACTS or ARTIFACTS[name].stage == "package":
+    if name not in ARTIFACTS:
+        raise ValueError(unknown_artifact_message(name))
+    if ARTIFACTS[name].stage == "package":
         raise ValueError(
-            unknown_artifact_message(name)
-            if name not in ARTIFACTS
-            else f"{name} cannot be listed: TensorRT engines are measured whenever the package stage builds one"
+            f"{name} cannot be listed: TensorRT engines are measured whenever the package stage builds one"
         )
     return name
 
@@ -440,11 +440,12 @@ class Profile(_Section):
             raise ValueError("benchmark.artifacts lists onnx_int8 but optimize.int8.enabled is false")
         if "onnx_fp16" in listed and not self.optimize.fp16.enabled:
             raise ValueError("benchmark.artifacts lists onnx_fp16 but optimize.fp16.enabled is false")
+        produced = self.produced_artifacts
         for name in listed:
-            if name not in self.produced_artifacts:
+            if name not in produced:
                 item = ARTIFACTS[name]
                 needs = [] if item.backend in self.convert_runtimes else [f"{item.backend} in convert.runtimes"]
-                if item.source and item.source not in self.produced_artifacts:
+                if item.source and item.source not in produced:
                     needs.append(f"{item.source} (its source)")
                 raise ValueError(f"benchmark.artifacts lists {name}, which needs {' and '.join(needs)}")
         target = get_target(self.target)

@@ -257,13 +257,13 @@ def deployment_lines(report: dict[str, Any]) -> list[str]:
             )
     for name, conversion in (report.get("conversions") or {}).items():
         parity = conversion.get("parity")
-        check = (
+        measured = (
             f"; top-1 agreement {parity['top1_agreement']:.0%} with {parity['against']} on {parity['images']} val "
             f"images, max |logit diff| {parity['max_abs_logit_diff']:.2e}"
             if parity
             else ""
         )
-        lines.append(f"- `{name}` converted from `{conversion['from']}` by {conversion['converter']}{check}")
+        lines.append(f"- `{name}` converted from `{conversion['from']}` by {conversion['converter']}{measured}")
     engine = package.get("engine")
     if engine:
         check = engine["verification"]

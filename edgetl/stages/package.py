@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgetl import __version__, layout
-from edgetl.backends import ARTIFACTS, backend_for
+from edgetl.backends import ARTIFACTS, backend_for, get_backend
 from edgetl.bundle import verify_engine, write_bundle
 from edgetl.machine import package_versions
 from edgetl.profile import Profile, profile_section
@@ -72,10 +72,10 @@ def engine_options(profile: Profile, target: Target, fixed_batch: int | None) ->
 def tensorrt_unavailable_reason(target: Target) -> str | None:
     """Why the engine is not built on this machine, or None when it is."""
     if not target.uses_tensorrt:
-        return f"target {target.name} runs ONNX Runtime; no engine"
+        return f"target {target.name} runs {target.runtime}; no engine"
     if target.build_on_device:
         return f"{target.name} engines must be built on the device: edgetl engine build <run>/bundle"
-    missing = [name for name in ("tensorrt", "pycuda") if importlib.util.find_spec(name) is None]
+    missing = [name for name in get_backend("tensorrt").requires if importlib.util.find_spec(name) is None]
     if missing:
         return f"{' and '.join(missing)} not installed on this machine: build on the GPU with edgetl engine build"
     return None
@@ -156,13 +156,16 @@ class PackageStage(Stage):
         }
         reason = tensorrt_unavailable_reason(target)
         if options is not None and reason is None:
-            summary["engine"] = self._build_engine(ctx, out, options)
+            val = (pre, paths, labels, split["classes"])
+            summary["engine"] = self._build_engine(ctx, out, options, val)
         elif options is not None:
             summary["engine_not_built"] = reason
             ctx.log.stage(self.name, f"TensorRT engine not built here: {reason}")
         return summary
 
-    def _build_engine(self, ctx: BuildContext, out: Path, options: dict[str, Any]) -> dict[str, Any]:
+    def _build_engine(
+        self, ctx: BuildContext, out: Path, options: dict[str, Any], val: tuple[Any, list[Path], list[int], list[str]]
+    ) -> dict[str, Any]:
         """Build and verify the engine on this machine's GPU (nvidia-gpu target with TensorRT installed)."""
         from edgetl.backends.tensorrt.build import build_engine
         from edgetl.backends.tensorrt.options import EngineOptions
@@ -181,20 +184,22 @@ class PackageStage(Stage):
             "file": layout.ENGINE,
             "sidecar": sidecar.to_dict(),
             "verification": verification,
-            "measured": self._measure_engine(ctx, bundle_dir / layout.BUNDLE_ENGINE, sidecar.engine_options.precision),
+            "measured": self._measure_engine(
+                ctx, bundle_dir / layout.BUNDLE_ENGINE, sidecar.engine_options.precision, val
+            ),
         }
 
-    def _measure_engine(self, ctx: BuildContext, engine: Path, precision: str) -> dict[str, Any]:
+    def _measure_engine(
+        self, ctx: BuildContext, engine: Path, precision: str, val: tuple[Any, list[Path], list[int], list[str]]
+    ) -> dict[str, Any]:
         """The engine on val images with the same harness as every other artefact (the report merges it)."""
         from edgetl.backends.tensorrt import engine_artifact
         from edgetl.measure.artifacts import measure_models
-        from edgetl.preprocessing import read_preprocessing
 
-        pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))
-        split = read_split(ctx.results["data"].path(layout.SPLIT))
-        paths, labels = split_paths(split, "val")
-        name = engine_artifact(precision)
-        results = measure_models({name: engine}, paths, labels, split["classes"], pre, ctx.profile.benchmark)
+        pre, paths, labels, classes = val
+        results = measure_models(
+            {engine_artifact(precision): engine}, paths, labels, classes, pre, ctx.profile.benchmark
+        )
         return results["artifacts"]
 
 
