@@ -25,6 +25,7 @@ ONNX_FP32 = "models/model_fp32.onnx"
 ONNX_FP16 = "models/model_fp16.onnx"
 ONNX_INT8 = "models/model_int8.onnx"
 OPENVINO_DIR = "models/openvino"  # one IR (.xml + .bin) per precision
+LITERT_DIR = "models/litert"  # one .tflite per precision
 
 TRAINING_HISTORY = "training/history.json"
 TRAINING_HISTORY_CSV = "training/history.csv"

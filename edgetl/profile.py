@@ -502,7 +502,12 @@ class Profile(_Section):
         runtimes = self.convert_runtimes
         for name, item in ARTIFACTS.items():
             if item.stage == "convert":
-                made[name] = item.backend in runtimes and bool(made.get(item.source or ""))
+                quantizes = item.precision == "int8" and ARTIFACTS[item.source or ""].precision != "int8"
+                made[name] = (
+                    item.backend in runtimes
+                    and bool(made.get(item.source or ""))
+                    and (self.optimize.int8.enabled or not quantizes)
+                )
         return [name for name in ARTIFACTS if made.get(name)]
 
     @property

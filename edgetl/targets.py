@@ -46,6 +46,8 @@ class Target:
     # the accuracy checks (`benchmark.deploy`).
     deploy: str = "target"
     build_on_device: bool = False  # the engine must be built on the device itself (always true for Jetson)
+    # The deployed int8 model runs on an x86-64 CPU, where u8s8 kernels without VNNI saturate (reduce_range: auto).
+    x86_cpu: bool = False
     device_memory_mb: int | None = None
     software: str = ""
     on_device: tuple[str, ...] = field(default_factory=tuple)
@@ -102,6 +104,7 @@ _TARGETS: dict[str, Target] = {
         name="x86-cpu",
         description="x86-64 CPU with ONNX Runtime (CPUExecutionProvider)",
         **_ONNXRUNTIME,
+        x86_cpu=True,
         software="ONNX Runtime >= 1.17",
         verified_here=True,
         notes="int8 uses QDQ with uint8 activations and per-channel int8 weights (MLAS u8s8 kernels).",
@@ -115,6 +118,7 @@ _TARGETS: dict[str, Target] = {
         deploy_float="openvino_fp32",
         converts_to=("openvino",),
         deploy="fastest",
+        x86_cpu=True,
         software="OpenVINO >= 2024 (pip install 'edgetl[openvino]') or ONNX Runtime >= 1.17, whichever won",
         on_device=(
             "pip install 'edgetl[openvino]'   # or the core install when the bundle holds an ONNX model",
@@ -125,6 +129,27 @@ _TARGETS: dict[str, Target] = {
             "OpenVINO runs the same validated Q/DQ int8 model as ONNX Runtime (converted to IR, fp32 weights "
             "kept, inference precision pinned to f32); which runtime is faster depends on the CPU, so the build "
             "measures both and ships the faster one that passes the accuracy checks."
+        ),
+    ),
+    "android-arm64": Target(
+        name="android-arm64",
+        description="Android phone or arm64 Linux board with LiteRT (XNNPACK CPU delegate)",
+        runtime="litert",
+        precisions=("fp32", "int8"),
+        deploy_int8="litert_int8",
+        deploy_float="litert_fp32",
+        converts_to=("litert",),
+        software="LiteRT (com.google.ai.edge.litert on Android; ai-edge-litert on arm64 Linux)",
+        on_device=(
+            "copy the bundle's model.tflite, labels.txt and preprocessing.json into the app's assets",
+            "resize/crop/normalise as preprocessing.json says; for an int8 model quantize the input with the "
+            "input tensor's scale and zero point and dequantize the output",
+            "on arm64 Linux: pip install 'edgetl[litert]' && edgetl predict BUNDLE_DIR image.jpg",
+        ),
+        notes=(
+            "The build converts and measures the .tflite files on this x86 machine with the same interpreter "
+            "(XNNPACK); latency on the phone is not measured here: run `edgetl bench BUNDLE` on an arm64 board "
+            "or LiteRT's benchmark_model on the phone. Not run on Android or an Edge TPU here."
         ),
     ),
     "raspberry-pi-5": Target(

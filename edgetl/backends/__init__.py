@@ -10,11 +10,17 @@ catalogue imports no runtime: runners and converters are imported when first use
 
 from __future__ import annotations
 
-from edgetl.backends import onnxruntime, openvino, pytorch, tensorrt
+from edgetl.backends import litert, onnxruntime, openvino, pytorch, tensorrt
 from edgetl.backends.base import Artifact, Backend, Runner
 from edgetl.errors import UserInputError, unknown_name_message
 
-_BACKENDS: tuple[Backend, ...] = (pytorch.BACKEND, onnxruntime.BACKEND, tensorrt.BACKEND, openvino.BACKEND)
+_BACKENDS: tuple[Backend, ...] = (
+    pytorch.BACKEND,
+    onnxruntime.BACKEND,
+    tensorrt.BACKEND,
+    openvino.BACKEND,
+    litert.BACKEND,
+)
 
 BACKENDS: dict[str, Backend] = {backend.name: backend for backend in _BACKENDS}
 ARTIFACTS: dict[str, Artifact] = {a.name: a for backend in _BACKENDS for a in backend.artifacts}

@@ -124,15 +124,24 @@ class Backend:
     converter: str | None = None
     # Host memory (peak RSS of a fresh process) tells this backend's footprint; False for GPU engines.
     host_memory: bool = True
+    # What the converter needs beyond the runner (a converter too heavy for a device), and its extra.
+    converter_requires: tuple[str, ...] = ()
+    converter_extra: str | None = None
+    # Distributions whose versions identify a build's artefacts (stage fingerprints, the report); default: name.
+    packages: tuple[str, ...] = ()
     notes: str = ""
 
     def unavailable(self) -> str | None:
         """Why this backend cannot run on this machine (a missing module, and how to install it), or None."""
-        missing = [module for module in self.requires if importlib.util.find_spec(module) is None]
-        if not missing:
-            return None
-        install = f"pip install 'edgetl[{self.extra}]'" if self.extra else "see the README"
-        return f"{', '.join(missing)} not installed ({install})"
+        return _missing(self.requires, self.extra)
+
+    def cannot_convert(self) -> str | None:
+        """Why this machine cannot write this backend's artefacts (runner or converter missing), or None."""
+        return self.unavailable() or _missing(self.converter_requires, self.converter_extra)
+
+    @property
+    def versioned_packages(self) -> tuple[str, ...]:
+        return self.packages or (self.name,)
 
     def runner_class(self) -> type[Runner]:
         module, _, attribute = self.runner.partition(":")
@@ -147,3 +156,11 @@ class Backend:
             raise RuntimeError(f"backend {self.name} converts nothing")
         module, _, attribute = self.converter.partition(":")
         return getattr(importlib.import_module(module), attribute)(source, target, options)
+
+
+def _missing(modules: tuple[str, ...], extra: str | None) -> str | None:
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if not missing:
+        return None
+    install = f"pip install 'edgetl[{extra}]'" if extra else "see the README"
+    return f"{', '.join(missing)} not installed ({install})"

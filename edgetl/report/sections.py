@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgetl.targets import get_target, target_names
+
 _MAX_CLASS_ROWS = 20
 
 
@@ -273,10 +275,11 @@ def deployment_lines(report: dict[str, Any]) -> list[str]:
         )
     elif package.get("engine_not_built"):
         lines.append(f"- TensorRT engine not built: {package['engine_not_built']}")
-    if report["target"] != "x86-cpu" and not engine:
+    target = get_target(report["target"]) if report["target"] in target_names() else None
+    if target is not None and not target.verified_here and not engine:
         lines.append(
-            "- accuracy above is what the shipped graph computes (ONNX Runtime on this machine); latency above is "
-            "this build machine's, not the device's: run `edgetl bench <bundle>` on the device"
+            f"- accuracy above is what the shipped model computes ({target.runtime} on this machine); latency above "
+            "is this build machine's, not the device's: run `edgetl bench <bundle>` on the device"
         )
     return lines
 

@@ -37,14 +37,16 @@ class ConvertStage(Stage):
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         names = converted_artifacts(ctx)
-        sources = sorted({ARTIFACTS[name].source for name in names if ARTIFACTS[name].source})
-        backends = sorted({ARTIFACTS[name].backend for name in names})
+        # Sources made by this stage (litert_fp32 for litert_int8) are covered by their own sources.
+        sources = sorted({ARTIFACTS[n].source or "" for n in names} - {"", *names})
+        packages = [p for runtime in sorted({ARTIFACTS[n].backend for n in names}) for p in _packages(runtime)]
         return {
             "convert": profile_section(ctx.profile, "convert"),
             "artifacts": names,
             "sources": {source: ctx.artifact_digest(source) for source in sources},
             "split": ctx.results["data"].files[layout.SPLIT],
-            "versions": package_versions("onnxruntime", *backends),
+            "calibration": ctx.profile.optimize.int8.calibration_images,
+            "versions": package_versions("onnxruntime", *packages),
         }
 
     def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
@@ -52,7 +54,7 @@ class ConvertStage(Stage):
         if not names:
             return {"artifacts": {}}
         for runtime in sorted({ARTIFACTS[name].backend for name in names}):
-            reason = get_backend(runtime).unavailable()
+            reason = get_backend(runtime).cannot_convert()
             if reason:
                 raise DependencyError(f"convert.runtimes lists {runtime}, but {reason}")
         from edgetl.preprocessing import read_preprocessing
@@ -61,13 +63,19 @@ class ConvertStage(Stage):
         split = read_split(ctx.results["data"].path(layout.SPLIT))
         paths, _ = split_paths(split, "val")
         images = pre.batch(paths[:PARITY_IMAGES]) if paths else None
+        # Converters that quantize (LiteRT int8) calibrate on the optimize stage's pool: train + holdout, never val.
+        pool, _ = split_paths(split, "calibration_pool")
+        calibration = pool[: ctx.profile.optimize.int8.calibration_images]
+        options: dict[str, Any] = {"input_shape": list(pre.input_shape)}
         records: dict[str, Any] = {}
         for name in names:
             item = ARTIFACTS[name]
             assert item.source is not None
-            source = ctx.artifact_path(item.source)
+            source = out / ARTIFACTS[item.source].file if item.source in names else ctx.artifact_path(item.source)
             target = out / item.file
-            record = backend_for(name).convert(source, target, {})
+            if item.precision == "int8" and ARTIFACTS[item.source].precision != "int8" and "calibration" not in options:
+                options["calibration"] = pre.batch(calibration)
+            record = backend_for(name).convert(source, target, options)
             if images is not None:
                 record["parity"] = _parity(name, target, item.source, source, images, ctx.profile.benchmark.threads)
                 parity = record["parity"]
@@ -93,3 +101,7 @@ def _parity(name: str, path: Path, source_name: str, source: Path, images: np.nd
         "max_abs_logit_diff": float(np.abs(expected - actual).max()),
         "top1_agreement": float((expected.argmax(1) == actual.argmax(1)).mean()),
     }
+
+
+def _packages(runtime: str) -> tuple[str, ...]:
+    return get_backend(runtime).versioned_packages

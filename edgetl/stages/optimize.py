@@ -50,7 +50,7 @@ def resolve_reduce_range(profile: Profile) -> bool:
     setting = profile.optimize.int8.reduce_range
     if setting != "auto":
         return bool(setting)
-    return profile.target == "x86-cpu" and int8_saturates()
+    return get_target(profile.target).x86_cpu and int8_saturates()
 
 
 class OptimizeStage(Stage):

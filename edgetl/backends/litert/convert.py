@@ -1,0 +1,122 @@
+"""PyTorch checkpoint -> .tflite (litert-torch), and fp32 .tflite -> full-integer int8 (ai-edge-quantizer).
+
+Path in / path out, like the OpenVINO converter. The int8 step is calibrated on the images the
+convert stage passes in `options["calibration"]`: the optimize stage's calibration pool (train +
+holdout), never val. Measured on the quickstart (hymenoptera, 153 val images, AMD EPYC AVX2) against
+litert-torch's own PT2E int8 route on the same 244 calibration images:
+  ai-edge-quantizer static_wi8_ai8: 98.0 % top-1, 99.3 % agreement with fp32, 21 s to convert;
+  PT2E (symmetric, per-channel):     96.1 % top-1, 98.7 % agreement, 81 s (a 1.3-point drop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.errors import DependencyError, ModelFileError
+
+_HINT = "pip install 'edgetl[litert-convert]' (litert-torch, ai-edge-quantizer; a device needs only edgetl[litert])"
+
+
+def convert(source: Path, target: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Write `target` from `source`: a checkpoint (.pt) gives fp32, an fp32 .tflite gives int8."""
+    if not source.is_file():
+        raise ModelFileError(f"{source}: not found (the LiteRT conversion needs it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.suffix == ".tflite":
+        return quantize_int8(source, target, options["calibration"])
+    return convert_checkpoint(source, target, options["input_shape"])
+
+
+def convert_checkpoint(checkpoint: Path, target: Path, input_shape: list[int]) -> dict[str, Any]:
+    """fp32 .tflite with the checkpoint's NCHW float input (the same tensor every runner takes)."""
+    import torch
+
+    from edgetl.training.checkpoint import load_checkpoint
+
+    litert_torch = _import("litert_torch")
+    model = load_checkpoint(checkpoint).build_model().eval()
+    sample = (torch.zeros([1, *input_shape], dtype=torch.float32),)
+    shown = litert_torch.config.show_progress
+    litert_torch.config.show_progress = False  # its progress tree would interleave with the build's log
+    try:
+        litert_torch.convert(model, sample).export(str(target))
+    except Exception as error:  # the converter raises many types
+        raise ModelFileError(f"{checkpoint}: litert-torch cannot convert the model ({_first_line(error)})") from None
+    finally:
+        litert_torch.config.show_progress = shown
+    return {
+        "converter": f"litert_torch.convert (litert-torch {_version('litert-torch')})",
+        "from": checkpoint.name,
+        "input": "float32 NCHW, batch 1",
+        "files": [target.name],
+    }
+
+
+def quantize_int8(float_model: Path, target: Path, calibration: np.ndarray) -> dict[str, Any]:
+    """Static int8 weights and activations, int8 input/output: what Edge TPUs, NPUs and MCUs take."""
+    quantizer_module = _import("ai_edge_quantizer")
+    from ai_edge_litert.interpreter import Interpreter
+
+    if len(calibration) == 0:
+        raise ModelFileError(f"{float_model}: no calibration images for the LiteRT int8 model")
+    signatures = Interpreter(model_path=str(float_model)).get_signature_list()
+    signature, io = next(iter(signatures.items()))
+    input_name = io["inputs"][0]
+    quantizer = quantizer_module.quantizer.Quantizer(str(float_model))
+    quantizer.load_quantization_recipe(quantizer_module.recipe.static_wi8_ai8())
+    samples = [{input_name: calibration[i : i + 1].astype(np.float32)} for i in range(len(calibration))]
+    with _quiet_tqdm():
+        result = quantizer.calibrate({signature: samples})
+    if target.exists():
+        target.unlink()
+    quantizer.quantize(result, enable_progress_bar=False, enable_progress_report=False).export_model(str(target))
+    return {
+        "converter": f"ai_edge_quantizer static_wi8_ai8 (ai-edge-quantizer {_version('ai-edge-quantizer')})",
+        "from": float_model.name,
+        "calibration_images": int(len(calibration)),
+        "input": "int8 NCHW (scale and zero point in the model)",
+        "files": [target.name],
+    }
+
+
+@contextlib.contextmanager
+def _quiet_tqdm() -> Iterator[None]:
+    """ai-edge-quantizer's calibration draws a tqdm bar per op; the build's log says what happens instead."""
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+
+
+def _import(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DependencyError(f"{module} is not installed", hint=_HINT) from None
+
+
+def _version(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
