@@ -248,24 +248,29 @@ def targets(
     for target_name in [name] if name else target_names():
         target = get_target(target_name)
         verified = "verified on this build machine" if target.verified_here else "not verified here"
-        _out.print(
+        _plain(
             f"{target.name:<18} {target.runtime:<12} {'/'.join(target.precisions):<15} {target.description}; {verified}"
         )
         if name is None:
             continue
-        _out.print(f"  software: {target.software}")
+        _plain(f"  software: {target.software}")
         if target.device_memory_mb:
-            _out.print(f"  device memory: {target.device_memory_mb} MB")
+            _plain(f"  device memory: {target.device_memory_mb} MB")
         if target.engine is not None:
             e = target.engine
-            _out.print(
+            _plain(
                 f"  engine: TensorRT {e.tensorrt}, workspace {e.workspace_mb} MB, max batch {e.max_batch}, "
                 f"DLA cores {e.dla_cores}; built {'on the device' if target.build_on_device else 'where a GPU is'}"
             )
         for step, text in enumerate(target.on_device, 1):
-            _out.print(f"  on the device {step}. {text}")
+            _plain(f"  on the device {step}. {text}")
         if target.notes:
-            _out.print(f"  note: {target.notes}")
+            _plain(f"  note: {target.notes}")
+
+
+def _plain(text: str) -> None:
+    """Print text as it is: "pip install 'edgetl[litert]'" must not be read as Rich markup."""
+    _out.print(text, markup=False)
 
 
 engine_app = typer.Typer(help="TensorRT engines from device bundles (needs TensorRT and pycuda).", no_args_is_help=True)

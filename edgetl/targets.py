@@ -31,7 +31,7 @@ class EngineDefaults:
 class Target:
     name: str
     description: str
-    runtime: str  # the backend that runs the default deployed artefact: "onnxruntime" | "tensorrt" | "openvino"
+    runtime: str  # the backend that runs the default deployed artefact: "onnxruntime", "tensorrt", "openvino", "litert"
     precisions: tuple[str, ...]  # what the target's runtime executes: "fp32", "fp16", "int8"
     # Artefact shipped when int8 quantization is enabled / disabled.
     deploy_int8: str

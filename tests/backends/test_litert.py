@@ -116,3 +116,9 @@ def test_a_missing_litert_converter_is_one_line_and_exit_2(built_run, tmp_path: 
     expected = "convert.runtimes lists litert, but litert_torch not installed (pip install 'edgetl[litert-convert]')"
     assert expected in lines[0]
     assert (tmp_path / "run" / layout.MANIFEST).read_bytes() == before
+
+
+def test_targets_print_install_commands_as_written(capsys) -> None:
+    code, out, _ = run_cli(["targets", "android-arm64"], capsys)
+    assert code == 0 and "pip install 'edgetl[litert]'" in out  # not eaten as Rich markup
+    assert "Not run on Android or an Edge TPU here" in out
