@@ -45,7 +45,8 @@ class ConvertStage(Stage):
             "artifacts": names,
             "sources": {source: ctx.artifact_digest(source) for source in sources},
             "split": ctx.results["data"].files[layout.SPLIT],
-            "calibration": ctx.profile.optimize.int8.calibration_images,
+            # Only a conversion that quantizes (litert_int8) depends on how many images calibrate it.
+            "calibration": ctx.profile.optimize.int8.calibration_images if any(_quantizes(n) for n in names) else None,
             "versions": package_versions("onnxruntime", *packages),
         }
 
@@ -73,7 +74,7 @@ class ConvertStage(Stage):
             assert item.source is not None
             source = out / ARTIFACTS[item.source].file if item.source in names else ctx.artifact_path(item.source)
             target = out / item.file
-            if item.precision == "int8" and ARTIFACTS[item.source].precision != "int8" and "calibration" not in options:
+            if _quantizes(name) and "calibration" not in options:
                 options["calibration"] = pre.batch(calibration)
             record = backend_for(name).convert(source, target, options)
             if images is not None:
@@ -105,3 +106,9 @@ def _parity(name: str, path: Path, source_name: str, source: Path, images: np.nd
 
 def _packages(runtime: str) -> tuple[str, ...]:
     return get_backend(runtime).versioned_packages
+
+
+def _quantizes(name: str) -> bool:
+    """True when the conversion itself makes int8 (from a float source), so it needs calibration images."""
+    item = ARTIFACTS[name]
+    return item.precision == "int8" and ARTIFACTS[item.source or ""].precision != "int8"
