@@ -40,7 +40,7 @@ def convert_checkpoint(checkpoint: Path, target: Path, input_shape: list[int]) -
     from edgetl.training.checkpoint import load_checkpoint
 
     litert_torch = _import("litert_torch")
-    model = load_checkpoint(checkpoint).build_model().eval()
+    model = load_checkpoint(checkpoint).build_model()  # already in eval mode
     sample = (torch.zeros([1, *input_shape], dtype=torch.float32),)
     shown = litert_torch.config.show_progress
     litert_torch.config.show_progress = False  # its progress tree would interleave with the build's log
