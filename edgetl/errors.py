@@ -94,3 +94,9 @@ def unknown_name_message(what: str, name: str, known: Iterable[str], plural: str
     close = difflib.get_close_matches(name, known, n=1)
     suggestion = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown {what} {name!r}{suggestion} known {plural or what + 's'}: {', '.join(known)}"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (the one-line user errors quote), or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

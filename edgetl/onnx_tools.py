@@ -10,7 +10,7 @@ from typing import Any
 import onnx
 
 from edgetl import __version__
-from edgetl.errors import ModelFileError, VerificationError
+from edgetl.errors import ModelFileError, VerificationError, first_line
 from edgetl.files import atomic_path
 from edgetl.preprocessing import Preprocessing
 from edgetl.runtime.predictor import METADATA_LABELS, METADATA_PREPROCESSING
@@ -44,7 +44,7 @@ def check(model: onnx.ModelProto, what: str) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
-        raise VerificationError(f"{what}: onnx.checker rejected the model: {str(error).splitlines()[0]}") from None
+        raise VerificationError(f"{what}: onnx.checker rejected the model: {first_line(error)}") from None
 
 
 def save_model(model: onnx.ModelProto, path: Path) -> None:

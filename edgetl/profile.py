@@ -18,7 +18,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgetl.backbones.registry import backbone_names, unknown_backbone_message
-from edgetl.backends import ARTIFACTS, converted_runtimes, unknown_artifact_message
+from edgetl.backends import ARTIFACTS, converted_runtimes, quantizes, unknown_artifact_message
 from edgetl.errors import ProfileError
 from edgetl.files import sha256_text
 from edgetl.targets import get_target, target_names, unknown_target_message
@@ -502,11 +502,10 @@ class Profile(_Section):
         runtimes = self.convert_runtimes
         for name, item in ARTIFACTS.items():
             if item.stage == "convert":
-                quantizes = item.precision == "int8" and ARTIFACTS[item.source or ""].precision != "int8"
                 made[name] = (
                     item.backend in runtimes
                     and bool(made.get(item.source or ""))
-                    and (self.optimize.int8.enabled or not quantizes)
+                    and (self.optimize.int8.enabled or not quantizes(name))
                 )
         return [name for name in ARTIFACTS if made.get(name)]
 

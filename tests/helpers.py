@@ -138,3 +138,18 @@ def published_hashes(run: Path) -> dict[str, str]:
         for p in run.rglob("*")
         if p.is_file() and ".edgetl" not in p.parts
     }
+
+
+def bundle_reference_check(bundle_dir: Path) -> dict:
+    """Run a bundle's reference images through the bundle's own runtime; compare_with_reference's result."""
+    from edgetl.bundle import compare_with_reference, read_bundle
+    from edgetl.runtime import load
+
+    bundle = read_bundle(bundle_dir)
+    predictor = load(bundle.root)
+    try:
+        images = [bundle.root / item["file"] for item in bundle.reference()["images"]]
+        logits = predictor.logits(bundle.preprocessing().batch(images))
+    finally:
+        predictor.close()
+    return compare_with_reference(logits, bundle.reference(), min_agreement=100.0)

@@ -17,7 +17,7 @@ import torch
 from edgetl.backbones.base import BuiltBackbone
 from edgetl.backbones.registry import BackboneSpec
 from edgetl.backbones.weights import load_state_dict, locate_weights
-from edgetl.errors import ModelFileError
+from edgetl.errors import ModelFileError, first_line
 from edgetl.files import sha256_file
 
 # lukemelas block-level names -> timm names. The first block of Lite0..4 is a depthwise-separable
@@ -71,7 +71,7 @@ def build_efficientnet_lite(
         try:
             result = model.load_state_dict(lukemelas_to_timm(state, model), strict=False)
         except (KeyError, RuntimeError) as error:
-            raise ModelFileError(f"{path}: weights do not fit {spec.name} ({str(error).splitlines()[0]})") from None
+            raise ModelFileError(f"{path}: weights do not fit {spec.name} ({first_line(error)})") from None
         if result.missing_keys or result.unexpected_keys:
             raise ModelFileError(
                 f"{path}: weights do not fit {spec.name}: missing {result.missing_keys[:3]}, "

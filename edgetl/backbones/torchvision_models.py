@@ -17,7 +17,7 @@ from torch import nn
 from edgetl.backbones.base import BuiltBackbone
 from edgetl.backbones.registry import BackboneSpec
 from edgetl.backbones.weights import load_state_dict, locate_weights
-from edgetl.errors import ModelFileError
+from edgetl.errors import ModelFileError, first_line
 from edgetl.files import sha256_file
 
 
@@ -94,7 +94,7 @@ def build_torchvision(
         try:
             model.load_state_dict(load_state_dict(path), strict=True)
         except RuntimeError as error:
-            raise ModelFileError(f"{path}: weights do not fit {spec.name} ({str(error).splitlines()[0]})") from None
+            raise ModelFileError(f"{path}: weights do not fit {spec.name} ({first_line(error)})") from None
         built_weights = (path, sha256_file(path))
     adapter, groups = _ADAPTERS[spec.name](model)
     built = BuiltBackbone(spec=spec, model=adapter, num_classes=num_classes, groups=groups)

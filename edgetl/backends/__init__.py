@@ -52,6 +52,12 @@ def backend_for(artifact_name: str) -> Backend:
     return BACKENDS[artifact(artifact_name).backend]
 
 
+def quantizes(name: str) -> bool:
+    """True when making this artefact quantizes (int8 from a float source): it needs int8 on and calibration images."""
+    item = artifact(name)
+    return item.precision == "int8" and item.source is not None and ARTIFACTS[item.source].precision != "int8"
+
+
 def converted_runtimes() -> list[str]:
     """Runtimes the convert stage can produce artefacts for (besides ONNX Runtime's own models)."""
     return [b.name for b in _BACKENDS if b.converter is not None]
@@ -68,5 +74,6 @@ __all__ = [
     "backend_for",
     "converted_runtimes",
     "get_backend",
+    "quantizes",
     "unknown_artifact_message",
 ]

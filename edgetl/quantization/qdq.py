@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.errors import ProfileError
+from edgetl.errors import ProfileError, first_line
 from edgetl.quantization.calibration import CalibrationResult, OneFeedReader
 
 # Ops whose weights carry the model's compute; the ones the fallback may keep in float.
@@ -41,7 +41,7 @@ def prepare(source: Path, target: Path) -> list[str]:
         return []
     except Exception as error:  # pre-processing is an optimization; quantize the raw model instead
         target.write_bytes(source.read_bytes())
-        return [f"quant_pre_process skipped: {str(error).splitlines()[0]}"]
+        return [f"quant_pre_process skipped: {first_line(error)}"]
 
 
 def resolve_float_nodes(model: Any, keep_float: list[str], exclude_nodes: list[str]) -> list[str]:

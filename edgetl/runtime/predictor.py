@@ -13,7 +13,7 @@ from edgetl import layout
 from edgetl.backends import ARTIFACTS, backend_for
 from edgetl.backends.base import Runner
 from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
-from edgetl.errors import ModelFileError, UserInputError
+from edgetl.errors import ModelFileError, UserInputError, first_line
 from edgetl.files import sha256_file
 from edgetl.preprocessing import Preprocessing, load_image, read_preprocessing
 
@@ -86,7 +86,7 @@ def _read_onnx_metadata(path: Path) -> dict[str, str]:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as error:
-        raise ModelFileError(f"{path}: ONNX Runtime cannot load the model ({str(error).splitlines()[0]})") from None
+        raise ModelFileError(f"{path}: ONNX Runtime cannot load the model ({first_line(error)})") from None
     return dict(session.get_modelmeta().custom_metadata_map)
 
 

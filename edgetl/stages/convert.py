@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgetl import layout
-from edgetl.backends import ARTIFACTS, backend_for, get_backend
+from edgetl.backends import ARTIFACTS, backend_for, get_backend, quantizes
 from edgetl.errors import DependencyError
 from edgetl.files import write_json_atomic
 from edgetl.machine import package_versions
@@ -39,14 +39,18 @@ class ConvertStage(Stage):
         names = converted_artifacts(ctx)
         # Sources made by this stage (litert_fp32 for litert_int8) are covered by their own sources.
         sources = sorted({ARTIFACTS[n].source or "" for n in names} - {"", *names})
-        packages = [p for runtime in sorted({ARTIFACTS[n].backend for n in names}) for p in _packages(runtime)]
+        packages = [
+            p
+            for runtime in sorted({ARTIFACTS[n].backend for n in names})
+            for p in get_backend(runtime).versioned_packages
+        ]
         return {
             "convert": profile_section(ctx.profile, "convert"),
             "artifacts": names,
             "sources": {source: ctx.artifact_digest(source) for source in sources},
             "split": ctx.results["data"].files[layout.SPLIT],
             # Only a conversion that quantizes (litert_int8) depends on how many images calibrate it.
-            "calibration": ctx.profile.optimize.int8.calibration_images if any(_quantizes(n) for n in names) else None,
+            "calibration": ctx.profile.optimize.int8.calibration_images if any(quantizes(n) for n in names) else None,
             "versions": package_versions("onnxruntime", *packages),
         }
 
@@ -74,7 +78,7 @@ class ConvertStage(Stage):
             assert item.source is not None
             source = out / ARTIFACTS[item.source].file if item.source in names else ctx.artifact_path(item.source)
             target = out / item.file
-            if _quantizes(name) and "calibration" not in options:
+            if quantizes(name) and "calibration" not in options:
                 options["calibration"] = pre.batch(calibration)
             record = backend_for(name).convert(source, target, options)
             if images is not None:
@@ -102,13 +106,3 @@ def _parity(name: str, path: Path, source_name: str, source: Path, images: np.nd
         "max_abs_logit_diff": float(np.abs(expected - actual).max()),
         "top1_agreement": float((expected.argmax(1) == actual.argmax(1)).mean()),
     }
-
-
-def _packages(runtime: str) -> tuple[str, ...]:
-    return get_backend(runtime).versioned_packages
-
-
-def _quantizes(name: str) -> bool:
-    """True when the conversion itself makes int8 (from a float source), so it needs calibration images."""
-    item = ARTIFACTS[name]
-    return item.precision == "int8" and ARTIFACTS[item.source or ""].precision != "int8"

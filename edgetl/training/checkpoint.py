@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from edgetl.backbones.registry import get_backbone
-from edgetl.errors import ModelFileError
+from edgetl.errors import ModelFileError, first_line
 from edgetl.files import atomic_path
 from edgetl.preprocessing import Preprocessing
 
@@ -34,7 +34,7 @@ class Checkpoint:
         try:
             built.model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as error:
-            raise ModelFileError(f"checkpoint does not fit {self.backbone}: {str(error).splitlines()[0]}") from None
+            raise ModelFileError(f"checkpoint does not fit {self.backbone}: {first_line(error)}") from None
         return built.model.eval()
 
 

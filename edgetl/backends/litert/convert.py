@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.errors import DependencyError, ModelFileError
+from edgetl.errors import DependencyError, ModelFileError, first_line
+from edgetl.machine import package_versions
 
 _HINT = "pip install 'edgetl[litert-convert]' (litert-torch, ai-edge-quantizer; a device needs only edgetl[litert])"
 
@@ -47,11 +48,12 @@ def convert_checkpoint(checkpoint: Path, target: Path, input_shape: list[int]) -
     try:
         litert_torch.convert(model, sample).export(str(target))
     except Exception as error:  # the converter raises many types
-        raise ModelFileError(f"{checkpoint}: litert-torch cannot convert the model ({_first_line(error)})") from None
+        raise ModelFileError(f"{checkpoint}: litert-torch cannot convert the model ({first_line(error)})") from None
     finally:
         litert_torch.config.show_progress = shown
+    version = package_versions("litert-torch")["litert-torch"]
     return {
-        "converter": f"litert_torch.convert (litert-torch {_version('litert-torch')})",
+        "converter": f"litert_torch.convert (litert-torch {version})",
         "from": checkpoint.name,
         "input": "float32 NCHW, batch 1",
         "files": [target.name],
@@ -76,8 +78,9 @@ def quantize_int8(float_model: Path, target: Path, calibration: np.ndarray) -> d
     if target.exists():
         target.unlink()
     quantizer.quantize(result, enable_progress_bar=False, enable_progress_report=False).export_model(str(target))
+    version = package_versions("ai-edge-quantizer")["ai-edge-quantizer"]
     return {
-        "converter": f"ai_edge_quantizer static_wi8_ai8 (ai-edge-quantizer {_version('ai-edge-quantizer')})",
+        "converter": f"ai_edge_quantizer static_wi8_ai8 (ai-edge-quantizer {version})",
         "from": float_model.name,
         "calibration_images": int(len(calibration)),
         "input": "int8 NCHW (scale and zero point in the model)",
@@ -106,17 +109,3 @@ def _import(module: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise DependencyError(f"{module} is not installed", hint=_HINT) from None
-
-
-def _version(distribution: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

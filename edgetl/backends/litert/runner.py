@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.backends.base import Runner
-from edgetl.errors import DependencyError, ModelFileError
+from edgetl.errors import DependencyError, ModelFileError, first_line
 
 
 def import_interpreter() -> Any:
@@ -61,7 +61,7 @@ class LiteRTRunner(Runner):
             self._interpreter = interpreter_type(model_path=str(self.path), num_threads=self.threads or None)
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
-            raise ModelFileError(f"{self.path}: LiteRT cannot load the model ({str(error).splitlines()[0]})") from None
+            raise ModelFileError(f"{self.path}: LiteRT cannot load the model ({first_line(error)})") from None
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
 

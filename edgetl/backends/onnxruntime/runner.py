@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.backends.base import Runner
-from edgetl.errors import ModelFileError
+from edgetl.errors import ModelFileError, first_line
 
 
 class OnnxRuntimeRunner(Runner):
@@ -47,9 +47,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
         except Exception as error:  # ORT raises its own exception types for corrupt/invalid models
-            raise ModelFileError(
-                f"{self.path}: ONNX Runtime cannot load the model ({str(error).splitlines()[0]})"
-            ) from None
+            raise ModelFileError(f"{self.path}: ONNX Runtime cannot load the model ({first_line(error)})") from None
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         batch_dim = model_input.shape[0] if model_input.shape else None

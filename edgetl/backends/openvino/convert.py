@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgetl.errors import ModelFileError
+from edgetl.errors import ModelFileError, first_line
 
 
 def convert_onnx(source: Path, target: Path, options: dict[str, Any]) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def convert_onnx(source: Path, target: Path, options: dict[str, Any]) -> dict[st
     try:
         model = ov.convert_model(str(source))
     except Exception as error:  # OpenVINO's frontend raises its own types
-        raise ModelFileError(f"{source}: OpenVINO cannot read the model ({str(error).splitlines()[0]})") from None
+        raise ModelFileError(f"{source}: OpenVINO cannot read the model ({first_line(error)})") from None
     # The convert stage writes into a fresh folder that is committed as a whole, so no temp names here.
     target.parent.mkdir(parents=True, exist_ok=True)
     weights = target.with_suffix(".bin")

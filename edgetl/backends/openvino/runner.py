@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.backends.base import Runner
-from edgetl.errors import DependencyError, ModelFileError
+from edgetl.errors import DependencyError, ModelFileError, first_line
 
 
 def import_openvino() -> Any:
@@ -57,9 +57,7 @@ class OpenVINORunner(Runner):
         try:
             self._compiled = core.compile_model(str(self.path), self.device, self.config())
         except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
-            raise ModelFileError(
-                f"{self.path}: OpenVINO cannot compile the model ({str(error).splitlines()[0]})"
-            ) from None
+            raise ModelFileError(f"{self.path}: OpenVINO cannot compile the model ({first_line(error)})") from None
         self._request = self._compiled.create_infer_request()
         shape = self._compiled.input(0).get_partial_shape()
         batch = shape[0]
