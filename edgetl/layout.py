@@ -26,6 +26,7 @@ ONNX_FP16 = "models/model_fp16.onnx"
 ONNX_INT8 = "models/model_int8.onnx"
 OPENVINO_DIR = "models/openvino"  # one IR (.xml + .bin) per precision
 LITERT_DIR = "models/litert"  # one .tflite per precision
+EXECUTORCH_DIR = "models/executorch"  # one .pte per precision
 
 TRAINING_HISTORY = "training/history.json"
 TRAINING_HISTORY_CSV = "training/history.csv"

@@ -25,6 +25,7 @@ from edgetl.machine import describe_machine, package_versions
 from edgetl.profile import LoadedProfile, load_profile
 from edgetl.report.compose import compose_report, publish_report
 from edgetl.stages.base import BuildContext, Stage, StageResult, execute, prune_cache
+from edgetl.stages.convert import check_converters
 from edgetl.training.distributed import DistributedEnv
 
 MANIFEST_SCHEMA = "edgetl.manifest/1"
@@ -109,6 +110,8 @@ def build(
     if dist.is_main:
         _check_run_dir(run_dir, loaded)
     stages = default_stages(until)
+    if any(stage.name == "convert" for stage in stages):
+        check_converters(loaded.profile)  # in milliseconds, not after the fine-tune
     last_distributed = max((i for i, s in enumerate(stages) if s.distributed), default=-1)
     ctx = BuildContext(loaded=loaded, run_dir=run_dir, log=log, force=force, resume=resume, dist=dist)
     dist.init(dist.device(loaded.profile.finetune.device))

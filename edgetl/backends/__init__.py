@@ -10,7 +10,7 @@ catalogue imports no runtime: runners and converters are imported when first use
 
 from __future__ import annotations
 
-from edgetl.backends import litert, onnxruntime, openvino, pytorch, tensorrt
+from edgetl.backends import executorch, litert, onnxruntime, openvino, pytorch, tensorrt
 from edgetl.backends.base import Artifact, Backend, Runner
 from edgetl.errors import UserInputError, unknown_name_message
 
@@ -20,6 +20,7 @@ _BACKENDS: tuple[Backend, ...] = (
     tensorrt.BACKEND,
     openvino.BACKEND,
     litert.BACKEND,
+    executorch.BACKEND,
 )
 
 BACKENDS: dict[str, Backend] = {backend.name: backend for backend in _BACKENDS}

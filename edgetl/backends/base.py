@@ -120,7 +120,8 @@ class Backend:
     runner: str  # "module:Class" of its Runner, imported when first needed
     requires: tuple[str, ...] = ()  # importable modules it needs
     extra: str | None = None  # the pip extra that installs them
-    # "module:function" that writes a converted artefact: f(source_model, target_file, options) -> record
+    # "module:function" that writes a converted artefact: f(source_model, target_file, options) -> record;
+    # options: "input_shape" (C, H, W), "precision" of the artefact, "calibration" (images) when it quantizes.
     converter: str | None = None
     # Host memory (peak RSS of a fresh process) tells this backend's footprint; False for GPU engines.
     host_memory: bool = True
@@ -129,6 +130,8 @@ class Backend:
     converter_extra: str | None = None
     # Distributions whose versions identify a build's artefacts (stage fingerprints, the report); default: name.
     packages: tuple[str, ...] = ()
+    # What an app does with a shipped artefact of this runtime, when a target of another runtime ships it.
+    on_device: tuple[str, ...] = ()
     notes: str = ""
 
     def unavailable(self) -> str | None:

@@ -20,15 +20,23 @@ from edgetl.backends import ARTIFACTS, backend_for, get_backend, quantizes
 from edgetl.errors import DependencyError
 from edgetl.files import write_json_atomic
 from edgetl.machine import package_versions
-from edgetl.profile import profile_section
+from edgetl.profile import Profile, profile_section
 from edgetl.stages.base import BuildContext, Stage
 from edgetl.stages.data import read_split, split_paths
 
 PARITY_IMAGES = 32
 
 
-def converted_artifacts(ctx: BuildContext) -> list[str]:
-    return [name for name in ctx.profile.produced_artifacts if ARTIFACTS[name].stage == "convert"]
+def converted_artifacts(profile: Profile) -> list[str]:
+    return [name for name in profile.produced_artifacts if ARTIFACTS[name].stage == "convert"]
+
+
+def check_converters(profile: Profile) -> None:
+    """Refuse, in one line, a profile whose conversions this machine cannot run (checked before any stage)."""
+    for runtime in sorted({ARTIFACTS[name].backend for name in converted_artifacts(profile)}):
+        reason = get_backend(runtime).cannot_convert()
+        if reason:
+            raise DependencyError(f"convert.runtimes lists {runtime}, but {reason}")
 
 
 class ConvertStage(Stage):
@@ -36,7 +44,7 @@ class ConvertStage(Stage):
     code = ("stages/convert.py", "backends", "layout.py")
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
-        names = converted_artifacts(ctx)
+        names = converted_artifacts(ctx.profile)
         # Sources made by this stage (litert_fp32 for litert_int8) are covered by their own sources.
         sources = sorted({ARTIFACTS[n].source or "" for n in names} - {"", *names})
         packages = [
@@ -55,13 +63,10 @@ class ConvertStage(Stage):
         }
 
     def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
-        names = converted_artifacts(ctx)
+        names = converted_artifacts(ctx.profile)
         if not names:
             return {"artifacts": {}}
-        for runtime in sorted({ARTIFACTS[name].backend for name in names}):
-            reason = get_backend(runtime).cannot_convert()
-            if reason:
-                raise DependencyError(f"convert.runtimes lists {runtime}, but {reason}")
+        check_converters(ctx.profile)
         from edgetl.preprocessing import read_preprocessing
 
         pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))
@@ -80,7 +85,7 @@ class ConvertStage(Stage):
             target = out / item.file
             if quantizes(name) and "calibration" not in options:
                 options["calibration"] = pre.batch(calibration)
-            record = backend_for(name).convert(source, target, options)
+            record = backend_for(name).convert(source, target, {**options, "precision": item.precision})
             if images is not None:
                 record["parity"] = _parity(name, target, item.source, source, images, ctx.profile.benchmark.threads)
                 parity = record["parity"]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgetl import __version__, layout
-from edgetl.backends import ARTIFACTS, backend_for, get_backend
+from edgetl.backends import ARTIFACTS, Backend, backend_for, get_backend
 from edgetl.bundle import verify_engine, write_bundle
 from edgetl.machine import package_versions
 from edgetl.profile import Profile, profile_section
@@ -135,7 +135,7 @@ class PackageStage(Stage):
             runtime_label=backend.label,
             labels=list(split["classes"]),
             preprocessing=pre,
-            target=_target_record(target),
+            target=_target_record(target, backend),
             engine_options=options,
             verify_min_agreement=profile.tensorrt.verify_min_agreement,
             input_name=layout.INPUT_NAME,
@@ -203,7 +203,9 @@ class PackageStage(Stage):
         return results["artifacts"]
 
 
-def _target_record(target: Target) -> dict[str, Any]:
+def _target_record(target: Target, shipped: Backend) -> dict[str, Any]:
+    """The target as the bundle states it; the device steps are the shipped runtime's when it is not the target's."""
+    own_runtime = shipped.name == target.runtime or not shipped.on_device
     return {
         "name": target.name,
         "description": target.description,
@@ -212,6 +214,6 @@ def _target_record(target: Target) -> dict[str, Any]:
         "software": target.software,
         "build_on_device": target.build_on_device,
         "device_memory_mb": target.device_memory_mb,
-        "on_device": list(target.on_device),
+        "on_device": list(target.on_device if own_runtime else shipped.on_device),
         "notes": target.notes,
     }

@@ -5,23 +5,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from edgetl import layout
 from edgetl.backends import backend_for
 from edgetl.backends.litert.runner import dequantize, quantize
 from edgetl.bundle import read_bundle
 from edgetl.stages.data import read_split, split_paths
+from tests.backends.conftest import data_root
 from tests.helpers import bundle_reference_check, run_cli, tiny_profile, write_profile
-
-HAS_CONVERTER = all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_quantizer", "ai_edge_litert"))
-
-
-def _data_root(run_dir: Path) -> Path:
-    return Path(json.loads((run_dir / layout.MANIFEST).read_text())["profile"]["resolved"]["data"]["root"])
 
 
 def test_int8_io_is_quantized_with_the_tensors_own_scale_and_zero_point() -> None:
@@ -50,32 +45,18 @@ def test_android_target_converts_to_litert_and_int8_follows_the_int8_switch(tmp_
     assert "litert_fp32" in no_int8.produced_artifacts and "litert_int8" not in no_int8.produced_artifacts
 
 
-@pytest.fixture(scope="module")
-def litert_run(built_run, tmp_path_factory: pytest.TempPathFactory):
-    """The tiny build re-targeted at android-arm64: training and the ONNX models come from the cache."""
-    if not HAS_CONVERTER:
-        pytest.skip("litert-torch / ai-edge-quantizer not installed (edgetl[litert-convert])")
-    from edgetl.console import Log
-    from edgetl.pipeline import build
-
-    base = tmp_path_factory.mktemp("litert")
-    shutil.copytree(built_run.run_dir, base / "run")
-    profile = tiny_profile(_data_root(built_run.run_dir), base / "run", target="android-arm64")
-    return build(write_profile(base / "android.yaml", profile), log=Log(quiet=True))
-
-
-def test_litert_build_converts_verifies_measures_and_ships_int8(litert_run) -> None:
-    assert litert_run.results["finetune"].skipped  # converted from the same checkpoint
-    report = litert_run.report
+def test_litert_build_converts_verifies_measures_and_ships_int8(arm64_run) -> None:
+    assert arm64_run.results["finetune"].skipped  # converted from the same checkpoint
+    report = arm64_run.report
     assert report["deployed_artifact"] == "litert_int8"
     conversions = report["conversions"]
     fp32, int8 = conversions["litert_fp32"], conversions["litert_int8"]
     assert fp32["parity"]["against"] == "torch_fp32" and fp32["parity"]["top1_agreement"] == 1.0
     assert fp32["parity"]["max_abs_logit_diff"] < 1e-3
     assert int8["parity"]["against"] == "litert_fp32" and int8["parity"]["images"] > 0
-    split = read_split(litert_run.run_dir / layout.SPLIT)
+    split = read_split(arm64_run.run_dir / layout.SPLIT)
     pool, _ = split_paths(split, "calibration_pool")
-    resolved = json.loads((litert_run.run_dir / layout.MANIFEST).read_text())["profile"]["resolved"]
+    resolved = json.loads((arm64_run.run_dir / layout.MANIFEST).read_text())["profile"]["resolved"]
     assert int8["calibration_images"] == min(len(pool), resolved["optimize"]["int8"]["calibration_images"])
     for name in ("litert_fp32", "litert_int8"):
         measured = report["artifacts"][name]
@@ -84,13 +65,13 @@ def test_litert_build_converts_verifies_measures_and_ships_int8(litert_run) -> N
     fp32_size = report["artifacts"]["litert_fp32"]["size_bytes"]
     assert report["artifacts"]["litert_int8"]["size_bytes"] < 0.4 * fp32_size  # int8 weights, not a copy
 
-    int8_file = litert_run.run_dir / layout.LITERT_DIR / "model_int8.tflite"
+    int8_file = arm64_run.run_dir / layout.LITERT_DIR / "model_int8.tflite"
     with backend_for("litert_int8").make_runner(int8_file, "litert_int8", 1) as runner:
         assert runner.describe()["io"] == "int8" and runner.fixed_batch == 1
 
 
-def test_litert_bundle_reproduces_its_reference_and_benches(litert_run, capsys) -> None:
-    bundle = read_bundle(litert_run.run_dir / layout.BUNDLE_DIR)
+def test_litert_bundle_reproduces_its_reference_and_benches(arm64_run, capsys) -> None:
+    bundle = read_bundle(arm64_run.run_dir / layout.BUNDLE_DIR)
     assert bundle.info["model"]["file"] == "model.tflite" and bundle.info["target"]["runtime"] == "litert"
     assert bundle_reference_check(bundle.root)["max_abs_logit_diff"] < 1e-5
     code, _, _ = run_cli(["bench", str(bundle.root), "-q"], capsys)
@@ -100,7 +81,8 @@ def test_litert_bundle_reproduces_its_reference_and_benches(litert_run, capsys) 
 def test_a_missing_litert_converter_is_one_line_and_exit_2(built_run, tmp_path: Path, monkeypatch, capsys) -> None:
     shutil.copytree(built_run.run_dir, tmp_path / "run")
     before = (tmp_path / "run" / layout.MANIFEST).read_bytes()
-    profile = tiny_profile(_data_root(built_run.run_dir), tmp_path / "run", target="android-arm64")
+    profile = tiny_profile(data_root(built_run.run_dir), tmp_path / "run", target="android-arm64")
+    started = time.perf_counter()
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "litert_torch" else real(name))
     code, _, err = run_cli(["build", str(write_profile(tmp_path / "p.yaml", profile)), "-q"], capsys)
@@ -108,6 +90,7 @@ def test_a_missing_litert_converter_is_one_line_and_exit_2(built_run, tmp_path: 
     assert code == 2 and len(lines) == 1, err
     expected = "convert.runtimes lists litert, but litert_torch not installed (pip install 'edgetl[litert-convert]')"
     assert expected in lines[0]
+    assert time.perf_counter() - started < 20  # refused before any stage runs, not after the fine-tune
     assert (tmp_path / "run" / layout.MANIFEST).read_bytes() == before
 
 
