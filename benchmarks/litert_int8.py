@@ -18,14 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._results import write_results
-from edgetl import layout
-from edgetl.backends.litert.convert import convert_checkpoint, quantize_int8
-from edgetl.backends.litert.runner import LiteRTRunner
-from edgetl.machine import describe_machine, package_versions
-from edgetl.preprocessing import read_preprocessing
-from edgetl.stages.data import read_split, split_paths
-from edgetl.training.checkpoint import load_checkpoint
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks._results import write_results  # noqa: E402
+from edgetl import layout  # noqa: E402
+from edgetl.backends.litert.convert import convert_checkpoint, quantize_int8  # noqa: E402
+from edgetl.backends.litert.runner import LiteRTRunner  # noqa: E402
+from edgetl.machine import describe_machine, package_versions  # noqa: E402
+from edgetl.preprocessing import read_preprocessing  # noqa: E402
+from edgetl.stages.data import read_split, split_paths  # noqa: E402
+from edgetl.training.checkpoint import load_checkpoint  # noqa: E402
 
 ROUNDS, RUNS = 5, 30
 

@@ -109,6 +109,7 @@ def write_bundle(
     preprocessing: Preprocessing,
     target: dict[str, Any],
     engine_options: dict[str, Any] | None,
+    tensorrt_release: str | None,
     verify_min_agreement: float,
     input_name: str,
     input_shape: list[int],
@@ -160,17 +161,22 @@ def write_bundle(
     if engine_options is not None:
         from edgetl.backends.tensorrt.build import trtexec_command
         from edgetl.backends.tensorrt.options import EngineOptions
+        from edgetl.backends.tensorrt.versions import TensorRTRelease
 
         options = EngineOptions.from_dict(engine_options)
-        command = trtexec_command(layout.BUNDLE_MODEL, layout.BUNDLE_ENGINE, options, input_name, input_shape)
+        release = TensorRTRelease.parse(tensorrt_release or "", "bundle TensorRT release")
+        command = trtexec_command(layout.BUNDLE_MODEL, layout.BUNDLE_ENGINE, options, input_name, input_shape, release)
         info["engine"] = {
             "file": layout.BUNDLE_ENGINE,
+            "tensorrt": str(release),  # the release build_engine.sh is written for
+            "strongly_typed": options.strongly_typed_for(release),
             "options": engine_options,
             "verify_min_agreement": verify_min_agreement,
             "trtexec": shlex.join(command),
         }
         script = (
-            "#!/bin/sh\n# Builds the TensorRT engine on this device with trtexec (ships with TensorRT/JetPack).\n"
+            f"#!/bin/sh\n# Builds the TensorRT engine on this device with TensorRT {release}'s trtexec (ships with "
+            "TensorRT/JetPack).\n"
             "# `edgetl engine build .` does the same and also verifies the engine on the reference images.\n"
             'set -eu\ncd "$(dirname "$0")"\n' + shlex.join(command) + "\n"
         )
@@ -191,7 +197,8 @@ def _readme(name: str, target: dict[str, Any], info: dict[str, Any]) -> str:
     )
     engine = info.get("engine")
     engine_text = (
-        f"\nEngine: {engine['options']['precision']} TensorRT engine, batch "
+        f"\nEngine: {engine['options']['precision']} TensorRT engine for TensorRT {engine['tensorrt']} "
+        f"({'strongly' if engine['strongly_typed'] else 'weakly'} typed), batch "
         f"{engine['options']['min_batch']}..{engine['options']['max_batch']} (opt {engine['options']['opt_batch']}), "
         f"workspace {engine['options']['workspace_mb']} MB.\n\nEquivalent trtexec command (`build_engine.sh`):\n\n"
         f"    {engine['trtexec']}\n"

@@ -19,9 +19,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from edgetl.backbones.registry import backbone_names, unknown_backbone_message
 from edgetl.backends import ARTIFACTS, converted_runtimes, quantizes, unknown_artifact_message
-from edgetl.errors import ProfileError
+from edgetl.errors import ProfileError, UserInputError
 from edgetl.files import sha256_text
-from edgetl.targets import get_target, target_names, unknown_target_message
+from edgetl.targets import Target, get_target, target_names, unknown_target_message
 from edgetl.training.epochs import IMAGE_BUDGET, MAX_EPOCHS, MIN_EPOCHS
 
 
@@ -313,6 +313,11 @@ class TensorRTConfig(_Section):
     version_compatible: bool = Field(False, description="engine loadable by later TensorRT releases (lean runtime)")
     builder_optimization_level: Annotated[int, Field(ge=0, le=5)] | None = None
     timing_cache: bool = Field(True, description="persist the tactic timing cache next to the engine")
+    strongly_typed: bool | None = Field(
+        None,
+        description="precision from the model's types (Q/DQ int8, the fp16 ONNX), no --fp16/--int8 flags; default: "
+        "on from TensorRT 10.12 (which deprecates the flags; 11 has only this mode)",
+    )
     verify_images: PositiveInt = Field(
         32, description="val images stored in the bundle with ONNX Runtime reference logits to verify the engine"
     )
@@ -469,6 +474,7 @@ class Profile(_Section):
                     f"tensorrt.dla_core {self.tensorrt.dla_core}: target {target.name} has "
                     f"{target.engine.dla_cores} DLA core(s)"
                 )
+            self._check_tensorrt_release(target)
             max_batch = self.tensorrt.max_batch or target.engine.max_batch
             fixed = self.export.batch_size
             if fixed != "dynamic" and not self.tensorrt.min_batch <= fixed <= max_batch:
@@ -482,6 +488,40 @@ class Profile(_Section):
                 f"budgets.{relative[0]} is relative to onnx_fp32, which benchmark.artifacts does not measure"
             )
         return self
+
+    def _check_tensorrt_release(self, target: Target) -> None:
+        """What the target's TensorRT release cannot build or parse, refused here rather than on the device."""
+        from edgetl.backends.tensorrt.options import EngineOptions
+
+        release = target.tensorrt_release()
+        assert release is not None
+        options = EngineOptions(
+            precision=target.engine_precision(self.optimize.int8.enabled) or "fp16",
+            hardware_compatibility=self.tensorrt.hardware_compatibility,
+            version_compatible=self.tensorrt.version_compatible,
+            builder_optimization_level=self.tensorrt.builder_optimization_level,
+            strongly_typed=self.tensorrt.strongly_typed,
+        )
+        try:
+            options.check_release(release, f"target {target.name}")
+        except UserInputError as error:
+            raise ValueError(str(error)) from None
+        if options.strongly_typed_for(release) and options.precision == "fp16" and not self.optimize.fp16.enabled:
+            raise ValueError(
+                f"target {target.name} builds strongly typed fp16 engines (TensorRT {release}) from the fp16 ONNX: "
+                "set optimize.fp16.enabled: true (or tensorrt.strongly_typed: false before TensorRT 11)"
+            )
+        if release.max_opset < self.export.opset and self.export.opset != 18:
+            raise ValueError(
+                f"export.opset {self.export.opset}: target {target.name}'s TensorRT {release} parser reads opset "
+                f"<= {release.max_opset}, and edgetl lowers from opset 18 only: set export.opset: 18"
+            )
+
+    @property
+    def onnx_opset(self) -> int:
+        """The opset the exported ONNX has: export.opset, lowered to what the target's TensorRT parser reads."""
+        release = get_target(self.target).tensorrt_release()
+        return min(self.export.opset, release.max_opset) if release is not None else self.export.opset
 
     @property
     def convert_runtimes(self) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edgetl.backends.tensorrt.versions import TensorRTRelease, installed_release
 from edgetl.errors import ProfileError, unknown_name_message
 
 
@@ -21,10 +22,16 @@ from edgetl.errors import ProfileError, unknown_name_message
 class EngineDefaults:
     """TensorRT build settings a target starts from; the profile's `tensorrt:` section overrides them."""
 
-    tensorrt: str  # the TensorRT release line the target ships, e.g. "10" or "8.2"
+    tensorrt: str  # the TensorRT release the target ships, e.g. "8.2" (JetPack 4.6); on x86 the oldest supported
     workspace_mb: int  # builder workspace limit: small Jetsons run out of memory with TensorRT's default
     max_batch: int
     dla_cores: int = 0  # Deep Learning Accelerator cores on the module (0: none)
+    # x86: whatever TensorRT the build machine has (pip), when it has one, instead of `tensorrt`.
+    installed_tensorrt: bool = False
+
+    @property
+    def release(self) -> TensorRTRelease:
+        return TensorRTRelease.parse(self.tensorrt)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,14 @@ class Target:
     def uses_tensorrt(self) -> bool:
         return self.runtime == "tensorrt"
 
+    def tensorrt_release(self) -> TensorRTRelease | None:
+        """The release this target's engines are built with: its own, or on x86 the one installed here."""
+        if self.engine is None:
+            return None
+        if self.engine.installed_tensorrt:
+            return installed_release() or self.engine.release
+        return self.engine.release
+
 
 _ORT_STEPS = (
     "pip install edgetl   # core install: numpy, pillow, onnxruntime; no torch",
@@ -88,7 +103,7 @@ _ONNXRUNTIME: dict = {
     "deploy_float": "onnx_fp32",
     "on_device": _ORT_STEPS,
 }
-_TENSORRT_10: dict = {
+_TENSORRT: dict = {
     "runtime": "tensorrt",
     "precisions": ("fp32", "fp16", "int8"),
     "deploy_int8": "onnx_int8",
@@ -166,9 +181,9 @@ _TARGETS: dict[str, Target] = {
     "nvidia-gpu": Target(
         name="nvidia-gpu",
         description="x86-64 with an NVIDIA GPU, TensorRT 10",
-        **_TENSORRT_10,
-        engine=EngineDefaults(tensorrt="10", workspace_mb=4096, max_batch=32),
-        software="CUDA 12, TensorRT 10, pycuda",
+        **_TENSORRT,
+        engine=EngineDefaults(tensorrt="10.3", workspace_mb=4096, max_batch=32, installed_tensorrt=True),
+        software="CUDA 12, TensorRT 10.3-10.x or 11 (the installed one), pycuda",
         notes=(
             "int8 engines come from the explicit Q/DQ ONNX (no implicit calibrator); non-quantized layers "
             "may run in fp16. When the build machine has TensorRT, the engine is built and benchmarked "
@@ -178,9 +193,9 @@ _TARGETS: dict[str, Target] = {
     "jetson-orin-nano": Target(
         name="jetson-orin-nano",
         description="Jetson Orin Nano (Ampere, compute capability 8.7), JetPack 6 / TensorRT 10",
-        **_TENSORRT_10,
+        **_TENSORRT,
         # 8 GB shared between CPU and GPU: keep the builder well below it.
-        engine=EngineDefaults(tensorrt="10", workspace_mb=1024, max_batch=8),
+        engine=EngineDefaults(tensorrt="10.3", workspace_mb=1024, max_batch=8),
         build_on_device=True,
         device_memory_mb=8192,
         software=_JETPACK_6,
@@ -189,12 +204,26 @@ _TARGETS: dict[str, Target] = {
     "jetson-agx-orin": Target(
         name="jetson-agx-orin",
         description="Jetson AGX Orin (Ampere, compute capability 8.7, 2 DLA cores), JetPack 6 / TensorRT 10",
-        **_TENSORRT_10,
-        engine=EngineDefaults(tensorrt="10", workspace_mb=4096, max_batch=32, dla_cores=2),
+        **_TENSORRT,
+        engine=EngineDefaults(tensorrt="10.3", workspace_mb=4096, max_batch=32, dla_cores=2),
         build_on_device=True,
         device_memory_mb=32768,
         software=_JETPACK_6,
         notes="tensorrt.dla_core: 0 or 1 offloads to a DLA (fp16/int8 only) with GPU fallback for unsupported layers.",
+    ),
+    "jetson-xavier-nx": Target(
+        name="jetson-xavier-nx",
+        description="Jetson Xavier NX (Volta, compute capability 7.2, 2 DLA cores), JetPack 5.1 / TensorRT 8.5",
+        **_TENSORRT,
+        engine=EngineDefaults(tensorrt="8.5", workspace_mb=1024, max_batch=8, dla_cores=2),
+        build_on_device=True,
+        device_memory_mb=8192,
+        software="JetPack 5.1.x (L4T r35), CUDA 11.4, TensorRT 8.5.2, Python 3.8",
+        notes=(
+            "TensorRT 8.5's parser reads ONNX up to opset 17, so the export is lowered from 18 and checked "
+            "again against PyTorch; its trtexec has --memPoolSize but not --skipInference (--buildOnly). "
+            "edgetl itself needs Python >= 3.10, which JetPack 5 does not have: build with the bundle's script."
+        ),
     ),
     "jetson-nano": Target(
         name="jetson-nano",
@@ -215,8 +244,9 @@ _TARGETS: dict[str, Target] = {
             "edgetl itself needs Python >= 3.10, which JetPack 4.6 does not have",
         ),
         notes=(
-            "Maxwell has no int8 tensor cores: set optimize.int8.enabled: false. TensorRT 8.2 predates the "
-            "TensorRT 10 API that `edgetl engine build` uses, so the bundle's trtexec script is the supported path."
+            "Maxwell has no int8 tensor cores: set optimize.int8.enabled: false. TensorRT 8.2 has no tensor-name "
+            "API (8.5+), which `edgetl engine build` uses, so the bundle's trtexec script (--workspace, --buildOnly) "
+            "is the supported path; its parser reads ONNX up to opset 13, so the export is lowered from 18."
         ),
     ),
 }

@@ -7,6 +7,10 @@ convolutions stay unfused). The exported model is checked with onnx.checker, the
 PyTorch on real val images; the build fails if the largest logit difference exceeds the profile's
 tolerance.
 
+For targets whose TensorRT parser stops below opset 18 (8.2: 13, 8.4-8.6: 17) the exported graph is
+lowered (`edgetl.opset_lowering`) before the checker and the parity check, so what is verified is
+what the device parses.
+
 Outputs: `models/model_fp32.onnx`, `export/parity.json`.
 """
 
@@ -23,7 +27,7 @@ from edgetl import layout
 from edgetl.errors import VerificationError
 from edgetl.files import write_json_atomic
 from edgetl.machine import package_versions
-from edgetl.profile import profile_section
+from edgetl.profile import Profile, profile_section
 from edgetl.stages.base import BuildContext, Stage
 from edgetl.stages.data import read_split, split_paths
 
@@ -60,6 +64,16 @@ def export_onnx(model: Any, input_shape: tuple[int, int, int], batch: int | str,
     return program.model_proto
 
 
+def export_for_profile(model: Any, input_shape: tuple[int, int, int], profile: Profile, what: str) -> Any:
+    """The profile's export (batch, opset), lowered to the opset the target's parser reads (`Profile.onnx_opset`)."""
+    proto = export_onnx(model, input_shape, profile.export.batch_size, profile.export.opset)
+    if profile.onnx_opset < profile.export.opset:
+        from edgetl.opset_lowering import lower_opset
+
+        proto = lower_opset(proto, profile.onnx_opset, what)
+    return proto
+
+
 def parity(torch_model: Any, onnx_path: Path, images: np.ndarray, tolerance: float) -> dict[str, Any]:
     import torch
 
@@ -91,12 +105,15 @@ class ExportStage(Stage):
         "backbones",
         "backends/base.py",
         "backends/onnxruntime",
+        "backends/tensorrt/versions.py",
+        "opset_lowering.py",
         "layout.py",
     )
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         return {
             "export": profile_section(ctx.profile, "export"),
+            "opset": ctx.profile.onnx_opset,  # lower than export.opset when the target's TensorRT parser needs it
             "checkpoint": ctx.results["finetune"].files[layout.CHECKPOINT],
             "split": ctx.results["data"].files[layout.SPLIT],
             "versions": package_versions("torch", "onnx", "onnxscript", "onnxruntime"),
@@ -111,7 +128,13 @@ class ExportStage(Stage):
         model = checkpoint.build_model()
         pre = checkpoint.preprocessing
         ctx.log.stage(self.name, f"exporting ONNX (opset {cfg.opset}, batch {cfg.batch_size})")
-        proto = export_onnx(model, pre.input_shape, cfg.batch_size, cfg.opset)
+        proto = export_for_profile(model, pre.input_shape, ctx.profile, layout.ONNX_FP32)
+        if ctx.profile.onnx_opset < cfg.opset:
+            ctx.log.stage(
+                self.name,
+                f"lowered to opset {ctx.profile.onnx_opset} (IR {proto.ir_version}): the target's TensorRT parser "
+                "reads no newer",
+            )
         onnx_tools.embed_metadata(proto, checkpoint.classes, pre, **{"edgetl.precision": "fp32"})
         onnx_tools.check(proto, layout.ONNX_FP32)
         target = out / layout.ONNX_FP32

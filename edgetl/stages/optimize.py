@@ -432,7 +432,7 @@ class OptimizeStage(Stage):
         from edgetl.quantization.calibration import ImageCalibrationReader, compute_ranges
         from edgetl.quantization.qat import qat_from_checkpoint
         from edgetl.quantization.qdq import prepare
-        from edgetl.stages.export import export_onnx
+        from edgetl.stages.export import export_for_profile
 
         started = time.perf_counter()
         cfg = ctx.profile.optimize.int8
@@ -447,9 +447,8 @@ class OptimizeStage(Stage):
             ctx.profile.seed,
             log=lambda message: ctx.log.stage(self.name, message),
         )
-        export = ctx.profile.export
         raw, qat_prepared = ctx.work_dir / "qat_fp32.onnx", ctx.work_dir / "qat_prepared.onnx"
-        onnx_tools.save_model(export_onnx(outcome.model, pre.input_shape, export.batch_size, export.opset), raw)
+        onnx_tools.save_model(export_for_profile(outcome.model, pre.input_shape, ctx.profile, "QAT model"), raw)
         prepare(raw, qat_prepared)
         batch_size, is_fixed = batching
         reader = ImageCalibrationReader(calibration, pre, batch_size, layout.INPUT_NAME, fixed_batch=is_fixed)

@@ -37,9 +37,21 @@ def shipped_artifact(ctx: BuildContext) -> str:
     fallback = target.deployed_artifact(profile.optimize.int8.enabled)
     if target.uses_tensorrt:
         name = profile.deployed_artifact
+        if name == "onnx_fp32" and _strongly_typed_fp16(profile, target):
+            return "onnx_fp16"  # a strongly typed network takes fp16 from the model's own types
         return name if ARTIFACTS[name].format == "onnx" else fallback
     name = ctx.deployed_artifact()
     return name if ARTIFACTS[name].backend != "torch" else fallback
+
+
+def _strongly_typed_fp16(profile: Profile, target: Target) -> bool:
+    from edgetl.backends.tensorrt.options import EngineOptions
+
+    release = target.tensorrt_release()
+    precision = target.engine_precision(profile.optimize.int8.enabled)
+    if release is None or precision != "fp16":
+        return False
+    return EngineOptions(strongly_typed=profile.tensorrt.strongly_typed).strongly_typed_for(release)
 
 
 def engine_options(profile: Profile, target: Target, fixed_batch: int | None) -> dict[str, Any] | None:
@@ -66,6 +78,7 @@ def engine_options(profile: Profile, target: Target, fixed_batch: int | None) ->
         "hardware_compatibility": cfg.hardware_compatibility,
         "version_compatible": cfg.version_compatible,
         "builder_optimization_level": cfg.builder_optimization_level,
+        "strongly_typed": cfg.strongly_typed,
     }
 
 
@@ -104,6 +117,7 @@ class PackageStage(Stage):
             "model": [stage.files[item.file], *(stage.files.get(c) for c in item.companions)],
             "split": ctx.results["data"].files[layout.SPLIT],
             "engine_here": tensorrt_unavailable_reason(target),
+            "tensorrt_release": str(target.tensorrt_release()),
             "versions": package_versions("onnxruntime", "tensorrt"),
         }
 
@@ -137,6 +151,7 @@ class PackageStage(Stage):
             preprocessing=pre,
             target=_target_record(target, backend),
             engine_options=options,
+            tensorrt_release=str(target.tensorrt_release()) if options is not None else None,
             verify_min_agreement=profile.tensorrt.verify_min_agreement,
             input_name=layout.INPUT_NAME,
             input_shape=[fixed_batch or -1, *pre.input_shape],

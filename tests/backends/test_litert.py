@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edgetl import layout
 from edgetl.backends import backend_for
@@ -98,3 +99,16 @@ def test_targets_print_install_commands_as_written(capsys) -> None:
     code, out, _ = run_cli(["targets", "android-arm64"], capsys)
     assert code == 0 and "pip install 'edgetl[litert]'" in out  # not eaten as Rich markup
     assert "Not run on Android or an Edge TPU here" in out
+
+
+def test_the_quantizers_progress_bar_stays_out_of_the_build_log() -> None:
+    pytest.importorskip("ai_edge_quantizer")
+    from ai_edge_quantizer.utils import progress_utils
+
+    from edgetl.backends.litert.convert import _quiet_tqdm
+
+    with _quiet_tqdm():
+        with progress_utils.ProgressBar(total_steps=500, description="Running Calibration:") as bar:
+            assert bar._progress_bar.disable
+    with progress_utils.ProgressBar(total_steps=500) as bar:  # put back afterwards
+        assert not bar._progress_bar.disable

@@ -35,6 +35,7 @@ from edgetl.backends.tensorrt import (
     write_sidecar,
 )
 from edgetl.backends.tensorrt.runner import TensorRTRunner
+from edgetl.backends.tensorrt.versions import TensorRTRelease
 from edgetl.errors import (
     DependencyError,
     EngineMismatchError,
@@ -94,10 +95,12 @@ def test_options_from_dict_rejects_unknown_keys() -> None:
 
 # ------------------------------------------------------------------------------------------ trtexec
 
+JETPACK_6 = TensorRTRelease(10, 3)
+
 
 def test_trtexec_fp16_dynamic_batch() -> None:
     options = EngineOptions(precision="fp16", min_batch=1, opt_batch=4, max_batch=32, workspace_mb=4096)
-    assert trtexec_command("model.onnx", "model.engine", options, "input", [-1, 3, 224, 224]) == [
+    assert trtexec_command("model.onnx", "model.engine", options, "input", [-1, 3, 224, 224], JETPACK_6) == [
         "trtexec",
         "--onnx=model.onnx",
         "--saveEngine=model.engine",
@@ -105,14 +108,16 @@ def test_trtexec_fp16_dynamic_batch() -> None:
         "--minShapes=input:1x3x224x224",
         "--optShapes=input:4x3x224x224",
         "--maxShapes=input:32x3x224x224",
-        "--memPoolSize=workspace:4096M",
+        "--memPoolSize=workspace:4096",
         "--skipInference",
     ]
 
 
 def test_trtexec_int8_with_timing_cache_and_symbolic_batch() -> None:
     options = EngineOptions(precision="int8", max_batch=8, workspace_mb=1024, timing_cache="timing.cache")
-    command = trtexec_command(Path("b/model.onnx"), Path("b/model.engine"), options, "input", ["batch", 3, 96, 96])
+    command = trtexec_command(
+        Path("b/model.onnx"), Path("b/model.engine"), options, "input", ["batch", 3, 96, 96], JETPACK_6
+    )
     assert command == [
         "trtexec",
         "--onnx=b/model.onnx",
@@ -122,7 +127,7 @@ def test_trtexec_int8_with_timing_cache_and_symbolic_batch() -> None:
         "--minShapes=input:1x3x96x96",
         "--optShapes=input:1x3x96x96",
         "--maxShapes=input:8x3x96x96",
-        "--memPoolSize=workspace:1024M",
+        "--memPoolSize=workspace:1024",
         "--timingCacheFile=timing.cache",
         "--skipInference",
     ]
@@ -130,21 +135,21 @@ def test_trtexec_int8_with_timing_cache_and_symbolic_batch() -> None:
 
 def test_trtexec_dla_with_and_without_gpu_fallback() -> None:
     options = EngineOptions(precision="int8", min_batch=4, opt_batch=4, max_batch=4, workspace_mb=512, dla_core=1)
-    command = trtexec_command("m.onnx", "m.engine", options, "input", [4, 3, 8, 8])
+    command = trtexec_command("m.onnx", "m.engine", options, "input", [4, 3, 8, 8], JETPACK_6)
     assert command == [
         "trtexec",
         "--onnx=m.onnx",
         "--saveEngine=m.engine",
         "--fp16",
         "--int8",
-        "--memPoolSize=workspace:512M",
+        "--memPoolSize=workspace:512",
         "--useDLACore=1",
         "--allowGPUFallback",
         "--skipInference",
     ]
     strict = EngineOptions(precision="fp16", max_batch=1, dla_core=0, gpu_fallback=False)
-    assert trtexec_command("m.onnx", "m.engine", strict, "input", [1, 3, 8, 8])[4:] == [
-        "--memPoolSize=workspace:1024M",
+    assert trtexec_command("m.onnx", "m.engine", strict, "input", [1, 3, 8, 8], JETPACK_6)[4:] == [
+        "--memPoolSize=workspace:1024",
         "--useDLACore=0",
         "--skipInference",
     ]
@@ -158,27 +163,29 @@ def test_trtexec_compatibility_and_optimization_level() -> None:
         version_compatible=True,
         builder_optimization_level=5,
     )
-    assert trtexec_command("m.onnx", "m.engine", options, "images:0", [None, 3, 8, 8])[3:] == [
+    assert trtexec_command("m.onnx", "m.engine", options, "images:0", [None, 3, 8, 8], JETPACK_6)[3:] == [
         "--minShapes='images:0':1x3x8x8",
         "--optShapes='images:0':1x3x8x8",
         "--maxShapes='images:0':2x3x8x8",
-        "--memPoolSize=workspace:1024M",
+        "--memPoolSize=workspace:1024",
         "--hardwareCompatibilityLevel=ampere+",
         "--versionCompatible",
         "--builderOptimizationLevel=5",
         "--skipInference",
     ]
     same = EngineOptions(hardware_compatibility="same_compute_capability")
-    assert "--hardwareCompatibilityLevel=sameComputeCapability" in trtexec_command("m", "e", same, "x", [-1, 3, 8, 8])
+    assert "--hardwareCompatibilityLevel=sameComputeCapability" in trtexec_command(
+        "m", "e", same, "x", [-1, 3, 8, 8], TensorRTRelease(10, 9)
+    )
 
 
 def test_trtexec_refuses_a_profile_a_fixed_batch_model_cannot_take() -> None:
     with pytest.raises(
         UserInputError, match="m.onnx: the model has a fixed batch size of 1.*1/1/8: set all three to 1"
     ):
-        trtexec_command("m.onnx", "m.engine", EngineOptions(max_batch=8), "input", [1, 3, 8, 8])
+        trtexec_command("m.onnx", "m.engine", EngineOptions(max_batch=8), "input", [1, 3, 8, 8], JETPACK_6)
     with pytest.raises(UserInputError, match="fixed C, H, W"):
-        trtexec_command("m.onnx", "m.engine", EngineOptions(), "input", [-1, 3, -1, -1])
+        trtexec_command("m.onnx", "m.engine", EngineOptions(), "input", [-1, 3, -1, -1], JETPACK_6)
 
 
 # ------------------------------------------------------------------------------------------ sidecar
@@ -445,6 +452,7 @@ def _fake_tensorrt(version: str = "10.3.0", **spec: Any) -> types.ModuleType:
         "parse_errors": [],
         "build_error": None,
         "dla_cores": 0,
+        "fp16": False,  # the parsed model computes in fp16 (an fp16 ONNX)
         **spec,
     }
     trt.calls = {"deserialize": 0, "networks": []}  # type: ignore[attr-defined]
@@ -459,6 +467,9 @@ def _fake_tensorrt(version: str = "10.3.0", **spec: Any) -> types.ModuleType:
     )
     trt.LayerType = names(QUANTIZE="QUANTIZE", DEQUANTIZE="DEQUANTIZE", CONVOLUTION="CONVOLUTION")  # type: ignore
     trt.TensorIOMode = names(INPUT="INPUT", OUTPUT="OUTPUT")  # type: ignore[attr-defined]
+    # Enum values as in NvInfer.h 10.x (kEXPLICIT_BATCH = 0, kSTRONGLY_TYPED = 1).
+    trt.NetworkDefinitionCreationFlag = names(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)  # type: ignore[attr-defined]
+    trt.DataType = names(FLOAT="FLOAT", HALF="HALF", INT8="INT8")  # type: ignore[attr-defined]
     trt.nptype = lambda dtype: {"float32": np.float32}[dtype]  # type: ignore[attr-defined]
 
     class ILogger:
@@ -476,6 +487,13 @@ def _fake_tensorrt(version: str = "10.3.0", **spec: Any) -> types.ModuleType:
         def __init__(self, name: str, shape: list[int]) -> None:
             self.name, self.shape = name, shape
 
+    class Layer:
+        def __init__(self, kind: str, dtype: str) -> None:
+            self.type, self.num_outputs, self._output = kind, 1, names(dtype=dtype)
+
+        def get_output(self, index: int) -> Any:
+            return self._output
+
     class Network:
         def __init__(self) -> None:
             self.num_inputs = self.num_outputs = self.num_layers = 0
@@ -485,7 +503,8 @@ def _fake_tensorrt(version: str = "10.3.0", **spec: Any) -> types.ModuleType:
             self.inputs = [Tensor(name, list(shape))]
             self.outputs = [Tensor("logits", [shape[0], trt.spec["classes"]])]
             kinds = ["QUANTIZE", "DEQUANTIZE", "CONVOLUTION"] if trt.spec["qdq"] else ["CONVOLUTION"]
-            self.layers = [names(type=kind) for kind in kinds]
+            dtype = "HALF" if trt.spec["fp16"] else "FLOAT"
+            self.layers = [Layer(kind, dtype) for kind in kinds]
             self.num_inputs, self.num_outputs, self.num_layers = 1, 1, len(self.layers)
 
         def get_input(self, index: int) -> Tensor:
@@ -749,7 +768,10 @@ def test_build_fp16_engine_with_dynamic_batch(monkeypatch: pytest.MonkeyPatch, o
     assert sidecar.engine_sha256 == hashlib.sha256(engine.read_bytes()).hexdigest()
     assert sidecar.created.endswith("Z")
     assert sorted(p.name for p in engine.parent.iterdir()) == ["model.engine", "model.engine.json", "model.onnx"]
-    assert any(line.startswith("building fp16 engine, batch 1..8 (opt 2), workspace 256 MB") for line in lines)
+    assert any(
+        line.startswith("building fp16 engine (weakly typed, TensorRT 10.3), batch 1..8 (opt 2), workspace 256 MB")
+        for line in lines
+    )
 
 
 def test_build_int8_engine_from_qdq_model_enables_int8_and_fp16(
@@ -805,15 +827,76 @@ def test_build_refuses_what_the_model_or_gpu_cannot_do(monkeypatch: pytest.Monke
         build_engine(
             onnx_file, onnx_file.parent / "m.engine", EngineOptions(hardware_compatibility="ampere_plus"), **quiet
         )
-    _install_fakes(monkeypatch, version="11.0.0")
-    with pytest.raises(DependencyError, match="TensorRT 11.0.0 found; edgetl engine build uses the TensorRT 10"):
+    _install_fakes(monkeypatch, version="8.2.1")
+    with pytest.raises(DependencyError, match="TensorRT 8.2.1 has no tensor-name API .*build_engine.sh"):
         build_engine(onnx_file, onnx_file.parent / "m.engine", EngineOptions(), **quiet)
-    trt, _ = _install_fakes(monkeypatch)
-    del trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY  # TensorRT < 10.9
-    with pytest.raises(DependencyError, match="same_compute_capability needs TensorRT >= 10.9"):
+    _install_fakes(monkeypatch, version="9.2.0")
+    with pytest.raises(DependencyError, match="TensorRT 9.2 is not supported"):
+        build_engine(onnx_file, onnx_file.parent / "m.engine", EngineOptions(), **quiet)
+    _install_fakes(monkeypatch)  # 10.3: the level arrived in 10.9
+    with pytest.raises(UserInputError, match="same_compute_capability needs TensorRT >= 10.9; this machine builds"):
         options = EngineOptions(hardware_compatibility="same_compute_capability")
         build_engine(onnx_file, onnx_file.parent / "m.engine", options, **quiet)
+    trt, _ = _install_fakes(monkeypatch, version="10.9.0")
+    del trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY  # a 10.9 build without it: refused, not guessed
+    with pytest.raises(DependencyError, match="same_compute_capability needs TensorRT >= 10.9"):
+        build_engine(onnx_file, onnx_file.parent / "m.engine", options, **quiet)
     assert not (onnx_file.parent / "m.engine").exists()
+
+
+@pytest.mark.parametrize(
+    ("version", "flags", "fp16_flag"),
+    [
+        ("8.5.2", 1 << 0, True),  # EXPLICIT_BATCH (kEXPLICIT_BATCH = 0), weakly typed
+        ("10.3.0", 0, True),  # explicit batch is implied; weakly typed
+        ("10.13.0", 1 << 1, False),  # STRONGLY_TYPED (kSTRONGLY_TYPED = 1); precision flags deprecated
+        ("11.0.0", 0, False),  # always strongly typed; the deprecated flag is 0 and ignored
+    ],
+)
+def test_network_flags_and_precision_follow_the_release(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path, version: str, flags: int, fp16_flag: bool
+) -> None:
+    trt, _ = _install_fakes(monkeypatch, version=version, fp16=not fp16_flag)  # strongly typed: an fp16 model
+    lines: list[str] = []
+    build_engine(onnx_file, onnx_file.parent / "m.engine", EngineOptions(precision="fp16"), log=lines.append)
+    assert trt.calls["networks"] == [flags]
+    assert ("FP16" in trt.config.flags) is fp16_flag
+    typing = "weakly" if fp16_flag else "strongly"
+    assert any(f"({typing} typed, TensorRT {version.rsplit('.', 1)[0]})" in line for line in lines)
+
+
+def test_a_strongly_typed_fp16_build_of_an_fp32_model_is_refused(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path
+) -> None:
+    _install_fakes(monkeypatch, version="10.13.0")
+    with pytest.raises(UserInputError, match="strongly typed fp16 engine .*this model is fp32: build from the fp16"):
+        build_engine(onnx_file, onnx_file.parent / "m.engine", EngineOptions(precision="fp16"), log=lambda m: None)
+    trt, _ = _install_fakes(monkeypatch, version="10.13.0")  # weak typing asked for explicitly: still possible
+    build_engine(
+        onnx_file, onnx_file.parent / "m.engine", EngineOptions(precision="fp16", strongly_typed=False), log=print
+    )
+    assert trt.calls["networks"] == [0] and "FP16" in trt.config.flags
+    _install_fakes(monkeypatch, version="11.0.0")
+    with pytest.raises(UserInputError, match="strongly_typed: false is not possible: TensorRT 11.0 builds strongly"):
+        build_engine(onnx_file, onnx_file.parent / "m.engine", EngineOptions(strongly_typed=False), log=print)
+
+
+def test_sidecar_records_the_platform_and_a_foreign_one_is_refused_before_tensorrt(
+    monkeypatch: pytest.MonkeyPatch, onnx_file: Path
+) -> None:
+    import platform
+
+    _install_fakes(monkeypatch)
+    engine = onnx_file.parent / "m.engine"
+    sidecar = build_engine(onnx_file, engine, EngineOptions(), log=lambda m: None)
+    assert sidecar.platform == platform.machine() and read_sidecar(engine).platform == platform.machine()
+    foreign = "aarch64" if platform.machine() != "aarch64" else "x86_64"
+    data = json.loads(sidecar_path(engine).read_text())
+    data.update(platform=foreign, device_model="NVIDIA Jetson AGX Orin Developer Kit")
+    sidecar_path(engine).write_text(json.dumps(data))
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # refused before TensorRT is imported at all
+    with pytest.raises(EngineMismatchError, match=f"built on {foreign} \\(NVIDIA Jetson AGX Orin.*this machine is"):
+        TensorRTRunner(engine).activate()
 
 
 def test_parser_and_builder_failures_are_one_line_errors(monkeypatch: pytest.MonkeyPatch, onnx_file: Path) -> None:

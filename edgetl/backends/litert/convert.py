@@ -11,7 +11,7 @@ litert-torch's own PT2E int8 route on the same 244 calibration images:
 from __future__ import annotations
 
 import contextlib
-import os
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,16 +90,19 @@ def quantize_int8(float_model: Path, target: Path, calibration: np.ndarray) -> d
 
 @contextlib.contextmanager
 def _quiet_tqdm() -> Iterator[None]:
-    """ai-edge-quantizer's calibration draws a tqdm bar per op; the build's log says what happens instead."""
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    """ai-edge-quantizer's calibration draws a tqdm bar (no option turns it off); the build's log says what happens.
+
+    TQDM_DISABLE is read when tqdm is imported, so the bar is switched off where the quantizer makes it.
+    """
+    from ai_edge_quantizer.utils import progress_utils
+
+    real = progress_utils.tqdm
+    quiet = types.SimpleNamespace(tqdm=lambda *args, **kwargs: real.tqdm(*args, **{**kwargs, "disable": True}))
+    progress_utils.tqdm = quiet
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = previous
+        progress_utils.tqdm = real
 
 
 def _import(module: str) -> Any:

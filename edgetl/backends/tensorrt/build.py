@@ -1,10 +1,11 @@
-"""Build a TensorRT 10 engine from an ONNX model, and the trtexec command line that builds the same engine.
+"""Build a TensorRT engine from an ONNX model, and the trtexec command line that builds the same engine.
 
 TensorRT and pycuda are imported inside the functions that need them, so this module imports on
-any machine (a laptop renders the trtexec command, CI tests the option handling). The TensorRT 10
-API is used throughout: networks are always explicit-batch (`create_network(0)`), int8 comes from
-the model's explicit Q/DQ nodes (no calibrator), and the engine is written as a plain serialized
-plan with a JSON sidecar next to it (`edgetl.backends.tensorrt.sidecar`).
+any machine (a laptop renders the trtexec command, CI tests the option handling). What differs
+between releases comes from `versions`: the Python builder runs on 8.5+ (explicit-batch networks,
+the tensor-name API), weakly typed with precision flags up to 10.11 and strongly typed from 10.12
+(11 has no other mode); int8 always comes from the model's explicit Q/DQ nodes (no calibrator).
+The engine is written as a plain serialized plan with a JSON sidecar next to it (`sidecar`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from edgetl.backends.tensorrt.options import EngineOptions
-from edgetl.backends.tensorrt.sidecar import EngineSidecar, utc_now, write_sidecar
-from edgetl.errors import DependencyError, EdgeTLError, ModelFileError, UserInputError, VerificationError
+from edgetl.backends.tensorrt.sidecar import EngineSidecar, this_platform, utc_now, write_sidecar
+from edgetl.backends.tensorrt.versions import TensorRTRelease, release_of
+from edgetl.errors import DependencyError, EdgeTLError, ModelFileError, UserInputError, VerificationError, first_line
 from edgetl.files import atomic_path, sha256_file
 
 INSTALL_HINT = (
@@ -24,15 +26,9 @@ INSTALL_HINT = (
 )
 TENSORRT_MISSING = f"TensorRT is not installed: {INSTALL_HINT}"
 PYCUDA_MISSING = f"pycuda is not installed: {INSTALL_HINT}"
-BUILDER_MAJOR = 10  # the TensorRT major version whose builder API this module speaks
 MIB = 1 << 20
 
 Log = Callable[[str], None]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def import_tensorrt() -> Any:
@@ -40,7 +36,7 @@ def import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except Exception as error:  # ImportError; OSError when libnvinfer is missing; the PyPI stub raises others
-        raise DependencyError(f"{TENSORRT_MISSING} ({_first_line(error)})") from None
+        raise DependencyError(f"{TENSORRT_MISSING} ({first_line(error)})") from None
     if not hasattr(trt, "Runtime") or not hasattr(trt, "__version__"):
         raise DependencyError(f"{TENSORRT_MISSING} (the installed tensorrt package has no TensorRT bindings)")
     return trt
@@ -51,7 +47,7 @@ def import_pycuda() -> Any:
     try:
         import pycuda.driver as cuda
     except Exception as error:  # ImportError, or OSError when libcuda is missing
-        raise DependencyError(f"{PYCUDA_MISSING} ({_first_line(error)})") from None
+        raise DependencyError(f"{PYCUDA_MISSING} ({first_line(error)})") from None
     return cuda
 
 
@@ -67,7 +63,7 @@ def cuda_device(cuda: Any, index: int = 0) -> Any:
         raise
     except Exception as error:  # pycuda.driver.Error (cuInit failed: no driver / no device)
         raise DependencyError(
-            f"no usable NVIDIA GPU: CUDA initialization failed ({_first_line(error)}); TensorRT engines need an "
+            f"no usable NVIDIA GPU: CUDA initialization failed ({first_line(error)}); TensorRT engines need an "
             "NVIDIA GPU with its driver"
         ) from None
 
@@ -132,20 +128,28 @@ def trtexec_command(
     options: EngineOptions,
     input_name: str,
     input_shape: Sequence[Any],
+    release: TensorRTRelease,
 ) -> list[str]:
-    """The trtexec (TensorRT 10) argv that builds the same engine as `build_engine`, e.g. on a device without edgetl.
+    """The trtexec argv for `release` that builds the same engine as `build_engine`, e.g. on a device without edgetl.
 
-    `input_shape` is the model input NCHW; a batch of -1/None/a name means dynamic, in which case the
-    optimization profile is passed as --minShapes/--optShapes/--maxShapes. Join with `shlex.join` for a shell.
+    Every flag is one that release's trtexec accepts (see `versions`; an unknown option makes trtexec
+    exit). `input_shape` is the model input NCHW; a batch of -1/None/a name means dynamic, in which
+    case the optimization profile is passed as --minShapes/--optShapes/--maxShapes. Join with
+    `shlex.join` for a shell.
     """
+    options.check_release(release, f"this trtexec command (TensorRT {release})")
     shape = list(input_shape)
     if len(shape) < 2 or any(_is_dynamic(d) or int(d) < 1 for d in shape[1:]):
         raise UserInputError(f"{onnx_path}: input shape {shape} must be N x C x H x W with fixed C, H, W")
     command = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
-    if options.precision in ("fp16", "int8"):
-        command.append("--fp16")  # float layers may run in fp16 (for int8: the ones the Q/DQ nodes leave in float)
-    if options.precision == "int8":
-        command.append("--int8")  # scales come from the model's Q/DQ nodes; no calibration cache
+    if options.strongly_typed_for(release):
+        if release.major < 11:  # 11 is always strongly typed; its --stronglyTyped is a deprecated no-op
+            command.append("--stronglyTyped")  # precision comes from the model: Q/DQ int8, an fp16 ONNX
+    else:
+        if options.precision in ("fp16", "int8"):
+            command.append("--fp16")  # float layers may run in fp16 (for int8: the ones the Q/DQ nodes leave in float)
+        if options.precision == "int8":
+            command.append("--int8")  # scales come from the model's Q/DQ nodes; no calibration cache
     if _is_dynamic(shape[0]):
         chw = "x".join(str(int(d)) for d in shape[1:])
         name = _shape_spec_name(input_name)
@@ -156,7 +160,7 @@ def trtexec_command(
         ]
     elif options.profile != (int(shape[0]),) * 3:
         raise _fixed_batch_error(onnx_path, int(shape[0]), options)
-    command.append(f"--memPoolSize=workspace:{options.workspace_mb}M")
+    command.append(release.workspace_flag(options.workspace_mb))
     if options.timing_cache is not None:
         command.append(f"--timingCacheFile={options.timing_cache}")
     if options.dla_core is not None:
@@ -171,7 +175,7 @@ def trtexec_command(
         command.append("--versionCompatible")
     if options.builder_optimization_level is not None:
         command.append(f"--builderOptimizationLevel={options.builder_optimization_level}")
-    command.append("--skipInference")  # build only, like build_engine
+    command.append(release.build_only_flag)  # build only, like build_engine
     return command
 
 
@@ -248,6 +252,15 @@ def _has_qdq(trt: Any, network: Any) -> bool:
     return any(network.get_layer(i).type in kinds for i in range(network.num_layers))
 
 
+def _has_fp16(trt: Any, network: Any) -> bool:
+    """True when some layer computes in fp16 (an fp16 ONNX model; in a strongly typed network types are the model's)."""
+    return any(
+        network.get_layer(i).get_output(j).dtype == trt.DataType.HALF
+        for i in range(network.num_layers)
+        for j in range(network.get_layer(i).num_outputs)
+    )
+
+
 def _check_precision(options: EngineOptions, has_qdq: bool, onnx_path: Path) -> None:
     if options.precision == "int8" and not has_qdq:
         raise UserInputError(
@@ -266,14 +279,18 @@ def _capability(text: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _check_build_machine(trt: Any, options: EngineOptions, env: dict[str, Any]) -> None:
+def _check_build_machine(trt: Any, options: EngineOptions, env: dict[str, Any]) -> TensorRTRelease:
     """Options this GPU / TensorRT cannot build, refused before a long build fails (limits from NvInfer.h)."""
-    major = int(str(trt.__version__).split(".")[0])
-    if major != BUILDER_MAJOR:
+    try:
+        release = release_of(str(trt.__version__))
+    except UserInputError as error:
+        raise DependencyError(f"{error}; build with the bundle's trtexec script (build_engine.sh)") from None
+    if not release.python_api:
         raise DependencyError(
-            f"TensorRT {trt.__version__} found; edgetl engine build uses the TensorRT {BUILDER_MAJOR} builder API: "
-            "install TensorRT 10, or build with the bundle's trtexec script (build_engine.sh)"
+            f"TensorRT {trt.__version__} has no tensor-name API (8.5+), which edgetl's builder and runner use: "
+            "build with the bundle's trtexec script (build_engine.sh) and run the engine from your application"
         )
+    options.check_release(release, "this machine")
     cc = _capability(env["compute_capability"])
     gpu = f"{env['gpu_name']} (compute capability {env['compute_capability']})"
     if options.hardware_compatibility == "ampere_plus" and cc < (8, 0):
@@ -293,6 +310,7 @@ def _check_build_machine(trt: Any, options: EngineOptions, env: dict[str, Any]) 
             )
     if options.version_compatible and cc < (7, 0):
         raise UserInputError(f"tensorrt.version_compatible needs a Volta or newer GPU; this is {gpu}")
+    return release
 
 
 def _load_timing_cache(config: Any, path: Path, log: Log) -> None:
@@ -324,14 +342,27 @@ def _save_timing_cache(config: Any, path: Path, log: Log) -> None:
     log(f"timing cache saved to {path}")
 
 
-def _configure(trt: Any, builder: Any, config: Any, options: EngineOptions, log: Log) -> None:
+def network_flags(trt: Any, release: TensorRTRelease, strongly_typed: bool) -> int:
+    """create_network flags: EXPLICIT_BATCH before 10.0 (ignored in 10, gone in 11), STRONGLY_TYPED in 10.x.
+
+    TensorRT 11 is always strongly typed and redefined the deprecated STRONGLY_TYPED enum as 0, so no flag is set.
+    """
+    flags = 0
+    if release.needs_explicit_batch_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if strongly_typed and release.major == 10:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return flags
+
+
+def _configure(trt: Any, builder: Any, config: Any, options: EngineOptions, strongly_typed: bool, log: Log) -> None:
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb * MIB)
-    # TensorRT 10 networks are weakly typed: precision flags enable kernels. Explicit Q/DQ models still
-    # need the INT8 flag (NVIDIA's QAT flows build them with `trtexec --int8`); FP16 lets the layers the
-    # Q/DQ nodes leave in float run in fp16 instead of fp32.
-    if options.precision in ("fp16", "int8"):
+    # Weakly typed networks (8.x-10.11): precision flags enable kernels. Explicit Q/DQ models still need
+    # the INT8 flag (NVIDIA's QAT flows build them with `trtexec --int8`); FP16 lets the layers the Q/DQ
+    # nodes leave in float run in fp16 instead of fp32. Strongly typed networks take no precision flags.
+    if not strongly_typed and options.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
-    if options.precision == "int8":
+    if not strongly_typed and options.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
     if options.dla_core is not None:
         cores = builder.num_DLA_cores
@@ -372,20 +403,28 @@ def build_engine(
         raise ModelFileError(f"{onnx_path}: ONNX model not found")
     trt = import_tensorrt()
     env = tensorrt_environment()
-    _check_build_machine(trt, options, env)
+    release = _check_build_machine(trt, options, env)
     logger = tensorrt_logger(trt)
     logger.begin(log)
     try:
-        return _build(trt, logger, onnx_path, engine_path, options, env, log)
+        return _build(trt, logger, onnx_path, engine_path, options, release, env, log)
     finally:
         logger.begin(None)
 
 
 def _build(
-    trt: Any, logger: Any, onnx_path: Path, engine_path: Path, options: EngineOptions, env: dict[str, Any], log: Log
+    trt: Any,
+    logger: Any,
+    onnx_path: Path,
+    engine_path: Path,
+    options: EngineOptions,
+    release: TensorRTRelease,
+    env: dict[str, Any],
+    log: Log,
 ) -> EngineSidecar:
+    strongly_typed = options.strongly_typed_for(release)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: always explicit batch; the flag is deprecated
+    network = builder.create_network(network_flags(trt, release, strongly_typed))
     parser = trt.OnnxParser(network, logger)
     log(f"parsing {onnx_path} (TensorRT {trt.__version__}, {env['gpu_name']}, sm {env['compute_capability']})")
     if not parser.parse_from_file(str(onnx_path)):  # from the file, so external weight files resolve
@@ -394,9 +433,15 @@ def _build(
         )
     input_name, input_shape, output_name = _network_io(network, onnx_path)
     _check_precision(options, _has_qdq(trt, network), onnx_path)
+    if strongly_typed and options.precision == "fp16" and not _has_fp16(trt, network):
+        raise UserInputError(
+            f"{onnx_path}: a strongly typed fp16 engine (TensorRT {release}) takes its precision from the model, and "
+            "this model is fp32: build from the fp16 ONNX (optimize.fp16.enabled: true), or set "
+            "tensorrt.strongly_typed: false where the release still has precision flags (< 11)"
+        )
 
     config = builder.create_builder_config()
-    _configure(trt, builder, config, options, log)
+    _configure(trt, builder, config, options, strongly_typed, log)
     chw = input_shape[1:]
     if input_shape[0] < 0:
         profile = builder.create_optimization_profile()
@@ -412,8 +457,10 @@ def _build(
     if options.timing_cache is not None:
         _load_timing_cache(config, options.timing_cache, log)
 
+    typing = "strongly" if strongly_typed else "weakly"
     log(
-        f"building {options.precision} engine, batch {options.min_batch}..{options.max_batch} "
+        f"building {options.precision} engine ({typing} typed, TensorRT {release}), "
+        f"batch {options.min_batch}..{options.max_batch} "
         f"(opt {options.opt_batch}), workspace {options.workspace_mb} MB"
     )
     started = time.perf_counter()
@@ -441,6 +488,7 @@ def _build(
         output_name=output_name,
         created=utc_now(),
         engine_sha256=engine_sha256,
+        **this_platform(),
     )
     try:
         write_sidecar(engine_path, sidecar)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from edgetl.backends.tensorrt.versions import TensorRTRelease
 from edgetl.errors import UserInputError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -36,6 +37,8 @@ class EngineOptions:
     dla_core / gpu_fallback: run on a Jetson DLA core; layers it cannot run go to the GPU when allowed.
     hardware_compatibility / version_compatible: engines portable across GPUs / later TensorRT releases.
     builder_optimization_level: 0..5, None keeps TensorRT's default (3).
+    strongly_typed: precision from the model's own types (Q/DQ int8, an fp16 model) and no precision
+    flags; None: the release's default (on from 10.12, where the flags are deprecated; 11 has no other mode).
     """
 
     precision: str = "fp16"
@@ -49,6 +52,7 @@ class EngineOptions:
     hardware_compatibility: str = "none"
     version_compatible: bool = False
     builder_optimization_level: int | None = None
+    strongly_typed: bool | None = None
 
     def __post_init__(self) -> None:
         if self.timing_cache is not None and not isinstance(self.timing_cache, Path):
@@ -83,11 +87,39 @@ class EngineOptions:
                 f"tensorrt.hardware_compatibility: {self.hardware_compatibility!r} is not one of "
                 f"{', '.join(HARDWARE_COMPATIBILITY)}"
             )
+        if self.strongly_typed is not None and not isinstance(self.strongly_typed, bool):
+            raise UserInputError(f"tensorrt.strongly_typed: expected true, false or null, got {self.strongly_typed!r}")
         level = self.builder_optimization_level
         if level is not None and (not _is_int(level) or not 0 <= level <= MAX_BUILDER_OPTIMIZATION_LEVEL):
             raise UserInputError(
                 f"tensorrt.builder_optimization_level: expected 0..{MAX_BUILDER_OPTIMIZATION_LEVEL}, got {level!r}"
             )
+
+    def check_release(self, release: TensorRTRelease, where: str) -> None:
+        """Refuse, in one line naming the setting, what `release` cannot build (`where`: "target jetson-nano")."""
+        needs = f"{where} builds with TensorRT {release}"
+        if self.hardware_compatibility not in release.hardware_compatibility_levels():
+            first = "10.9" if self.hardware_compatibility == "same_compute_capability" else "8.6"
+            raise UserInputError(
+                f"tensorrt.hardware_compatibility {self.hardware_compatibility} needs TensorRT >= {first}; {needs}"
+            )
+        if self.version_compatible and not release.has_version_compatible:
+            raise UserInputError(f"tensorrt.version_compatible needs TensorRT >= 8.6; {needs}")
+        if self.builder_optimization_level is not None and not release.has_builder_optimization_level:
+            raise UserInputError(f"tensorrt.builder_optimization_level needs TensorRT >= 8.6; {needs}")
+        if self.strongly_typed and not release.has_strong_typing:
+            raise UserInputError(f"tensorrt.strongly_typed needs TensorRT >= 10.0; {needs}")
+        if self.strongly_typed is False and not release.has_precision_flags:
+            raise UserInputError(
+                f"tensorrt.strongly_typed: false is not possible: TensorRT {release} builds strongly typed "
+                f"networks only ({where})"
+            )
+
+    def strongly_typed_for(self, release: TensorRTRelease) -> bool:
+        """Whether a build with `release` is strongly typed (the setting, or the release's default)."""
+        if self.strongly_typed is None:
+            return release.strongly_typed_default
+        return self.strongly_typed
 
     @property
     def profile(self) -> tuple[int, int, int]:

@@ -22,7 +22,14 @@ import numpy as np
 from edgetl.backends.base import Runner
 from edgetl.backends.tensorrt.build import cuda_device, import_pycuda, import_tensorrt, tensorrt_logger
 from edgetl.backends.tensorrt.options import EngineOptions
-from edgetl.backends.tensorrt.sidecar import EngineSidecar, check_compatible, read_sidecar, rebuild_command
+from edgetl.backends.tensorrt.sidecar import (
+    EngineSidecar,
+    check_compatible,
+    check_platform,
+    read_sidecar,
+    rebuild_command,
+    this_platform,
+)
 from edgetl.errors import EdgeTLError, ModelFileError, UserInputError
 
 
@@ -107,6 +114,7 @@ class TensorRTRunner(Runner):
 
     def _activate(self) -> None:
         sidecar = self.sidecar
+        check_platform(sidecar, this_platform()["platform"], engine_path=self.path)
         trt = import_tensorrt()
         cuda = import_pycuda()
         device = cuda_device(cuda, self.device_index)

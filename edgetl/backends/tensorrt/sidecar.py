@@ -25,6 +25,8 @@ __all__ = [
     "SIDECAR_SCHEMA",
     "EngineSidecar",
     "check_compatible",
+    "check_platform",
+    "this_platform",
     "read_sidecar",
     "rebuild_command",
     "sidecar_path",
@@ -60,6 +62,9 @@ class EngineSidecar:
     output_name: str
     created: str = field(default_factory=utc_now)  # UTC, ISO 8601
     engine_sha256: str | None = None  # ties the sidecar to its engine file (a stale pair is detected)
+    # CPU architecture of the build machine ("x86_64", "aarch64") and, on a Jetson, its model; None in old sidecars.
+    platform: str | None = None
+    device_model: str | None = None
     schema: str = SIDECAR_SCHEMA
 
     @property
@@ -126,6 +131,37 @@ def rebuild_command(engine_path: str | Path | None) -> str:
         if (folder / "bundle.json").is_file():
             return f"edgetl engine build {folder}"
     return "edgetl engine build BUNDLE"
+
+
+def this_platform() -> dict[str, str | None]:
+    """CPU architecture and, on a Jetson (or other device-tree board), its model, e.g. "NVIDIA Jetson AGX Orin"."""
+    import platform
+
+    model = None
+    tree = Path("/proc/device-tree/model")
+    try:
+        if tree.is_file():
+            model = tree.read_bytes().rstrip(b"\0").decode(errors="replace").strip() or None
+    except OSError:
+        model = None
+    return {"platform": platform.machine() or None, "device_model": model}
+
+
+_ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def check_platform(sidecar: EngineSidecar, here: str | None, *, engine_path: str | Path | None = None) -> None:
+    """Refuse, before TensorRT is even imported, an engine built on another CPU architecture (x86 vs a Jetson)."""
+    if not sidecar.platform or not here:
+        return
+    built, current = (_ARCH_ALIASES.get(p.lower(), p.lower()) for p in (sidecar.platform, here))
+    if built != current:
+        where = f" ({sidecar.device_model})" if sidecar.device_model else ""
+        name = engine_path if engine_path is not None else "(unnamed)"
+        raise EngineMismatchError(
+            f"engine {name} was built on {sidecar.platform}{where}; this machine is {here}, and an engine runs only "
+            f"where it was built: rebuild it on this machine with `{rebuild_command(engine_path)}`"
+        )
 
 
 def _version(text: str) -> tuple[int, int, int]:
