@@ -2,10 +2,8 @@
 
 Path in / path out, like the OpenVINO converter. The int8 step is calibrated on the images the
 convert stage passes in `options["calibration"]`: the optimize stage's calibration pool (train +
-holdout), never val. Measured on the quickstart (hymenoptera, 153 val images, AMD EPYC AVX2) against
-litert-torch's own PT2E int8 route on the same 244 calibration images:
-  ai-edge-quantizer static_wi8_ai8: 98.0 % top-1, 99.3 % agreement with fp32, 21 s to convert;
-  PT2E (symmetric, per-channel):     96.1 % top-1, 98.7 % agreement, 81 s (a 1.3-point drop).
+holdout), never val. Why this route and not litert-torch's PT2E int8 (1.3 points less accurate on
+the quickstart) is measured by benchmarks/litert_int8.py (benchmarks/results/litert_int8.md).
 """
 
 from __future__ import annotations
