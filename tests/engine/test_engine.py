@@ -701,6 +701,23 @@ def _fake_tensorrt(version: str = "10.3.0", **spec: Any) -> types.ModuleType:
 
     trt.ILogger, trt.Builder, trt.OnnxParser, trt.Runtime = ILogger, Builder, OnnxParser, Runtime  # type: ignore
     trt.gpu = "NVIDIA Fake GPU"  # type: ignore[attr-defined]
+    # Which real TensorRT class each stand-in plays: tests/engine/test_tensorrt_stubs.py checks every name
+    # and arity the stand-ins offer against NVIDIA's type stubs, so a name wrong here and in edgetl fails.
+    trt.stands_for = {  # type: ignore[attr-defined]
+        "ILogger": ILogger,
+        "ITensor": Tensor,
+        "ILayer": Layer,
+        "INetworkDefinition": Network,
+        "ParserError": ParserError,
+        "OnnxParser": OnnxParser,
+        "ITimingCache": TimingCache,
+        "IBuilderConfig": Config,
+        "IOptimizationProfile": Profile,
+        "Builder": Builder,
+        "ICudaEngine": Engine,
+        "IExecutionContext": Context,
+        "Runtime": Runtime,
+    }
     return trt
 
 
