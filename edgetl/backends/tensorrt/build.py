@@ -13,13 +13,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from edgetl.backends.tensorrt.options import EngineOptions
 from edgetl.backends.tensorrt.sidecar import EngineSidecar, this_platform, utc_now, write_sidecar
 from edgetl.backends.tensorrt.versions import TensorRTRelease, release_of
 from edgetl.errors import DependencyError, EdgeTLError, ModelFileError, UserInputError, VerificationError, first_line
 from edgetl.files import atomic_path, sha256_file
+
+if TYPE_CHECKING:  # NVIDIA's stubs (tensorrt-stubs) in CI's mypy step; at run time imported where used
+    import tensorrt as trt
 
 INSTALL_HINT = (
     "pip install 'edgetl[tensorrt]' on a machine with an NVIDIA driver, or use the NGC/JetPack image (docker/)"
@@ -105,6 +108,11 @@ def tensorrt_environment(device: int = 0) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- trtexec
 
 
+def dims(shape: Any) -> tuple[int, ...]:
+    """A TensorRT Dims (or any sequence) as ints: Dims has __len__ and __getitem__, and no __iter__ in the stubs."""
+    return tuple(int(shape[i]) for i in range(len(shape)))
+
+
 def _is_dynamic(dim: Any) -> bool:
     return dim is None or isinstance(dim, str) or (isinstance(dim, int) and dim < 0)
 
@@ -184,19 +192,21 @@ def trtexec_command(
 _LOGGER: Any = None
 
 
-def tensorrt_logger(trt: Any) -> Any:
+def tensorrt_logger() -> Any:
     """One process-wide trt.ILogger (TensorRT keeps the first logger it is given): forwards warnings and
     errors to the current `log` callable and keeps the errors, so a failed build can say why in one line."""
+    import tensorrt as trt
+
     global _LOGGER
     if _LOGGER is None:
 
-        class _Logger(trt.ILogger):  # type: ignore[misc, name-defined]
+        class _Logger(trt.ILogger):
             def __init__(self) -> None:
                 trt.ILogger.__init__(self)
                 self.forward: Log | None = None
                 self.errors: list[str] = []
 
-            def log(self, severity: Any, msg: str) -> None:
+            def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
                 level = int(severity)
                 if level <= int(trt.ILogger.Severity.ERROR):
                     self.errors.append(str(msg))
@@ -216,7 +226,7 @@ def tensorrt_logger(trt: Any) -> Any:
 # ---------------------------------------------------------------------------------------------- build
 
 
-def _parser_error_text(parser: Any, limit: int = 3) -> str:
+def _parser_error_text(parser: trt.OnnxParser, limit: int = 3) -> str:
     parts = []
     for index in range(min(parser.num_errors, limit)):
         error = parser.get_error(index)
@@ -230,7 +240,7 @@ def _parser_error_text(parser: Any, limit: int = 3) -> str:
     return "; ".join(parts) + (f" (+{extra} more)" if extra > 0 else "")
 
 
-def _network_io(network: Any, onnx_path: Path) -> tuple[str, list[int], str]:
+def _network_io(network: trt.INetworkDefinition, onnx_path: Path) -> tuple[str, list[int], str]:
     """(input name, NCHW shape with -1 for a dynamic batch, output name) of a one-image-input classifier."""
     if network.num_inputs != 1:
         names = ", ".join(network.get_input(i).name for i in range(network.num_inputs))
@@ -238,7 +248,7 @@ def _network_io(network: Any, onnx_path: Path) -> tuple[str, list[int], str]:
     if network.num_outputs < 1:
         raise ModelFileError(f"{onnx_path}: the model has no outputs")
     tensor = network.get_input(0)
-    shape = [int(d) for d in tensor.shape]
+    shape = list(dims(tensor.shape))
     if len(shape) != 4 or any(d < 1 for d in shape[1:]):
         raise ModelFileError(
             f"{onnx_path}: input {tensor.name!r} has shape {shape}; expected N x C x H x W with only the batch "
@@ -247,13 +257,17 @@ def _network_io(network: Any, onnx_path: Path) -> tuple[str, list[int], str]:
     return str(tensor.name), shape, str(network.get_output(0).name)
 
 
-def _has_qdq(trt: Any, network: Any) -> bool:
+def _has_qdq(network: trt.INetworkDefinition) -> bool:
+    import tensorrt as trt
+
     kinds = (trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE)
     return any(network.get_layer(i).type in kinds for i in range(network.num_layers))
 
 
-def _has_fp16(trt: Any, network: Any) -> bool:
+def _has_fp16(network: trt.INetworkDefinition) -> bool:
     """True when some layer computes in fp16 (an fp16 ONNX model; in a strongly typed network types are the model's)."""
+    import tensorrt as trt
+
     return any(
         network.get_layer(i).get_output(j).dtype == trt.DataType.HALF
         for i in range(network.num_layers)
@@ -279,8 +293,10 @@ def _capability(text: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _check_build_machine(trt: Any, options: EngineOptions, env: dict[str, Any]) -> TensorRTRelease:
+def _check_build_machine(options: EngineOptions, env: dict[str, Any]) -> TensorRTRelease:
     """Options this GPU / TensorRT cannot build, refused before a long build fails (limits from NvInfer.h)."""
+    import tensorrt as trt
+
     try:
         release = release_of(str(trt.__version__))
     except UserInputError as error:
@@ -313,7 +329,7 @@ def _check_build_machine(trt: Any, options: EngineOptions, env: dict[str, Any]) 
     return release
 
 
-def _load_timing_cache(config: Any, path: Path, log: Log) -> None:
+def _load_timing_cache(config: trt.IBuilderConfig, path: Path, log: Log) -> None:
     """Attach the persisted timing cache (or a fresh one when missing or from another GPU/TensorRT)."""
     data = path.read_bytes() if path.is_file() else b""
     cache = config.create_timing_cache(data)
@@ -326,7 +342,7 @@ def _load_timing_cache(config: Any, path: Path, log: Log) -> None:
         log(f"timing cache {path}: {len(data) / 1024:.0f} KiB of tactic timings reused")
 
 
-def _save_timing_cache(config: Any, path: Path, log: Log) -> None:
+def _save_timing_cache(config: trt.IBuilderConfig, path: Path, log: Log) -> None:
     """Write the build's timing cache atomically, merged with any entries another build saved meanwhile."""
     cache = config.get_timing_cache()
     if cache is None:
@@ -342,11 +358,13 @@ def _save_timing_cache(config: Any, path: Path, log: Log) -> None:
     log(f"timing cache saved to {path}")
 
 
-def network_flags(trt: Any, release: TensorRTRelease, strongly_typed: bool) -> int:
+def network_flags(release: TensorRTRelease, strongly_typed: bool) -> int:
     """create_network flags: EXPLICIT_BATCH before 10.0 (ignored in 10, gone in 11), STRONGLY_TYPED in 10.x.
 
     TensorRT 11 is always strongly typed and redefined the deprecated STRONGLY_TYPED enum as 0, so no flag is set.
     """
+    import tensorrt as trt
+
     flags = 0
     if release.needs_explicit_batch_flag:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
@@ -355,7 +373,11 @@ def network_flags(trt: Any, release: TensorRTRelease, strongly_typed: bool) -> i
     return flags
 
 
-def _configure(trt: Any, builder: Any, config: Any, options: EngineOptions, strongly_typed: bool, log: Log) -> None:
+def _configure(
+    builder: trt.Builder, config: trt.IBuilderConfig, options: EngineOptions, strongly_typed: bool, log: Log
+) -> None:
+    import tensorrt as trt
+
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb * MIB)
     # Weakly typed networks (8.x-10.11): precision flags enable kernels. Explicit Q/DQ models still need
     # the INT8 flag (NVIDIA's QAT flows build them with `trtexec --int8`); FP16 lets the layers the Q/DQ
@@ -401,19 +423,18 @@ def build_engine(
         options = EngineOptions.from_dict(options)
     if not onnx_path.is_file():
         raise ModelFileError(f"{onnx_path}: ONNX model not found")
-    trt = import_tensorrt()
+    import_tensorrt()
     env = tensorrt_environment()
-    release = _check_build_machine(trt, options, env)
-    logger = tensorrt_logger(trt)
+    release = _check_build_machine(options, env)
+    logger = tensorrt_logger()
     logger.begin(log)
     try:
-        return _build(trt, logger, onnx_path, engine_path, options, release, env, log)
+        return _build(logger, onnx_path, engine_path, options, release, env, log)
     finally:
         logger.begin(None)
 
 
 def _build(
-    trt: Any,
     logger: Any,
     onnx_path: Path,
     engine_path: Path,
@@ -422,9 +443,11 @@ def _build(
     env: dict[str, Any],
     log: Log,
 ) -> EngineSidecar:
+    import tensorrt as trt
+
     strongly_typed = options.strongly_typed_for(release)
     builder = trt.Builder(logger)
-    network = builder.create_network(network_flags(trt, release, strongly_typed))
+    network = builder.create_network(network_flags(release, strongly_typed))
     parser = trt.OnnxParser(network, logger)
     log(f"parsing {onnx_path} (TensorRT {trt.__version__}, {env['gpu_name']}, sm {env['compute_capability']})")
     if not parser.parse_from_file(str(onnx_path)):  # from the file, so external weight files resolve
@@ -432,8 +455,8 @@ def _build(
             f"{onnx_path}: the TensorRT {trt.__version__} ONNX parser rejected the model: {_parser_error_text(parser)}"
         )
     input_name, input_shape, output_name = _network_io(network, onnx_path)
-    _check_precision(options, _has_qdq(trt, network), onnx_path)
-    if strongly_typed and options.precision == "fp16" and not _has_fp16(trt, network):
+    _check_precision(options, _has_qdq(network), onnx_path)
+    if strongly_typed and options.precision == "fp16" and not _has_fp16(network):
         raise UserInputError(
             f"{onnx_path}: a strongly typed fp16 engine (TensorRT {release}) takes its precision from the model, and "
             "this model is fp32: build from the fp16 ONNX (optimize.fp16.enabled: true), or set "
@@ -441,16 +464,13 @@ def _build(
         )
 
     config = builder.create_builder_config()
-    _configure(trt, builder, config, options, strongly_typed, log)
+    _configure(builder, config, options, strongly_typed, log)
     chw = input_shape[1:]
     if input_shape[0] < 0:
         profile = builder.create_optimization_profile()
-        profile.set_shape(
-            input_name,
-            (options.min_batch, *chw),
-            (options.opt_batch, *chw),
-            (options.max_batch, *chw),
-        )
+        low, opt, high = ((batch, *chw) for batch in options.profile)
+        # The bindings convert a tuple to Dims implicitly (NVIDIA's samples pass tuples); the stubs say Dims.
+        profile.set_shape(input_name, cast("trt.Dims", low), cast("trt.Dims", opt), cast("trt.Dims", high))
         config.add_optimization_profile(profile)
     elif options.profile != (input_shape[0],) * 3:
         raise _fixed_batch_error(onnx_path, input_shape[0], options)
@@ -477,6 +497,7 @@ def _build(
             handle.write(serialized)
         engine_sha256 = sha256_file(temp)
         size = temp.stat().st_size
+    here = this_platform()
     sidecar = EngineSidecar(
         tensorrt_version=str(trt.__version__),
         gpu_name=env["gpu_name"],
@@ -488,7 +509,8 @@ def _build(
         output_name=output_name,
         created=utc_now(),
         engine_sha256=engine_sha256,
-        **this_platform(),
+        platform=here["platform"],
+        device_model=here["device_model"],
     )
     try:
         write_sidecar(engine_path, sidecar)

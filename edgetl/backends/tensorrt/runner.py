@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgetl.backends.base import Runner
-from edgetl.backends.tensorrt.build import cuda_device, import_pycuda, import_tensorrt, tensorrt_logger
+from edgetl.backends.tensorrt.build import cuda_device, dims, import_pycuda, import_tensorrt, tensorrt_logger
 from edgetl.backends.tensorrt.options import EngineOptions
 from edgetl.backends.tensorrt.sidecar import (
     EngineSidecar,
@@ -31,6 +31,9 @@ from edgetl.backends.tensorrt.sidecar import (
     this_platform,
 )
 from edgetl.errors import EdgeTLError, ModelFileError, UserInputError
+
+if TYPE_CHECKING:  # NVIDIA's stubs (tensorrt-stubs) in CI's mypy step; at run time imported where used
+    import tensorrt as trt
 
 
 class TensorRTRunner(Runner):
@@ -45,12 +48,12 @@ class TensorRTRunner(Runner):
         self.device_index = device
         self._sidecar: EngineSidecar | None = None
         self._profile: tuple[int, int, int] | None = None  # (min, opt, max) batch read from the engine
-        self._trt: Any = None
+        self._trt_version: str | None = None
         self._cuda: Any = None
         self._cuda_context: Any = None
-        self._runtime: Any = None
-        self._engine: Any = None
-        self._context: Any = None
+        self._runtime: trt.Runtime | None = None
+        self._engine: trt.ICudaEngine | None = None
+        self._context: trt.IExecutionContext | None = None
         self._stream: Any = None
         self._events: tuple[Any, Any] | None = None
         self._buffers: dict[str, tuple[np.ndarray, Any]] = {}  # tensor name -> (page-locked host, device)
@@ -102,7 +105,7 @@ class TensorRTRunner(Runner):
             where = f"DLA core {options.dla_core}{fallback} on {where}"
         return {
             "runtime": "tensorrt",
-            "version": str(self._trt.__version__) if self._trt is not None else sidecar.tensorrt_version,
+            "version": self._trt_version or sidecar.tensorrt_version,
             "providers": [where],
             "precision": options.precision,
             "batch_profile": list(self.batch_profile),
@@ -115,7 +118,9 @@ class TensorRTRunner(Runner):
     def _activate(self) -> None:
         sidecar = self.sidecar
         check_platform(sidecar, this_platform()["platform"], engine_path=self.path)
-        trt = import_tensorrt()
+        import_tensorrt()  # one clear line when it is missing
+        import tensorrt as trt
+
         cuda = import_pycuda()
         device = cuda_device(cuda, self.device_index)
         major, minor = device.compute_capability()
@@ -129,50 +134,52 @@ class TensorRTRunner(Runner):
                 f"{self.path}: the engine does not match its sidecar {self.path.name}.json (different file hash); "
                 f"rebuild it with `{rebuild_command(self.path)}`"
             )
-        self._trt, self._cuda = trt, cuda
+        self._trt_version, self._cuda = str(trt.__version__), cuda
         self._cuda_context = device.retain_primary_context()  # the context TensorRT's CUDA runtime uses
         self._cuda_context.push()
         try:
-            self._load(trt, cuda, sidecar, data)
+            self._load(cuda, sidecar, data)
         except BaseException:
             self._release()
             raise
 
-    def _load(self, trt: Any, cuda: Any, sidecar: EngineSidecar, data: bytes) -> None:
+    def _load(self, cuda: Any, sidecar: EngineSidecar, data: bytes) -> None:
+        import tensorrt as trt
+
         options = sidecar.engine_options
-        logger = tensorrt_logger(trt)
+        logger = tensorrt_logger()
         logger.begin(None)
-        self._runtime = trt.Runtime(logger)
+        runtime = self._runtime = trt.Runtime(logger)
         if options.version_compatible:
-            self._runtime.engine_host_code_allowed = True  # the plan embeds the lean runtime (host code)
+            runtime.engine_host_code_allowed = True  # the plan embeds the lean runtime (host code)
         if options.dla_core is not None:
-            self._runtime.DLA_core = options.dla_core
-        self._engine = self._runtime.deserialize_cuda_engine(data)
-        if self._engine is None:
+            runtime.DLA_core = options.dla_core
+        engine = self._engine = runtime.deserialize_cuda_engine(data)
+        if engine is None:
             reason = "; ".join(logger.errors[-2:]) or "no error message from TensorRT"
             raise ModelFileError(
                 f"{self.path}: TensorRT {trt.__version__} cannot deserialize the engine ({reason}); rebuild it with "
                 f"`{rebuild_command(self.path)}`"
             )
-        self._context = self._engine.create_execution_context()
-        if self._context is None:
+        context = self._context = engine.create_execution_context()
+        if context is None:
             raise EdgeTLError(f"{self.path}: TensorRT could not create an execution context (GPU out of memory?)")
 
-        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if inputs != [sidecar.input_name] or sidecar.output_name not in names:
             raise ModelFileError(
                 f"{self.path}: engine tensors {names} do not match its sidecar (input {sidecar.input_name!r}, "
                 f"output {sidecar.output_name!r}); rebuild it with `{rebuild_command(self.path)}`"
             )
         self._input_name, self._output_name = sidecar.input_name, sidecar.output_name
-        static = tuple(int(d) for d in self._engine.get_tensor_shape(self._input_name))
+        static = dims(engine.get_tensor_shape(self._input_name))
         if static[0] >= 0:
             self._profile = (static[0],) * 3
             largest = static
         else:
-            shapes = self._engine.get_tensor_profile_shape(self._input_name, 0)  # [min, opt, max] of profile 0
-            low, opt, high = (tuple(int(d) for d in shape) for shape in shapes)
+            shapes = engine.get_tensor_profile_shape(self._input_name, 0)  # [min, opt, max] of profile 0
+            low, opt, high = (dims(shape) for shape in shapes)
             self._profile = (low[0], opt[0], high[0])
             largest = high
         if tuple(largest[1:]) != sidecar.chw:
@@ -183,20 +190,24 @@ class TensorRTRunner(Runner):
         self._stream = cuda.Stream()
         self._events = (cuda.Event(), cuda.Event())
         # Size every buffer for the largest batch: the input at the profile's max shape fixes the outputs'.
-        self._allocate(trt, cuda, self._input_name, largest)
-        if not self._context.set_input_shape(self._input_name, largest):
+        self._allocate(engine, context, cuda, self._input_name, largest)
+        if not context.set_input_shape(self._input_name, largest):
             raise ModelFileError(f"{self.path}: engine rejects its own max input shape {list(largest)}")
         self._current_batch = largest[0]
         for name in names:
             if name != self._input_name:
-                self._allocate(trt, cuda, name, tuple(int(d) for d in self._context.get_tensor_shape(name)))
+                self._allocate(engine, context, cuda, name, dims(context.get_tensor_shape(name)))
 
-    def _allocate(self, trt: Any, cuda: Any, name: str, shape: tuple[int, ...]) -> None:
-        dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
+    def _allocate(
+        self, engine: trt.ICudaEngine, context: trt.IExecutionContext, cuda: Any, name: str, shape: tuple[int, ...]
+    ) -> None:
+        import tensorrt as trt
+
+        dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
         host = cuda.pagelocked_empty(int(np.prod(shape)), dtype)  # flat; views take the live shape
         device = cuda.mem_alloc(max(host.nbytes, 1))
         self._buffers[name] = (host, device)
-        if not self._context.set_tensor_address(name, int(device)):
+        if not context.set_tensor_address(name, int(device)):
             raise ModelFileError(f"{self.path}: TensorRT refused the buffer address of tensor {name!r}")
 
     def _deactivate(self) -> None:
@@ -239,15 +250,21 @@ class TensorRTRunner(Runner):
                 f"{' x '.join(str(d) for d in expected)}"
             )
         if count != self._current_batch:
-            if not self._context.set_input_shape(self._input_name, (count, *expected)):
+            if not self._live_context.set_input_shape(self._input_name, (count, *expected)):
                 raise UserInputError(f"{self.path}: TensorRT rejected input shape {[count, *expected]}")
             self._current_batch = count
         host, _ = self._buffers[self._input_name]
         host[: batch.size].reshape(batch.shape)[...] = batch
         return count
 
+    @property
+    def _live_context(self) -> trt.IExecutionContext:
+        if self._context is None:
+            raise UserInputError(f"{self.path}: runner is not active (use `with TensorRTRunner(...)` or activate())")
+        return self._context
+
     def _output_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self._context.get_tensor_shape(self._output_name))
+        return dims(self._live_context.get_tensor_shape(self._output_name))
 
     def _enqueue(self, count: int, output_shape: tuple[int, ...], start: Any = None, end: Any = None) -> None:
         """Queue host-to-device copy, inference and device-to-host copy on the stream (events around them)."""
@@ -257,7 +274,7 @@ class TensorRTRunner(Runner):
         if start is not None:
             start.record(stream)
         cuda.memcpy_htod_async(in_device, in_host[: count * int(np.prod(self.sidecar.chw))], stream)
-        if not self._context.execute_async_v3(stream.handle):
+        if not self._live_context.execute_async_v3(stream.handle):
             raise EdgeTLError(f"{self.path}: TensorRT failed to enqueue inference (execute_async_v3 returned False)")
         cuda.memcpy_dtoh_async(out_host[: int(np.prod(output_shape))], out_device, stream)
         if end is not None:
@@ -318,7 +335,7 @@ class TensorRTRunner(Runner):
                 self._enqueue(count, shape, start, end)
             else:
                 start.record(self._stream)
-                if not self._context.execute_async_v3(self._stream.handle):
+                if not self._live_context.execute_async_v3(self._stream.handle):
                     raise EdgeTLError(f"{self.path}: TensorRT failed to enqueue inference")
                 end.record(self._stream)
             end.synchronize()

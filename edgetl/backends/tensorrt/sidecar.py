@@ -88,8 +88,10 @@ class EngineSidecar:
             found = data.get("schema") if isinstance(data, dict) else type(data).__name__
             raise ModelFileError(f"{source}: schema {found!r}, expected {SIDECAR_SCHEMA!r}; rebuild the engine")
         names = {f.name for f in fields(cls)}
-        required = ("tensorrt_version", "gpu_name", "compute_capability", "options", "onnx_sha256")
-        required += ("input_name", "input_shape", "output_name")
+        required = (
+            *("tensorrt_version", "gpu_name", "compute_capability", "options", "onnx_sha256"),
+            *("input_name", "input_shape", "output_name"),
+        )
         missing = [name for name in required if name not in data]
         if missing:
             raise ModelFileError(f"{source}: missing {', '.join(missing)}; rebuild the engine")
