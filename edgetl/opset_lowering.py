@@ -117,17 +117,22 @@ def _reduction_axes_to_attribute(
     return [lowered]
 
 
+def _without_attribute(node: onnx.NodeProto, name: str) -> onnx.NodeProto:
+    """A copy of `node` without attribute `name` (one a later opset added, at its older behaviour)."""
+    lowered = copy.deepcopy(node)
+    kept = [a for a in lowered.attribute if a.name != name]
+    del lowered.attribute[:]
+    lowered.attribute.extend(kept)
+    return lowered
+
+
 def _reshape(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto], target: int) -> list[onnx.NodeProto]:
     """Reshape 14 added `allowzero`; opset 13 behaves as allowzero=0, which differs only for a 0 in the shape."""
     if _attribute(node, "allowzero", 0):
         shape = constants.get(node.input[1])
         if shape is None or 0 in numpy_helper.to_array(shape).reshape(-1).tolist():
             raise ValueError("allowzero=1 with a shape that is not constant or holds a 0 has no opset-13 equivalent")
-    lowered = copy.deepcopy(node)
-    kept = [a for a in lowered.attribute if a.name != "allowzero"]
-    del lowered.attribute[:]
-    lowered.attribute.extend(kept)
-    return [lowered]
+    return [_without_attribute(node, "allowzero")]
 
 
 def _hard_swish(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto], target: int) -> list[onnx.NodeProto]:
@@ -143,11 +148,7 @@ def _batch_norm(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto], ta
     """BatchNormalization 14 added `training_mode` (15: types); an inference graph has it off."""
     if _attribute(node, "training_mode", 0):
         raise ValueError("training_mode=1 is not an inference graph")
-    lowered = copy.deepcopy(node)
-    kept = [a for a in lowered.attribute if a.name != "training_mode"]
-    del lowered.attribute[:]
-    lowered.attribute.extend(kept)
-    return [lowered]
+    return [_without_attribute(node, "training_mode")]
 
 
 def _shape(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto], target: int) -> list[onnx.NodeProto]:
