@@ -45,7 +45,7 @@ class Bundle:
 
     @property
     def model_path(self) -> Path:
-        return self.root / self.info["model"]["file"]
+        return inside(self.root, self.info["model"]["file"], "model.file")
 
     @property
     def engine_path(self) -> Path:
@@ -90,11 +90,46 @@ def read_bundle(path: str | Path) -> Bundle:
     for section, key in (("model", "file"), ("model", "artifact"), ("target", "name"), ("target", "runtime")):
         if not isinstance(info.get(section), dict) or not isinstance(info[section].get(key), str):
             raise ModelFileError(f"{info_path}: {section}.{key} missing; copy the bundle again from the run directory")
-    companions = list(info["model"].get("companions") or {})
-    for relative in (info["model"]["file"], *companions, layout.BUNDLE_LABELS, layout.BUNDLE_PREPROCESSING):
-        if not (root / relative).is_file():
-            raise ModelFileError(f"{root / relative}: missing from the bundle; copy the whole bundle directory")
+    _check_integrity(root, info, info_path)
     return Bundle(root, info)
+
+
+def inside(root: Path, relative: object, what: str) -> Path:
+    """`root / relative`, refused unless it is a relative path that stays inside the bundle (symlinks resolved)."""
+    if not isinstance(relative, str) or not relative or Path(relative).is_absolute():
+        raise ModelFileError(f"{root / layout.BUNDLE_INFO}: {what} {relative!r} must be a path inside the bundle")
+    path = root / relative
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise ModelFileError(
+            f"{root / layout.BUNDLE_INFO}: {what} {relative!r} points outside the bundle; refusing to open it"
+        ) from None
+    return path
+
+
+def _check_integrity(root: Path, info: dict[str, Any], info_path: Path) -> None:
+    """Every file bundle.json names stays inside the bundle, exists, and has the SHA-256 recorded for it.
+
+    Bundles written before `files` was recorded are still read: their model (and companions) are checked
+    against `model.sha256`, the other files only for presence.
+    """
+    model = info["model"]
+    recorded: dict[str, Any] = dict(info.get("files") or {})
+    recorded.setdefault(model["file"], model.get("sha256"))
+    for name, digest in (model.get("companions") or {}).items():
+        recorded.setdefault(name, digest)
+    for relative in (layout.BUNDLE_LABELS, layout.BUNDLE_PREPROCESSING):
+        recorded.setdefault(relative, None)
+    for relative, digest in recorded.items():
+        path = inside(root, relative, "file")
+        if not path.is_file():
+            raise ModelFileError(f"{path}: missing from the bundle; copy the whole bundle directory")
+        if digest is not None and sha256_file(path) != digest:
+            raise ModelFileError(
+                f"{path}: its SHA-256 does not match the one in {info_path.name} (changed or damaged after the "
+                "build); copy the bundle again from the run directory"
+            )
 
 
 def write_bundle(
@@ -184,6 +219,8 @@ def write_bundle(
         (out / layout.BUNDLE_BUILD_SCRIPT).chmod(0o755)
         files.append(layout.BUNDLE_BUILD_SCRIPT)
     write_text_atomic(out / layout.BUNDLE_README, _readme(name, target, info))
+    # Every file's hash, so a device (edgetl or a port) checks what it loads: see the README's "Integrity".
+    info["files"] = {relative: sha256_file(out / relative) for relative in [*files, layout.BUNDLE_README]}
     write_json_atomic(out / layout.BUNDLE_INFO, info)
     return [*files, layout.BUNDLE_README, layout.BUNDLE_INFO]
 
@@ -211,7 +248,11 @@ def _readme(name: str, target: dict[str, Any], info: dict[str, Any]) -> str:
         f"Model input: `{info['model']['input_name']}` {info['model']['input_shape']} float32, preprocessed as in "
         f"`preprocessing.json`; output: logits in the order of `labels.txt`.\n"
         f"`reference/` holds {info['reference']['images']} val images and the logits `{info['model']['artifact']}` "
-        f"produced for them on the build machine; {check}.\n"
+        f"produced for them on the build machine; {check}.\n\n"
+        "## Integrity\n\n"
+        "`bundle.json` lists every file of the bundle under `files` with its SHA-256. Before loading anything, "
+        "check that each path is relative and stays inside this folder, and that each file's SHA-256 matches; "
+        "`edgetl predict` and `edgetl bench` refuse a bundle that fails either check.\n"
     )
 
 
@@ -234,7 +275,12 @@ def compare_with_reference(logits: np.ndarray, reference: dict[str, Any], min_ag
 def reference_batch(bundle: Bundle) -> np.ndarray:
     """The reference images, preprocessed on this device by the bundle's own preprocessing."""
     pre = bundle.preprocessing()
-    return pre.batch([bundle.root / item["file"] for item in bundle.reference()["images"]])
+    return pre.batch(reference_images(bundle))
+
+
+def reference_images(bundle: Bundle) -> list[Path]:
+    """The reference images reference.json names, each checked to lie inside the bundle."""
+    return [inside(bundle.root, item.get("file"), "reference image") for item in bundle.reference()["images"]]
 
 
 def build_engine_in_bundle(
@@ -262,7 +308,7 @@ def build_engine_in_bundle(
     if workspace_mb is not None:
         options["workspace_mb"] = workspace_mb
     if options.get("timing_cache"):
-        options["timing_cache"] = str(bundle.root / options["timing_cache"])
+        options["timing_cache"] = str(inside(bundle.root, options["timing_cache"], "engine.options.timing_cache"))
     engine = bundle.engine_path
     if engine.is_file() and not force:
         log(f"{engine} exists; verifying it (pass --force to rebuild)")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgetl import layout
-from edgetl.bundle import Bundle, read_bundle
+from edgetl.bundle import Bundle, read_bundle, reference_images
 from edgetl.files import read_json, write_json_atomic, write_text_atomic
 
 SCHEMA = "edgetl.bundle-bench/1"
@@ -47,7 +47,7 @@ def bench_bundle(
 
     bundle = read_bundle(bundle_dir)
     reference = bundle.reference()
-    paths = [bundle.root / item["file"] for item in reference["images"]]
+    paths = reference_images(bundle)
     labels = [int(item["label"]) for item in reference["images"]]
     models = bundle_models(bundle)
     batches = sorted({1, min(8, len(paths))})

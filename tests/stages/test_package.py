@@ -207,4 +207,10 @@ def test_bench_on_a_bundle_measures_it_against_the_reference(built_run, tmp_path
     reference.write_text(json.dumps(data))
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", str(bundle_dir), "-q"])
+    assert exit_info.value.code == 2  # an edited bundle file: refused before anything runs
+    info = json.loads((bundle_dir / "bundle.json").read_text())
+    info["files"]["reference/reference.json"] = sha256_file(reference)  # consistent bundle, disagreeing model
+    (bundle_dir / "bundle.json").write_text(json.dumps(info))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", str(bundle_dir), "-q"])
     assert exit_info.value.code == 4
