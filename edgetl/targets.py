@@ -112,6 +112,12 @@ _TENSORRT: dict = {
     "engine_precision_float": "fp16",
     "on_device": _TRT_STEPS,
 }
+# JetPack 4.6 and 5.x ship Python 3.6 / 3.8, older than edgetl needs: the bundle's trtexec script builds there.
+_TRTEXEC_ONLY_STEPS = (
+    "copy the bundle directory to the device",
+    "run the bundle's build_engine.sh (trtexec ships with JetPack); edgetl itself needs Python >= 3.10, which this "
+    "JetPack does not have, so load model.engine from your application (C++ or TensorRT's Python bindings)",
+)
 _JETPACK_6 = "JetPack 6.x (L4T r36), CUDA 12.6, TensorRT 10.3, Python 3.10"
 
 _TARGETS: dict[str, Target] = {
@@ -214,7 +220,7 @@ _TARGETS: dict[str, Target] = {
     "jetson-xavier-nx": Target(
         name="jetson-xavier-nx",
         description="Jetson Xavier NX (Volta, compute capability 7.2, 2 DLA cores), JetPack 5.1 / TensorRT 8.5",
-        **_TENSORRT,
+        **{**_TENSORRT, "on_device": _TRTEXEC_ONLY_STEPS},
         engine=EngineDefaults(tensorrt="8.5", workspace_mb=1024, max_batch=8, dla_cores=2),
         build_on_device=True,
         device_memory_mb=8192,
@@ -238,11 +244,7 @@ _TARGETS: dict[str, Target] = {
         build_on_device=True,
         device_memory_mb=4096,
         software="JetPack 4.6 (L4T r32.7), CUDA 10.2, TensorRT 8.2, Python 3.6",
-        on_device=(
-            "copy the bundle directory to the device",
-            "run the bundle's build_engine.sh (trtexec ships with JetPack 4.6); "
-            "edgetl itself needs Python >= 3.10, which JetPack 4.6 does not have",
-        ),
+        on_device=_TRTEXEC_ONLY_STEPS,
         notes=(
             "Maxwell has no int8 tensor cores: set optimize.int8.enabled: false. TensorRT 8.2 has no tensor-name "
             "API (8.5+), which `edgetl engine build` uses, so the bundle's trtexec script (--workspace, --buildOnly) "
