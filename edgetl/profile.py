@@ -506,7 +506,7 @@ class Profile(_Section):
             options.check_release(release, f"target {target.name}")
         except UserInputError as error:
             raise ValueError(str(error)) from None
-        if options.strongly_typed_for(release) and options.precision == "fp16" and not self.optimize.fp16.enabled:
+        if self.strongly_typed_fp16_engine and not self.optimize.fp16.enabled:
             raise ValueError(
                 f"target {target.name} builds strongly typed fp16 engines (TensorRT {release}) from the fp16 ONNX: "
                 "set optimize.fp16.enabled: true (or tensorrt.strongly_typed: false before TensorRT 11)"
@@ -516,6 +516,17 @@ class Profile(_Section):
                 f"export.opset {self.export.opset}: target {target.name}'s TensorRT {release} parser reads opset "
                 f"<= {release.max_opset}, and edgetl lowers from opset 18 only: set export.opset: 18"
             )
+
+    @property
+    def strongly_typed_fp16_engine(self) -> bool:
+        """The target's float engine is strongly typed fp16, so it is built from (and ships) the fp16 ONNX."""
+        from edgetl.backends.tensorrt.options import EngineOptions
+
+        target = get_target(self.target)
+        release = target.tensorrt_release()
+        if release is None or target.engine_precision(self.optimize.int8.enabled) != "fp16":
+            return False
+        return EngineOptions(strongly_typed=self.tensorrt.strongly_typed).strongly_typed_for(release)
 
     @property
     def onnx_opset(self) -> int:

@@ -32,7 +32,7 @@ def converted_artifacts(profile: Profile) -> list[str]:
 
 
 def check_converters(profile: Profile) -> None:
-    """Refuse, in one line, a profile whose conversions this machine cannot run (checked before any stage)."""
+    """Refuse, in one line, a profile whose conversions this machine cannot run (`pipeline.build`, before any stage)."""
     for runtime in sorted({ARTIFACTS[name].backend for name in converted_artifacts(profile)}):
         reason = get_backend(runtime).cannot_convert()
         if reason:
@@ -66,7 +66,6 @@ class ConvertStage(Stage):
         names = converted_artifacts(ctx.profile)
         if not names:
             return {"artifacts": {}}
-        check_converters(ctx.profile)
         from edgetl.preprocessing import read_preprocessing
 
         pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))

@@ -37,21 +37,11 @@ def shipped_artifact(ctx: BuildContext) -> str:
     fallback = target.deployed_artifact(profile.optimize.int8.enabled)
     if target.uses_tensorrt:
         name = profile.deployed_artifact
-        if name == "onnx_fp32" and _strongly_typed_fp16(profile, target):
+        if name == "onnx_fp32" and profile.strongly_typed_fp16_engine:
             return "onnx_fp16"  # a strongly typed network takes fp16 from the model's own types
         return name if ARTIFACTS[name].format == "onnx" else fallback
     name = ctx.deployed_artifact()
     return name if ARTIFACTS[name].backend != "torch" else fallback
-
-
-def _strongly_typed_fp16(profile: Profile, target: Target) -> bool:
-    from edgetl.backends.tensorrt.options import EngineOptions
-
-    release = target.tensorrt_release()
-    precision = target.engine_precision(profile.optimize.int8.enabled)
-    if release is None or precision != "fp16":
-        return False
-    return EngineOptions(strongly_typed=profile.tensorrt.strongly_typed).strongly_typed_for(release)
 
 
 def engine_options(profile: Profile, target: Target, fixed_batch: int | None) -> dict[str, Any] | None:

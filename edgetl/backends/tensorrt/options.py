@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from edgetl.backends.tensorrt.versions import TensorRTRelease
+from edgetl.backends.tensorrt.versions import TensorRTRelease, since
 from edgetl.errors import UserInputError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -98,17 +98,17 @@ class EngineOptions:
     def check_release(self, release: TensorRTRelease, where: str) -> None:
         """Refuse, in one line naming the setting, what `release` cannot build (`where`: "target jetson-nano")."""
         needs = f"{where} builds with TensorRT {release}"
-        if self.hardware_compatibility not in release.hardware_compatibility_levels():
-            first = "10.9" if self.hardware_compatibility == "same_compute_capability" else "8.6"
-            raise UserInputError(
-                f"tensorrt.hardware_compatibility {self.hardware_compatibility} needs TensorRT >= {first}; {needs}"
-            )
-        if self.version_compatible and not release.has_version_compatible:
-            raise UserInputError(f"tensorrt.version_compatible needs TensorRT >= 8.6; {needs}")
-        if self.builder_optimization_level is not None and not release.has_builder_optimization_level:
-            raise UserInputError(f"tensorrt.builder_optimization_level needs TensorRT >= 8.6; {needs}")
-        if self.strongly_typed and not release.has_strong_typing:
-            raise UserInputError(f"tensorrt.strongly_typed needs TensorRT >= 10.0; {needs}")
+        level = self.hardware_compatibility
+        if level not in release.hardware_compatibility_levels():
+            raise UserInputError(f"tensorrt.hardware_compatibility {level} needs TensorRT >= {since(level)}; {needs}")
+        wanted = {
+            "version_compatible": self.version_compatible,
+            "builder_optimization_level": self.builder_optimization_level is not None,
+            "strongly_typed": bool(self.strongly_typed),
+        }
+        for setting, asked in wanted.items():
+            if asked and not release.has(setting):
+                raise UserInputError(f"tensorrt.{setting} needs TensorRT >= {since(setting)}; {needs}")
         if self.strongly_typed is False and not release.has_precision_flags:
             raise UserInputError(
                 f"tensorrt.strongly_typed: false is not possible: TensorRT {release} builds strongly typed "

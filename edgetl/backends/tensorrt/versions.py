@@ -18,6 +18,20 @@ from dataclasses import dataclass
 
 from edgetl.errors import UserInputError
 
+# First release with each optional build setting (trtexec flag and builder API alike).
+SETTING_SINCE: dict[str, tuple[int, int]] = {
+    "ampere_plus": (8, 6),  # --hardwareCompatibilityLevel=ampere+, HardwareCompatibilityLevel.AMPERE_PLUS
+    "same_compute_capability": (10, 9),  # ...=sameComputeCapability, SAME_COMPUTE_CAPABILITY
+    "version_compatible": (8, 6),  # --versionCompatible, BuilderFlag.VERSION_COMPATIBLE
+    "builder_optimization_level": (8, 6),  # --builderOptimizationLevel, IBuilderConfig.builder_optimization_level
+    "strongly_typed": (10, 0),  # --stronglyTyped, NetworkDefinitionCreationFlag.STRONGLY_TYPED
+}
+
+
+def since(setting: str) -> str:
+    """ "8.6": the first release that has `setting` (a key of SETTING_SINCE)."""
+    return ".".join(map(str, SETTING_SINCE[setting]))
+
 
 @dataclass(frozen=True, order=True)
 class TensorRTRelease:
@@ -68,10 +82,14 @@ class TensorRTRelease:
         return "--skipInference" if self.at_least(8, 6) else "--buildOnly"
 
     # --- precision --------------------------------------------------------------------------------
+    def has(self, setting: str) -> bool:
+        """Whether this release has an optional build setting (a key of SETTING_SINCE)."""
+        return self.at_least(*SETTING_SINCE[setting])
+
     @property
     def has_strong_typing(self) -> bool:
         """NetworkDefinitionCreationFlag.STRONGLY_TYPED / trtexec --stronglyTyped (10.0; always on in 11)."""
-        return self.major >= 10
+        return self.has("strongly_typed")
 
     @property
     def strongly_typed_default(self) -> bool:
@@ -86,20 +104,15 @@ class TensorRTRelease:
     # --- build settings ---------------------------------------------------------------------------
     def hardware_compatibility_levels(self) -> tuple[str, ...]:
         """Values of tensorrt.hardware_compatibility this release builds (8.6: ampere+, 10.9: same CC)."""
-        levels = ["none"]
-        if self.at_least(8, 6):
-            levels.append("ampere_plus")
-        if self.at_least(10, 9):
-            levels.append("same_compute_capability")
-        return tuple(levels)
+        return ("none", *(level for level in ("ampere_plus", "same_compute_capability") if self.has(level)))
 
     @property
     def has_version_compatible(self) -> bool:
-        return self.at_least(8, 6)
+        return self.has("version_compatible")
 
     @property
     def has_builder_optimization_level(self) -> bool:
-        return self.at_least(8, 6)
+        return self.has("builder_optimization_level")
 
     # --- Python API -------------------------------------------------------------------------------
     @property
