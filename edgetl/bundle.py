@@ -7,7 +7,9 @@ A bundle is a plain directory:
                          embedded), or model.xml + model.bin when an OpenVINO IR was measured fastest
     labels.txt           class names, one per line, in output order
     preprocessing.json   the exact evaluation transform (resize, crop, mean, std, layout)
-    reference/           a few val images + reference.json: the logits ONNX Runtime gave on the build machine
+    reference/           a few val images, their preprocessed tensors (inputs.npy), the logits the shipped model
+                         gave for them on the build machine (logits.npy) and the tolerances a port must meet
+                         (reference.json); `edgetl bundle verify` checks a port's outputs against them
     build_engine.sh      TensorRT targets: the trtexec command that builds the same engine as `edgetl engine build`
     README.md            the steps on the device
 
@@ -132,6 +134,30 @@ def _check_integrity(root: Path, info: dict[str, Any], info_path: Path) -> None:
             )
 
 
+# Max |logit difference| a correct port may show when it runs the model on reference/inputs.npy: fp32
+# kernels differ only in summation order; fp16 in rounding of every op. int8 kernels differ by whole
+# quantization steps between CPUs (VNNI or not, x86 or Arm), so theirs is a share of the logits' spread.
+_LOGIT_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
+_INT8_LOGIT_SHARE = 0.05
+
+
+def reference_tolerances(
+    precision: str, pre: Preprocessing, logits: np.ndarray, min_agreement: float
+) -> dict[str, Any]:
+    """What `edgetl bundle verify` holds a port to, stated in the bundle so a port can check itself."""
+    spread = float(logits.max() - logits.min()) if logits.size else 0.0
+    logit_tolerance = _LOGIT_TOLERANCE.get(precision, round(max(1e-3, _INT8_LOGIT_SHARE * spread), 6))
+    return {
+        "inputs_max_abs": round(pre.pixel_step() + 1e-6, 6),
+        "inputs_note": "a port that follows preprocessing.json exactly gets 0; the tolerance is one 8-bit pixel "
+        "level, for colour-managed images where two LittleCMS builds differ by 1",
+        "logits_max_abs": logit_tolerance,
+        "logits_note": f"{precision} model run on inputs.npy"
+        + ("" if precision in _LOGIT_TOLERANCE else f" ({_INT8_LOGIT_SHARE:.0%} of the reference logits' spread)"),
+        "min_top1_agreement": min_agreement,
+    }
+
+
 def write_bundle(
     out: Path,
     *,
@@ -149,7 +175,10 @@ def write_bundle(
     input_name: str,
     input_shape: list[int],
     reference_images: list[tuple[Path, int]],
+    reference_inputs: np.ndarray,
     reference_logits: np.ndarray,
+    precision: str,
+    pixels: dict[str, Any],
     edgetl_version: str,
 ) -> list[str]:
     """Write a bundle into `out` (a stage's temporary folder); returns the files written, relative to out."""
@@ -171,11 +200,43 @@ def write_bundle(
         shutil.copyfile(image, out / copy)
         files.append(copy)
         references.append({"file": copy, "label": int(label), "logits": [round(float(v), 6) for v in logits]})
+    (out / layout.BUNDLE_REFERENCE_DIR).mkdir(exist_ok=True)
+    np.save(out / layout.BUNDLE_REFERENCE_INPUTS, np.ascontiguousarray(reference_inputs, dtype=np.float32))
+    np.save(out / layout.BUNDLE_REFERENCE_LOGITS, np.ascontiguousarray(reference_logits, dtype=np.float32))
     write_json_atomic(
         out / layout.BUNDLE_REFERENCE,
-        {"source": f"{runtime_label}, {artifact}", "images": references},
+        {
+            "source": f"{runtime_label}, {artifact}",
+            "images": references,
+            "inputs": {
+                "file": layout.BUNDLE_REFERENCE_INPUTS,
+                "dtype": "float32",
+                "shape": list(reference_inputs.shape),
+                "what": "each reference image through preprocessing.json, in the order of `images`",
+            },
+            "logits": {
+                "file": layout.BUNDLE_REFERENCE_LOGITS,
+                "dtype": "float32",
+                "shape": list(reference_logits.shape),
+                "what": f"{artifact} on inputs.npy, on the build machine",
+            },
+            "tolerances": reference_tolerances(precision, preprocessing, reference_logits, verify_min_agreement),
+        },
     )
-    files.append(layout.BUNDLE_REFERENCE)
+    files += [layout.BUNDLE_REFERENCE_INPUTS, layout.BUNDLE_REFERENCE_LOGITS, layout.BUNDLE_REFERENCE]
+    pixels_record: dict[str, Any] = {"made": False, "reason": pixels.get("reason")}
+    if pixels.get("made"):
+        shutil.copyfile(pixels["path"], out / layout.BUNDLE_PIXELS_MODEL)
+        np.save(out / layout.BUNDLE_REFERENCE_PIXELS_LOGITS, np.asarray(pixels["reference_logits"], dtype=np.float32))
+        files += [layout.BUNDLE_PIXELS_MODEL, layout.BUNDLE_REFERENCE_PIXELS_LOGITS]
+        pixels_record = {
+            "made": True,
+            "file": layout.BUNDLE_PIXELS_MODEL,
+            "form": pixels["form"],
+            "input": pixels["input"],
+            "reference_logits": layout.BUNDLE_REFERENCE_PIXELS_LOGITS,
+            "measured": pixels["measured"],
+        }
     info: dict[str, Any] = {
         "schema": BUNDLE_SCHEMA,
         "name": name,
@@ -192,6 +253,7 @@ def write_bundle(
         "labels": layout.BUNDLE_LABELS,
         "preprocessing": layout.BUNDLE_PREPROCESSING,
         "reference": {"file": layout.BUNDLE_REFERENCE, "images": len(references)},
+        "pixels_model": pixels_record,
     }
     if engine_options is not None:
         from edgetl.backends.tensorrt.build import trtexec_command
@@ -248,11 +310,36 @@ def _readme(name: str, target: dict[str, Any], info: dict[str, Any]) -> str:
         f"Model input: `{info['model']['input_name']}` {info['model']['input_shape']} float32, preprocessed as in "
         f"`preprocessing.json`; output: logits in the order of `labels.txt`.\n"
         f"`reference/` holds {info['reference']['images']} val images and the logits `{info['model']['artifact']}` "
-        f"produced for them on the build machine; {check}.\n\n"
+        f"produced for them on the build machine; {check}.\n"
+        f"{_pixels_text(info['pixels_model'])}\n"
+        "## Porting the model (C++, JavaScript, Kotlin, ...)\n\n"
+        "`preprocessing.json` lists under `contract` every step in order with its arithmetic: EXIF orientation, "
+        "colour management (embedded ICC profiles to sRGB), conversion to 8-bit RGB, PIL's antialiased resize "
+        "with its fixed-point rounding, the half-to-even crop offset and float32 normalisation. A port that "
+        "follows it gets the same tensors bit for bit. Check the two halves separately:\n\n"
+        "1. preprocess `reference/NNN.*` and compare with `reference/inputs.npy` (float32, image order);\n"
+        "2. run the model on `reference/inputs.npy` and compare with `reference/logits.npy`;\n\n"
+        "`reference/reference.json` states the tolerances (`tolerances`), and "
+        "`edgetl bundle verify . --inputs yours.npy --logits yours.npy` checks a port's files against them.\n\n"
         "## Integrity\n\n"
         "`bundle.json` lists every file of the bundle under `files` with its SHA-256. Before loading anything, "
         "check that each path is relative and stays inside this folder, and that each file's SHA-256 matches; "
         "`edgetl predict` and `edgetl bench` refuse a bundle that fails either check.\n"
+    )
+
+
+def _pixels_text(record: dict[str, Any]) -> str:
+    if not record.get("made"):
+        return f"\nNo in-graph preprocessing model: {record.get('reason')}.\n"
+    measured = record["measured"]
+    latency = measured.get("latency") or {}
+    return (
+        f"\n`{record['file']}` is the same model with its preprocessing as ONNX ops ({record['form']}): input "
+        f"{record['input']}. On the build machine it agreed with the PIL path on {measured['agreement']}/"
+        f"{measured['images']} val images (max |logit diff| {measured['max_abs_logit_diff']:.3g}) and took "
+        f"{latency.get('pixels_model_ms', float('nan')):.2f} ms against {latency.get('model_ms', float('nan')):.2f} ms "
+        f"for the model alone ({latency.get('cpu', 'this CPU')}, {latency.get('threads')} thread(s)). "
+        f"`{record['reference_logits']}` holds its logits for the decoded reference images.\n"
     )
 
 

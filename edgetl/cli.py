@@ -303,6 +303,43 @@ def engine_verify(
     verify_engine(opened, opened.engine_path, log=_out.print)
 
 
+bundle_app = typer.Typer(help="Device bundles: check a port of the model against the bundle.", no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
+
+
+@bundle_app.command("verify")
+def bundle_verify(
+    bundle: Annotated[Path, typer.Argument(help="device bundle directory (<run>/bundle)", show_default=False)],
+    inputs: Annotated[
+        Path | None,
+        typer.Option("--inputs", help="the port's preprocessed reference images (.npy or .json), image order"),
+    ] = None,
+    logits: Annotated[Path | None, typer.Option("--logits", help="the port's logits (.npy or .json)")] = None,
+    logits_from: Annotated[
+        str,
+        typer.Option(
+            "--logits-from",
+            help="reference-inputs: the port ran the model on reference/inputs.npy (held to the logit tolerance); "
+            "own-inputs: on its own preprocessing (held to top-1 agreement)",
+        ),
+    ] = "reference-inputs",
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the comparison as JSON here")] = None,
+) -> None:
+    """Compare a port's tensors and logits with the bundle's references (exit 4 when they differ)."""
+    from edgetl.errors import UserInputError
+    from edgetl.files import write_json_atomic
+    from edgetl.port_check import check, describe, verify_port
+
+    if logits_from not in ("reference-inputs", "own-inputs"):
+        raise UserInputError(f"--logits-from {logits_from!r}: expected reference-inputs or own-inputs")
+    result = verify_port(bundle, inputs, logits, logits_from)  # type: ignore[arg-type]
+    for line in describe(result):
+        _plain(line)
+    if json_out is not None:
+        write_json_atomic(json_out, result)
+    check(result)
+
+
 data_app = typer.Typer(help="Inspect image folders before building.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

@@ -354,6 +354,16 @@ class ConvertConfig(_Section):
         return names
 
 
+class PackageConfig(_Section):
+    """What the device bundle ships besides the deployed model."""
+
+    pixels_model: Literal["any_size", "crop_size", "off"] = Field(
+        "any_size",
+        description="model_pixels.onnx: the deployed ONNX with preprocessing as ONNX ops, taking decoded uint8 "
+        "RGB pixels (any_size: of any size; crop_size: already resized and cropped). ONNX bundles only",
+    )
+
+
 class BenchmarkConfig(_Section):
     artifacts: list[ArtifactName] | None = Field(None, description="default: every artefact the profile produces")
     baseline: ArtifactName = "torch_fp32"
@@ -427,6 +437,7 @@ class Profile(_Section):
     convert: ConvertConfig = ConvertConfig()
     target: str = "x86-cpu"
     tensorrt: TensorRTConfig = TensorRTConfig()
+    package: PackageConfig = PackageConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     budgets: BudgetsConfig = BudgetsConfig()
 

@@ -38,7 +38,7 @@ def test_lite_preprocessing_is_x255_minus_127_over_128() -> None:
 def test_round_trips_through_json() -> None:
     again = Preprocessing.from_dict(LITE.to_dict())
     assert again == LITE
-    assert LITE.to_dict()["schema"] == "edgetl.preprocessing/1"
+    assert LITE.to_dict()["schema"] == "edgetl.preprocessing/2"
 
 
 def test_rejects_impossible_parameters() -> None:

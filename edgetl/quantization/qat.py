@@ -259,7 +259,7 @@ def qat_from_checkpoint(
     chosen = sorted(np.random.default_rng(seed).permutation(len(paths))[: config.images].tolist())
     paths, labels = [paths[i] for i in chosen], [labels[i] for i in chosen]
     augment = train_transform(pre, AugmentationConfig(crop_scale=(0.5, 1.0), color_jitter=0.0))
-    dataset = ImageListDataset(paths, labels, augment, preload_side=pre.resize, seed=seed)
+    dataset = ImageListDataset(paths, labels, augment, preload_side=pre.resize, seed=seed, decode=pre.decode)
     size = config.batch_size
 
     def batches(epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:

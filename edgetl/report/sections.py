@@ -234,6 +234,28 @@ def quantization_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _pixels_model_lines(pixels: dict[str, Any]) -> list[str]:
+    """The in-graph preprocessing model: what it agrees with and what it costs, as measured in the package stage."""
+    if not pixels:
+        return []
+    if not pixels.get("made"):
+        return [f"- in-graph preprocessing model: not made ({pixels.get('reason')})"]
+    measured, latency = pixels["measured"], pixels["measured"].get("latency") or {}
+    cost = (
+        f"; batch 1 on one {latency['image_size'][0]}x{latency['image_size'][1]} val image: "
+        f"{latency['pixels_model_ms']:.2f} ms vs {latency['model_ms']:.2f} ms for the model on its tensor "
+        f"(+{latency['added_ms']:.2f} ms; the Python preprocessing it replaces takes "
+        f"{latency['python_preprocessing_ms']:.2f} ms), {latency['cpu']}, {latency['threads']} thread(s), measured"
+        if latency
+        else ""
+    )
+    return [
+        f"- in-graph preprocessing model `bundle/model_pixels.onnx` ({pixels['form']}, uint8 pixels in): top-1 "
+        f"agreement with the PIL path {measured['agreement']}/{measured['images']} val images, max |logit diff| "
+        f"{measured['max_abs_logit_diff']:.3g}, {measured['correct']}/{measured['images']} correct{cost}"
+    ]
+
+
 def deployment_lines(report: dict[str, Any]) -> list[str]:
     """Where the shipped model goes: the bundle, the engine (or why it was not built), what the CPU numbers mean."""
     package = report.get("package")
@@ -266,6 +288,7 @@ def deployment_lines(report: dict[str, Any]) -> list[str]:
             else ""
         )
         lines.append(f"- `{name}` converted from `{conversion['from']}` by {conversion['converter']}{measured}")
+    lines += _pixels_model_lines(package.get("pixels_model") or {})
     engine = package.get("engine")
     if engine:
         check = engine["verification"]

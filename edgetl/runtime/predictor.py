@@ -15,7 +15,7 @@ from edgetl.backends.base import Runner
 from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
 from edgetl.errors import ModelFileError, UserInputError, first_line
 from edgetl.files import sha256_file
-from edgetl.preprocessing import Preprocessing, load_image, read_preprocessing
+from edgetl.preprocessing import Preprocessing, read_preprocessing
 
 # Artefacts a device can load from a run directory (everything but the training checkpoint) -> file.
 MODEL_FILES = {name: a.file for name, a in ARTIFACTS.items() if a.backend != "torch"}
@@ -50,7 +50,7 @@ class Predictor:
 
     def predict(self, images: list[str | Path | Image.Image | np.ndarray], top_k: int = 1) -> list[list[Prediction]]:
         """Classify image files, PIL images or HWC uint8 RGB arrays."""
-        arrays = [self.preprocessing(_as_image(item)) for item in images]
+        arrays = [self.preprocessing(_as_image(item, self.preprocessing)) for item in images]
         if not arrays:
             return []
         probabilities = softmax(self.logits(np.stack(arrays)))
@@ -64,7 +64,8 @@ class Predictor:
         self.runner.deactivate()
 
 
-def _as_image(item: str | Path | Image.Image | np.ndarray) -> Image.Image:
+def _as_image(item: str | Path | Image.Image | np.ndarray, pre: Preprocessing) -> Image.Image:
+    """Files are decoded by the model's own policy (orientation, colour); arrays and PIL images are taken as RGB."""
     if isinstance(item, Image.Image):
         return item
     if isinstance(item, np.ndarray):
@@ -75,7 +76,7 @@ def _as_image(item: str | Path | Image.Image | np.ndarray) -> Image.Image:
     if not path.is_file():
         raise UserInputError(f"{path}: image not found")
     try:
-        return load_image(path)
+        return pre.decode(path)
     except (OSError, SyntaxError, ValueError) as error:
         raise UserInputError(f"{path}: cannot decode image ({error})") from None
 

@@ -102,10 +102,12 @@ class FinetuneStage(Stage):
 
         if cfg.augmentation.enabled:
             augment = train_transform(pre, cfg.augmentation, train_size)
-            train_set = ImageListDataset(train_paths, train_labels, augment, preload_side=pre.resize, seed=profile.seed)
+            train_set = ImageListDataset(
+                train_paths, train_labels, augment, preload_side=pre.resize, seed=profile.seed, decode=pre.decode
+            )
         else:  # exactly the runtime's preprocessing, computed once per image
             train_set = ImageListDataset(
-                train_paths, train_labels, eval_transform(pre), memoize=True, seed=profile.seed
+                train_paths, train_labels, eval_transform(pre), memoize=True, seed=profile.seed, decode=pre.decode
             )
         log(
             f"strategy {'auto, candidate ' if auto else ''}{strategy.describe()}; {len(train_paths)} training images "

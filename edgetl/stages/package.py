@@ -84,6 +84,25 @@ def tensorrt_unavailable_reason(target: Target) -> str | None:
     return None
 
 
+def pixels_model_unavailable(form: str, target: Target, artifact: str, model: Path) -> str | None:
+    """Why the bundle gets no model_pixels.onnx, or None when it does."""
+    from edgetl import onnx_tools
+
+    if form == "off":
+        return "package.pixels_model is off"
+    if target.uses_tensorrt:
+        return (
+            "TensorRT targets: the engine is built from model.onnx and takes float32 NCHW tensors preprocessed as "
+            "preprocessing.json says (TensorRT's resize has no antialiasing, so the resize stays outside the engine)"
+        )
+    if ARTIFACTS[artifact].format != "onnx":
+        return f"the shipped model {artifact} is {ARTIFACTS[artifact].format}, not ONNX"
+    opset = onnx_tools.opset(onnx_tools.load_model(model))
+    if form == "any_size" and opset < 18:
+        return f"the shipped ONNX has opset {opset}; in-graph resizing needs 18 (set package.pixels_model: crop_size)"
+    return None
+
+
 def reference_sample(paths: list[Path], labels: list[int], count: int) -> list[tuple[Path, int]]:
     """`count` val images spread evenly over the (class-sorted) val list, so every class is represented."""
     if not paths:
@@ -103,6 +122,7 @@ class PackageStage(Stage):
         return {
             "target": asdict(target),
             "tensorrt": profile_section(ctx.profile, "tensorrt"),
+            "package": profile_section(ctx.profile, "package"),
             "artifact": artifact,
             "model": [stage.files[item.file], *(stage.files.get(c) for c in item.companions)],
             "split": ctx.results["data"].files[layout.SPLIT],
@@ -124,8 +144,10 @@ class PackageStage(Stage):
         split = read_split(ctx.results["data"].path(layout.SPLIT))
         paths, labels = split_paths(split, "val")
         references = reference_sample(paths, labels, profile.tensorrt.verify_images)
+        inputs = pre.batch([p for p, _ in references])
         with backend.make_runner(model, artifact, profile.benchmark.threads) as runner:
-            logits = runner.infer_any_batch(pre.batch([p for p, _ in references]))
+            logits = runner.infer_any_batch(inputs)
+        pixels = self._pixels_model(ctx, out, model, artifact, pre, references, (paths, labels))
         fixed = onnx_tools.io_summary(onnx_tools.load_model(ctx.results["export"].path(layout.ONNX_FP32)))["inputs"]
         batch_dim = fixed[layout.INPUT_NAME][0]
         fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
@@ -146,7 +168,10 @@ class PackageStage(Stage):
             input_name=layout.INPUT_NAME,
             input_shape=[fixed_batch or -1, *pre.input_shape],
             reference_images=references,
+            reference_inputs=inputs,
             reference_logits=logits,
+            precision=ARTIFACTS[artifact].precision,
+            pixels=pixels,
             edgetl_version=__version__,
         )
         ctx.log.stage(
@@ -158,6 +183,7 @@ class PackageStage(Stage):
             "artifact": artifact,
             "bundle": layout.BUNDLE_DIR,
             "engine": None,
+            "pixels_model": {k: v for k, v in pixels.items() if k not in ("path", "reference_logits")},
         }
         reason = tensorrt_unavailable_reason(target)
         if options is not None and reason is None:
@@ -167,6 +193,50 @@ class PackageStage(Stage):
             summary["engine_not_built"] = reason
             ctx.log.stage(self.name, f"TensorRT engine not built here: {reason}")
         return summary
+
+    def _pixels_model(
+        self,
+        ctx: BuildContext,
+        out: Path,
+        model: Path,
+        artifact: str,
+        pre: Any,
+        references: list[tuple[Path, int]],
+        val: tuple[list[Path], list[int]],
+    ) -> dict[str, Any]:
+        """model_pixels.onnx (preprocessing in the graph), its reference logits and its measurements; or why not."""
+        from edgetl.ingraph_preprocessing import add_preprocessing, pixels_batch
+        from edgetl.measure.pixels_model import measure_pixels_model
+
+        form = ctx.profile.package.pixels_model
+        reason = pixels_model_unavailable(form, get_target(ctx.profile.target), artifact, model)
+        if reason is not None:
+            ctx.log.stage(self.name, f"no in-graph preprocessing model: {reason}")
+            return {"made": False, "reason": reason}
+        path = out / "pixels" / layout.BUNDLE_PIXELS_MODEL
+        made = add_preprocessing(model, path, pre, form)  # type: ignore[arg-type]
+        threads = ctx.profile.benchmark.threads
+        measured = measure_pixels_model(path, model, pre, form, val[0], val[1], threads)  # type: ignore[arg-type]
+        from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
+
+        with OnnxRuntimeRunner(path, threads=threads) as runner:
+            logits = [runner.infer(pixels_batch(pre, image, form))[0] for image, _ in references]  # type: ignore[arg-type]
+        latency = measured["latency"] or {}
+        ctx.log.stage(
+            self.name,
+            f"in-graph preprocessing ({form}): top-1 agreement with the PIL path {measured['agreement']}/"
+            f"{measured['images']} val images, max |logit diff| {measured['max_abs_logit_diff']:.3g}; "
+            f"{latency.get('pixels_model_ms', 0):.2f} ms vs {latency.get('model_ms', 0):.2f} ms for the model alone "
+            f"(+{latency.get('added_ms', 0):.2f} ms; Python preprocessing "
+            f"{latency.get('python_preprocessing_ms', 0):.2f} ms)",
+        )
+        return {
+            "made": True,
+            **made,
+            "path": path,
+            "reference_logits": np.stack(logits) if logits else np.zeros((0, 0), np.float32),
+            "measured": measured,
+        }
 
     def _build_engine(
         self, ctx: BuildContext, out: Path, options: dict[str, Any], val: tuple[Any, list[Path], list[int], list[str]]

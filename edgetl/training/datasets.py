@@ -66,7 +66,9 @@ class ImageListDataset(torch.utils.data.Dataset):
     """(path, label) pairs through a transform, with two memory caches for small datasets.
 
     Items are (image tensor, label, sample seed). A random transform is seeded per (seed, epoch,
-    index), so augmentation does not depend on process count, worker count or order.
+    index), so augmentation does not depend on process count, worker count or order. `decode` is
+    the model's own (`Preprocessing.decode`: orientation and colour policy), so training sees the
+    pixels the device will.
     `preload_side`: decode every image once and keep a copy resized to that shorter side (for
     random augmentation). `memoize`: the transform is deterministic, so keep its output.
     """
@@ -79,14 +81,16 @@ class ImageListDataset(torch.utils.data.Dataset):
         preload_side: int | None = None,
         memoize: bool = False,
         seed: int = 0,
+        decode: Callable[[Path], Image.Image] = load_image,
     ) -> None:
         self.paths = paths
+        self.decode = decode
         self.labels = labels
         self.transform = transform
         self.seed = seed
         self.preloaded: list[Image.Image] | None = None
         if preload_side and len(paths) <= PRELOAD_LIMIT:
-            self.preloaded = [_shrink(load_image(p), preload_side) for p in paths]
+            self.preloaded = [_shrink(decode(p), preload_side) for p in paths]
         self.memo: dict[int, torch.Tensor] | None = {} if memoize and len(paths) <= MEMO_LIMIT else None
 
     def __len__(self) -> int:
@@ -97,7 +101,7 @@ class ImageListDataset(torch.utils.data.Dataset):
         seed = sample_seed(self.seed, epoch, index)
         if self.memo is not None and index in self.memo:
             return self.memo[index], self.labels[index], seed
-        image = self.preloaded[index] if self.preloaded is not None else load_image(self.paths[index])
+        image = self.preloaded[index] if self.preloaded is not None else self.decode(self.paths[index])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             tensor = self.transform(image)

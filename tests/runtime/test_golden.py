@@ -18,6 +18,20 @@ torch = pytest.importorskip("torch")
 transforms = pytest.importorskip("torchvision.transforms")
 
 
+def _srgb(image):
+    """The contract's colour policy, written independently of edgetl: embedded ICC profile -> sRGB, perceptual."""
+    import io
+
+    from PIL import ImageCms
+
+    profile = image.info.get("icc_profile")
+    if not profile:
+        return image.convert("RGB")
+    source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    srgb = ImageCms.createProfile("sRGB")
+    return ImageCms.profileToProfile(image.convert("RGB"), source, srgb, renderingIntent=0, outputMode="RGB")
+
+
 def _torch_logits(run: Path, images: list[Path]) -> np.ndarray:
     from PIL import Image
 
@@ -36,7 +50,7 @@ def _torch_logits(run: Path, images: list[Path]) -> np.ndarray:
     )
     model = load_checkpoint(run / "models/model.pt").build_model().eval()
     with torch.no_grad():
-        batch = torch.stack([transform(Image.open(path).convert("RGB")) for path in images])
+        batch = torch.stack([transform(_srgb(Image.open(path))) for path in images])
         return model(batch).numpy()
 
 

@@ -31,6 +31,7 @@ class OnnxRuntimeRunner(Runner):
         self.session: Any = None
         self.input_name = ""
         self._fixed_batch: int | None = None
+        self._input_dtype: type[np.generic] = np.float32
 
     def _activate(self) -> None:
         import onnxruntime as ort
@@ -50,6 +51,8 @@ class OnnxRuntimeRunner(Runner):
             raise ModelFileError(f"{self.path}: ONNX Runtime cannot load the model ({first_line(error)})") from None
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
+        # float32 tensors, or uint8 pixels for a model with its preprocessing in the graph
+        self._input_dtype = np.uint8 if model_input.type == "tensor(uint8)" else np.float32
         batch_dim = model_input.shape[0] if model_input.shape else None
         self._fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
 
@@ -67,4 +70,4 @@ class OnnxRuntimeRunner(Runner):
         return {"runtime": "onnxruntime", "version": ort.__version__, "providers": providers, "threads": self.threads}
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=self._input_dtype)})[0]
