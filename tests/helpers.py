@@ -153,3 +153,63 @@ def bundle_reference_check(bundle_dir: Path) -> dict:
     finally:
         predictor.close()
     return compare_with_reference(logits, bundle.reference(), min_agreement=100.0)
+
+
+def matrix_icc_profile(primaries: tuple[tuple[float, float, float], ...], gamma: float, name: str) -> bytes:
+    """A minimal ICC v2 RGB matrix/TRC display profile, built here so tests need no third-party profile file.
+
+    `primaries` are the red, green and blue colorants as D50 XYZ (the rXYZ/gXYZ/bXYZ tags); the tone
+    curve is a pure gamma. Adobe RGB (1998)-like primaries make a wide-gamut profile whose pixels
+    differ from sRGB by tens of levels, as real camera files do.
+    """
+    import struct
+
+    def s15(value: float) -> bytes:
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + b"\0" * 4 + s15(x) + s15(y) + s15(z)
+
+    curve = b"curv" + b"\0" * 4 + struct.pack(">I", 1) + struct.pack(">H", round(gamma * 256)) + b"\0\0"
+    text = name.encode("ascii") + b"\0"
+    desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(text)) + text + b"\0" * 8 + b"\0" * 2 + b"\0" + b"\0" * 67
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", xyz(*primaries[0])),
+        (b"gXYZ", xyz(*primaries[1])),
+        (b"bXYZ", xyz(*primaries[2])),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+        (b"cprt", b"text" + b"\0" * 4 + b"public domain\0"),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (
+        struct.pack(">I", size)
+        + b"none"
+        + bytes([2, 0x10, 0, 0])
+        + b"mntrRGB XYZ "
+        + struct.pack(">6H", 2026, 1, 1, 0, 0, 0)
+        + b"acsp"
+        + b"\0" * 24
+        + struct.pack(">I", 0)  # rendering intent: perceptual
+        + s15(0.9642)
+        + s15(1.0)
+        + s15(0.8249)
+        + b"\0" * 4
+        + b"\0" * 16
+        + b"\0" * 28
+    )
+    assert len(header) == 128, len(header)
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+# Adobe RGB (1998) colorants adapted to D50, gamma 2.2: a wide-gamut "camera" profile.
+WIDE_GAMUT_PRIMARIES = ((0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446))
