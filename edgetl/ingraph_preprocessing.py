@@ -50,8 +50,13 @@ def describe_input(form: PixelsForm, pre: Preprocessing) -> str:
     )
 
 
-def preprocessing_graph(pre: Preprocessing, form: PixelsForm, opset: int, output: str) -> Any:
-    """The preprocessing alone, as an ONNX model from `pixels` to `output` (float32 NCHW)."""
+def preprocessing_graph(
+    pre: Preprocessing, form: PixelsForm, opset: int, output: str, batch: int | str = "batch"
+) -> Any:
+    """The preprocessing alone, as an ONNX model from `pixels` to `output` (float32 NCHW).
+
+    `batch` is the crop_size form's batch dimension: the network's own (a fixed export keeps its size).
+    """
     from onnx import TensorProto, helper, numpy_helper
 
     def const(name: str, value: np.ndarray) -> Any:
@@ -104,7 +109,7 @@ def preprocessing_graph(pre: Preprocessing, form: PixelsForm, opset: int, output
             helper.make_node("Cast", ["cropped"], ["as_float"], to=TensorProto.FLOAT),
         ]
     else:
-        shape_in = ["batch", pre.crop, pre.crop, 3]
+        shape_in = [batch, pre.crop, pre.crop, 3]
         nodes += [
             helper.make_node("Transpose", [PIXELS_INPUT], ["nchw"], perm=[0, 3, 1, 2]),
             helper.make_node("Cast", ["nchw"], ["as_float"], to=TensorProto.FLOAT),
@@ -148,7 +153,13 @@ def add_preprocessing(model_in: Path, model_out: Path, pre: Preprocessing, form:
     inputs = [i.name for i in model.graph.input]
     if inputs != [layout.INPUT_NAME]:
         raise UserInputError(f"{model_in}: expected one input {layout.INPUT_NAME!r}, found {inputs}")
-    front = preprocessing_graph(pre, form, opset, "edgetl_preprocessed")
+    batch = model_batch(model)
+    if form == "any_size" and batch not in (None, 1):
+        raise UserInputError(
+            f"{model_in}: fixed batch {batch}; the any_size pixels model takes one image at a time "
+            "(use the crop_size form, or export.batch_size: 1 or dynamic)"
+        )
+    front = preprocessing_graph(pre, form, opset, "edgetl_preprocessed", batch=batch or "batch")
     front.ir_version = model.ir_version
     for entry in model.opset_import:  # merge_models wants the same imports on both sides
         if entry.domain not in ("", "ai.onnx"):
@@ -162,6 +173,12 @@ def add_preprocessing(model_in: Path, model_out: Path, pre: Preprocessing, form:
     model_out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(merged, str(model_out))
     return {"form": form, "input": describe_input(form, pre), "opset": opset, "normalisation": "ops (not folded)"}
+
+
+def model_batch(model: Any) -> int | None:
+    """The ONNX model's fixed batch size, or None when its batch dimension is dynamic."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return dims[0].dim_value if dims and dims[0].dim_value > 0 else None
 
 
 def pixels_batch(pre: Preprocessing, path: Path, form: PixelsForm) -> np.ndarray:

@@ -42,8 +42,8 @@ def measure_pixels_model(
     from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
 
     with OnnxRuntimeRunner(deployed, threads=threads) as base, OnnxRuntimeRunner(pixels_model, threads=threads) as px:
-        expected = np.concatenate([base.infer(pre.load(p)[None]) for p in paths]) if paths else np.zeros((0, 0))
-        got = np.concatenate([px.infer(pixels_batch(pre, p, form)) for p in paths]) if paths else np.zeros((0, 0))
+        expected = np.concatenate([base.infer_any_batch(pre.load(p)[None]) for p in paths]) if paths else np.zeros((0, 0))
+        got = np.concatenate([px.infer_any_batch(pixels_batch(pre, p, form)) for p in paths]) if paths else np.zeros((0, 0))
         latency = _latency(base, px, pre, form, paths[0]) if paths else None
     truth = np.asarray(labels)
     agree = int((expected.argmax(axis=1) == got.argmax(axis=1)).sum()) if len(paths) else 0
@@ -64,8 +64,8 @@ def _latency(base: Any, px: Any, pre: Preprocessing, form: PixelsForm, path: Pat
     pixels = pixels_batch(pre, path, form)
     timed: dict[str, tuple[Callable[[], Any], list[float]]] = {
         "python_preprocessing_ms": (lambda: pre(decoded), []),
-        "model_ms": (lambda: base.infer(tensor), []),
-        "pixels_model_ms": (lambda: px.infer(pixels), []),
+        "model_ms": (lambda: base.infer_any_batch(tensor), []),
+        "pixels_model_ms": (lambda: px.infer_any_batch(pixels), []),
     }
     for call, _ in timed.values():  # warm-up
         call()

@@ -97,9 +97,18 @@ def pixels_model_unavailable(form: str, target: Target, artifact: str, model: Pa
         )
     if ARTIFACTS[artifact].format != "onnx":
         return f"the shipped model {artifact} is {ARTIFACTS[artifact].format}, not ONNX"
-    opset = onnx_tools.opset(onnx_tools.load_model(model))
+    from edgetl.ingraph_preprocessing import model_batch
+
+    onnx_model = onnx_tools.load_model(model)
+    opset = onnx_tools.opset(onnx_model)
     if form == "any_size" and opset < 18:
         return f"the shipped ONNX has opset {opset}; in-graph resizing needs 18 (set package.pixels_model: crop_size)"
+    batch = model_batch(onnx_model)
+    if form == "any_size" and batch not in (None, 1):
+        return (
+            f"the shipped ONNX takes a fixed batch of {batch}; the any_size pixels model takes one image of any size "
+            "at a time (set package.pixels_model: crop_size, or export.batch_size: 1 or dynamic)"
+        )
     return None
 
 
@@ -220,7 +229,7 @@ class PackageStage(Stage):
         from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
 
         with OnnxRuntimeRunner(path, threads=threads) as runner:
-            logits = [runner.infer(pixels_batch(pre, image, form))[0] for image, _ in references]  # type: ignore[arg-type]
+            logits = [runner.infer_any_batch(pixels_batch(pre, image, form))[0] for image, _ in references]  # type: ignore[arg-type]
         latency = measured["latency"] or {}
         ctx.log.stage(
             self.name,
