@@ -42,8 +42,9 @@ def measure_pixels_model(
     from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
 
     with OnnxRuntimeRunner(deployed, threads=threads) as base, OnnxRuntimeRunner(pixels_model, threads=threads) as px:
-        expected = np.concatenate([base.infer_any_batch(pre.load(p)[None]) for p in paths]) if paths else np.zeros((0, 0))
-        got = np.concatenate([px.infer_any_batch(pixels_batch(pre, p, form)) for p in paths]) if paths else np.zeros((0, 0))
+        empty = np.zeros((0, 0))
+        expected = np.concatenate([base.infer_any_batch(pre.load(p)[None]) for p in paths]) if paths else empty
+        got = np.concatenate([px.infer_any_batch(pixels_batch(pre, p, form)) for p in paths]) if paths else empty
         latency = _latency(base, px, pre, form, paths[0]) if paths else None
     truth = np.asarray(labels)
     agree = int((expected.argmax(axis=1) == got.argmax(axis=1)).sum()) if len(paths) else 0
