@@ -70,6 +70,83 @@ def build(
 
 
 @app.command()
+def tune(
+    profile: ProfileArg,
+    trials: Annotated[
+        int | None, typer.Option("--trials", help="total trials of the study (default: tune.trials)")
+    ] = None,
+    time_budget: Annotated[
+        str | None, typer.Option("--time-budget", help="stop starting trials after e.g. 30m, 2h (this worker)")
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="study database URL (default: SQLite in <run>/tune); postgresql://... to share"),
+    ] = None,
+    study: Annotated[str | None, typer.Option("--study", help="study name (default: the profile's name)")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue an existing study, or join it as a worker")
+    ] = False,
+    final: Annotated[
+        bool | None, typer.Option("--final/--no-final", help="build the pick on all of train and evaluate it on val")
+    ] = None,
+    heartbeat: Annotated[
+        float,
+        typer.Option(
+            "--heartbeat",
+            help="seconds between a running trial's heartbeats; a worker silent for "
+            "twice this long has its trial marked failed",
+        ),
+    ] = 30.0,
+    quiet: QuietOption = False,
+) -> None:
+    """Search backbone, input size, fine-tuning and quantization settings for the most accurate model that fits.
+
+    Trials are whole builds scored on a tune holdout carved out of train (val is never seen); latency is the
+    deployed artefact's, measured. Without `tune.search` the default space is: the backbones whose weights are
+    on this machine, input size 128-224 (step 32), strategy feature_extract / partial / full, unfreeze_blocks 1-6,
+    lr 3e-4..3e-3 (log), backbone_lr_ratio 0.1..1 (log), augmentation light / default / strong, epochs 4-16
+    (step 4), calibration minmax / percentile. Writes <run>/tune/ and, at the end, builds the pick into <run>.
+    """
+    from edgetl.console import Log
+    from edgetl.report.compose import print_table
+    from edgetl.tune import TuneOptions, run_tune
+    from edgetl.tune.progress import TrialProgress
+
+    log = Log(quiet=quiet)
+    with TrialProgress(log, enabled=not quiet) as progress:
+        options = TuneOptions(
+            trials=trials,
+            time_budget=time_budget,
+            storage=storage,
+            study=study,
+            resume=resume,
+            final_build=final,
+            heartbeat=heartbeat,
+            progress=progress.update,
+        )
+        outcome = run_tune(profile, options, log)
+    summary = outcome.summary
+    pick = summary["pick"]
+    counts = summary["counts"]
+    _err.print(
+        f"study {summary['name']}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed; "
+        f"results in {outcome.tune_dir} (pareto.md, trials.csv, best.yaml)"
+    )
+    if pick is not None:
+        _err.print(
+            f"pick: trial {pick['trial']} ({pick['accuracy']:.1%} on the tune holdout, {pick['latency_ms']:.2f} ms, "
+            f"{pick['size_mb']:.2f} MB): {', '.join(f'{k}={v}' for k, v in pick['params'].items())}"
+        )
+    if outcome.interrupted:
+        _err.print(f"edgetl: interrupted; finished trials are kept in {summary['storage']}; --resume continues")
+        raise typer.Exit(130)
+    if outcome.final is not None and outcome.final.report is not None:
+        print_table(outcome.final.report, _out)
+        _err.print(f"run directory: {outcome.final.run_dir} (the pick, evaluated on val once: {layout.REPORT_MD})")
+        outcome.final.raise_for_budgets()
+
+
+@app.command()
 def train(
     profile: ProfileArg,
     output_dir: OutputOption = None,

@@ -12,6 +12,7 @@ import contextlib
 import datetime as _dt
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,9 @@ def build(
     resume: bool = False,
     until: str | None = None,
     log: Log | None = None,
+    shared_cache: Path | None = None,
+    on_epoch_end: Callable[[Any], None] | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> BuildOutcome:
     """Run the stages (all, or up to `until`) and publish the run directory.
 
@@ -113,7 +117,16 @@ def build(
     if any(stage.name == "convert" for stage in stages):
         check_converters(loaded.profile)  # in milliseconds, not after the fine-tune
     last_distributed = max((i for i, s in enumerate(stages) if s.distributed), default=-1)
-    ctx = BuildContext(loaded=loaded, run_dir=run_dir, log=log, force=force, resume=resume, dist=dist)
+    ctx = BuildContext(
+        loaded=loaded,
+        run_dir=run_dir,
+        log=log,
+        force=force,
+        resume=resume,
+        dist=dist,
+        shared_cache=shared_cache,
+        on_epoch_end=on_epoch_end,
+    )
     dist.init(dist.device(loaded.profile.finetune.device))
     try:
         with RunLock(run_dir) if dist.is_main else contextlib.nullcontext():
@@ -136,9 +149,14 @@ def build(
                 engine = (ctx.results["package"].summary.get("engine") or {}) if "package" in ctx.results else {}
                 results["artifacts"].update(engine.get("measured") or {})  # an engine built here, measured there
                 summaries = {name: result.summary for name, result in ctx.results.items()}
-                report = compose_report(loaded.profile, results, summaries, ctx.deployed_artifact())
+                report = compose_report(loaded.profile, results, summaries, ctx.deployed_artifact(), tuning)
             _publish(ctx, report, started)
             prune_cache(ctx)
+            if report is not None:
+                from edgetl.tracking import enabled, log_build
+
+                if enabled(loaded.profile):
+                    log.stage("tracking", f"logged: {log_build(loaded.profile, run_dir, report)}")
     except BaseException:
         if created is not None:
             _remove_empty_folders(created)

@@ -63,6 +63,11 @@ class DataConfig(_Section):
     holdout_fraction: Annotated[float, Field(ge=0.0, le=0.5)] = Field(
         0.15, description="share of train kept aside for early stopping (val is never used for it)"
     )
+    tune_holdout: Annotated[float, Field(gt=0.0, le=0.5)] | None = Field(
+        None,
+        description="set by `edgetl tune` in its trial profiles: score on this share of train (stratified, seeded) "
+        "instead of val, which is then not used at all; the search never sees val",
+    )
     extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
     skip_placeholders: bool = Field(True, description="skip 'image not available' placeholder images")
     min_image_size: PositiveInt = Field(16, description="images smaller than this (pixels, either side) are skipped")
@@ -85,6 +90,11 @@ class BackboneConfig(_Section):
     name: str = "efficientnet_lite0"
     pretrained: bool = True
     weights: Path | None = Field(None, description="local weights file; default: the offline weights package")
+    input_size: Annotated[int, Field(ge=32, le=1024)] | None = Field(
+        None,
+        description="the deployed model's input (crop) size in pixels; the resize keeps the pretrained ratio "
+        "(256/224). Default: the pretrained weights' own size (224 for EfficientNet-Lite0)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -423,6 +433,122 @@ class BudgetsConfig(_Section):
     )
 
 
+SearchValue = str | int | float | bool | None
+
+
+class SearchRange(_Section):
+    """A numeric range to search: floats unless `low`, `high` (and `step`) are integers."""
+
+    low: float
+    high: float
+    log: bool = Field(False, description="sample on a log scale (learning rates)")
+    step: float | None = Field(None, description="quantize to multiples of this from low (e.g. 32 for input sizes)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        """Integer bounds (and step) give integer samples; a log range of integers too, from 1 up."""
+        values = [self.low, self.high] + ([self.step] if self.step is not None else [])
+        return all(float(v).is_integer() for v in values) and (not self.log or self.low >= 1)
+
+
+TuneObjective = Literal["accuracy", "latency", "size"]
+
+
+class TuneConfig(_Section):
+    """`edgetl tune`: what varies, what is optimised, and how long to search (the rest of the profile is fixed)."""
+
+    search: dict[str, list[SearchValue] | SearchRange] = Field(
+        default_factory=dict,
+        description="parameter -> a list of choices or a {low, high, log, step} range. Parameters: backbone, "
+        "input_size, strategy, unfreeze_blocks, lr, backbone_lr_ratio, augmentation (none, light, default, strong), "
+        "epochs, calibration_method, or any dotted profile field (finetune.label_smoothing). Empty: edgetl's "
+        "default space (see `edgetl tune --help`)",
+    )
+    objectives: list[TuneObjective] = Field(
+        default_factory=lambda: ["accuracy", "latency"],
+        description="accuracy (maximised, on the tune holdout), latency (p50 of the deployed artefact, minimised), "
+        "size (its file, minimised); the profile's budgets are constraints",
+    )
+    holdout_fraction: Annotated[float, Field(gt=0.0, le=0.5)] = Field(
+        0.2, description="share of each train class that trials are scored on; val is never seen by the search"
+    )
+    trials: PositiveInt = Field(20, description="total trials of the study (all workers together)")
+    time_budget: str | None = Field(
+        None, description="stop starting trials after this long, e.g. 30m, 2h, 900s (this worker's wall clock)"
+    )
+    sampler: Literal["auto", "tpe", "nsga2", "random"] = Field(
+        "auto", description="auto: multi-objective TPE (good with few trials)"
+    )
+    pruning: bool = Field(
+        True,
+        description="stop a trial at a rung epoch (1, 2, 4, ...) when most trials at least as cheap (MACs) were "
+        "more accurate on the holdout at that epoch",
+    )
+    startup_trials: PositiveInt = Field(
+        4, description="trials sampled at random (the first is the profile itself) before the sampler models"
+    )
+    final_build: bool = Field(True, description="build the pick on the full train split and evaluate it on val")
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, values: list[str]) -> list[str]:
+        if "accuracy" not in values:
+            raise ValueError("objectives must include accuracy")
+        if len(set(values)) != len(values):
+            raise ValueError("objectives must not repeat")
+        return values
+
+    @field_validator("time_budget")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `30m`, `2h`, `90s`, `1h30m` or a bare number of seconds; ValueError otherwise."""
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or match is None or not any(match.groups()):
+        raise ValueError(f"{text!r} is not a duration (e.g. 30m, 2h, 1h30m, 900s)")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ValueError(f"{text!r}: a duration must be positive")
+    return total
+
+
+class MlflowConfig(_Section):
+    enabled: bool = True
+    tracking_uri: str | None = Field(
+        None, description="default: a SQLite store in the run directory (mlflow.db); a server URL to share"
+    )
+    experiment: str | None = Field(None, description="default: the profile's name")
+
+
+class TensorBoardConfig(_Section):
+    enabled: bool = True
+    log_dir: Path | None = Field(None, description="default: <run>/tensorboard")
+
+
+class TrackingConfig(_Section):
+    """Log each build and each tuning trial (params, metrics, report, artefacts) where teams already look."""
+
+    mlflow: MlflowConfig | None = None
+    tensorboard: TensorBoardConfig | None = None
+    log_models: bool = Field(True, description="attach the deployed model and bundle to each MLflow run")
+
+
 class Profile(_Section):
     version: Literal[1] = 1
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -440,6 +566,8 @@ class Profile(_Section):
     package: PackageConfig = PackageConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     budgets: BudgetsConfig = BudgetsConfig()
+    tune: TuneConfig | None = Field(None, description="`edgetl tune` only: the search")
+    tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("target")
     @classmethod
@@ -725,8 +853,16 @@ def _resolve_paths(profile: Profile, base: Path) -> Profile:
             "output_dir": absolute(profile.output_dir),
             "data": profile.data.model_copy(update={"root": absolute(profile.data.root)}),
             "backbone": profile.backbone.model_copy(update={"weights": absolute(profile.backbone.weights)}),
+            "tracking": _resolve_tracking(profile.tracking, absolute),
         }
     )
+
+
+def _resolve_tracking(tracking: TrackingConfig, absolute: Any) -> TrackingConfig:
+    board = tracking.tensorboard
+    if board is None or board.log_dir is None:
+        return tracking
+    return tracking.model_copy(update={"tensorboard": board.model_copy(update={"log_dir": absolute(board.log_dir)})})
 
 
 def load_profile(path: str | Path) -> LoadedProfile:

@@ -10,7 +10,7 @@ them from the built architectures.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from edgetl.errors import BackboneError, unknown_name_message
@@ -51,6 +51,21 @@ class BackboneSpec:
     @property
     def input_size(self) -> int:
         return self.pretrained.preprocessing.crop
+
+    def preprocessing_at(self, input_size: int | None) -> Preprocessing:
+        """The pretrained preprocessing at another input size: the resize keeps its ratio to the crop (256/224).
+
+        Mean, std and interpolation are the weights' own, so a smaller or larger model input cannot drift
+        from what the backbone was trained with; only the geometry scales.
+        """
+        pre = self.pretrained.preprocessing
+        if input_size is None or input_size == pre.crop:
+            return pre
+        return replace(pre, crop=input_size, resize=max(input_size, round(input_size * pre.resize / pre.crop)))
+
+    def macs_millions_at(self, input_size: int | None) -> float:
+        """MACs scale with the number of pixels (a fully convolutional backbone and a pooled head)."""
+        return self.macs_millions * ((input_size or self.input_size) / self.input_size) ** 2
 
 
 def _lite(crop: int, resize: int, interpolation: str) -> Preprocessing:

@@ -25,6 +25,7 @@ from edgetl.report.sections import (
     performance_lines,
     quantization_lines,
     statistics_lines,
+    tuning_lines,
 )
 
 REPORT_SCHEMA = "edgetl.report/2"
@@ -66,8 +67,13 @@ def _artifact_entries(results: dict[str, Any], baseline: str, seed: int = 0) -> 
 
 
 def compose_report(
-    profile: Profile, results: dict[str, Any], stages: dict[str, dict[str, Any]], deployed: str
+    profile: Profile,
+    results: dict[str, Any],
+    stages: dict[str, dict[str, Any]],
+    deployed: str,
+    tuning: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The report of one build; `tuning` is `edgetl tune`'s summary when the build is its final pick."""
     baseline = profile.benchmark.baseline
     artifacts = _artifact_entries(results, baseline, profile.seed)
     budgets = evaluate_budgets(profile.budgets, artifacts, deployed)
@@ -85,7 +91,10 @@ def compose_report(
             "images": results["eval"]["images"],
             "classes": results["eval"]["classes"],
             "labels": results["eval"]["labels"],
-            "note": "val images are never used for training, early stopping or int8 calibration",
+            "note": "val images are never used for training, early stopping or int8 calibration"
+            if profile.data.tune_holdout is None
+            else f"a tuning trial: scored on a tune holdout ({profile.data.tune_holdout:.0%} of each train class), "
+            "not on val, which this build did not use",
         },
         "machine": results["machine"],
         "peaks": results.get("peaks") or {},
@@ -123,6 +132,7 @@ def compose_report(
         "package": stages.get("package"),
         "conversions": (stages.get("convert") or {}).get("artifacts") or {},
         "deployment": results.get("deployment"),
+        "tuning": tuning,
     }
 
 
@@ -280,6 +290,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str] | None = None)
     lines += performance_lines(report)
     lines += quantization_lines(report)
     lines += deployment_lines(report)
+    lines += tuning_lines(report)
     lines += [
         "",
         "## Machine",

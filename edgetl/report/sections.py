@@ -326,3 +326,40 @@ def data_lines(report: dict[str, Any]) -> list[str]:
     if data.get("imbalance") is not None:
         lines.append(f"- class imbalance (largest / smallest train class): {data['imbalance']:.2f}")
     return lines
+
+
+def tuning_lines(report: dict[str, Any]) -> list[str]:
+    """`edgetl tune`'s search, when this build is its final pick: the front, the pick, where the files are."""
+    tuning = report.get("tuning")
+    if not tuning:
+        return []
+    counts = tuning["trials"]
+    files = tuning["files"]
+    pick = tuning["pick"]
+    lines = [
+        "",
+        "## Tuning",
+        "",
+        f"This model is `edgetl tune`'s pick from study `{tuning['study']}`: {counts['complete']} trials completed, "
+        f"{counts['pruned']} pruned, {counts['failed']} failed; objectives {', '.join(tuning['objectives'])}, "
+        f"scored on a tune holdout ({tuning['holdout']}); latency {tuning['latency_source']}.",
+        f"The search never saw val: the pick (trial {pick['trial']}) was rebuilt on the whole train split and "
+        "evaluated on val **once**, in this report.",
+        "",
+        "| trial | " + " | ".join(tuning["front_columns"]) + " | settings | profile |",
+        "|---|" + "---|" * len(tuning["front_columns"]) + "---|---|",
+    ]
+    for point in tuning["front"]:
+        marker = " (pick)" if point["trial"] == pick["trial"] else ""
+        cells = " | ".join(point["cells"])
+        lines.append(
+            f"| {point['trial']}{marker} | {cells} | {point['settings']} | [{point['profile']}]({point['profile']}) |"
+        )
+    lines += [
+        "",
+        f"Every trial: [{files['trials_csv']}]({files['trials_csv']}), [{files['trials_json']}]({files['trials_json']});"
+        f" the front: [{files['pareto_md']}]({files['pareto_md']}).",
+        "",
+        f"![Pareto front]({files['pareto_png']})",
+    ]
+    return lines

@@ -13,6 +13,8 @@ import hashlib
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -54,6 +56,10 @@ class BuildContext:
     results: dict[str, StageResult] = field(default_factory=dict)
     scratch: dict[str, Any] = field(default_factory=dict)  # in-memory hand-offs between stages
     work_dir: Path | None = None  # the running stage's folder for resumable state (kept on failure)
+    # A stage cache shared with other builds (`edgetl tune`'s trials): locked per entry, never pruned by a build.
+    shared_cache: Path | None = None
+    # Called after every fine-tuning epoch with its EpochRecord (`edgetl tune` prunes weak trials here).
+    on_epoch_end: Callable[[Any], None] | None = None
 
     @property
     def profile(self) -> Profile:
@@ -81,7 +87,7 @@ class BuildContext:
 
     @property
     def cache_root(self) -> Path:
-        return self.run_dir / ".edgetl" / "cache"
+        return self.shared_cache or self.run_dir / ".edgetl" / "cache"
 
     @property
     def work_root(self) -> Path:
@@ -170,6 +176,23 @@ def execute(stage: Stage, ctx: BuildContext) -> StageResult:
     return _execute(stage, ctx)
 
 
+@contextmanager
+def _entry_lock(ctx: BuildContext, folder: Path) -> Iterator[None]:
+    """In a shared cache, one process at a time computes (or checks) an entry; the others then reuse it."""
+    if ctx.shared_cache is None:
+        yield
+        return
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(f".{folder.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _execute(stage: Stage, ctx: BuildContext, must_be_cached: bool = False) -> StageResult:
     payload = {
         "stage": stage.name,
@@ -179,6 +202,13 @@ def _execute(stage: Stage, ctx: BuildContext, must_be_cached: bool = False) -> S
     }
     fingerprint = sha256_text(canonical_json(payload))
     folder = ctx.cache_root / stage.name / fingerprint[:16]
+    with _entry_lock(ctx, folder):
+        return _execute_unlocked(stage, ctx, payload, fingerprint, folder, must_be_cached)
+
+
+def _execute_unlocked(
+    stage: Stage, ctx: BuildContext, payload: dict[str, Any], fingerprint: str, folder: Path, must_be_cached: bool
+) -> StageResult:
     record = None if ctx.force and not must_be_cached else _complete(folder)
     if record is not None:
         result = StageResult(
@@ -235,7 +265,13 @@ def _execute(stage: Stage, ctx: BuildContext, must_be_cached: bool = False) -> S
 
 
 def prune_cache(ctx: BuildContext) -> None:
-    """Keep only the cache folders the current build used (and nothing half-written or stale)."""
+    """Keep only the cache folders the current build used (and nothing half-written or stale).
+
+    A shared cache belongs to whoever shares it (`edgetl tune`): other builds' entries stay.
+    """
+    if ctx.shared_cache is not None:
+        remove_tree(ctx.work_root)
+        return
     for stage_dir in ctx.cache_root.glob("*"):
         current = ctx.results.get(stage_dir.name)
         for entry in stage_dir.iterdir():

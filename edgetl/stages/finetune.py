@@ -73,7 +73,7 @@ class FinetuneStage(Stage):
         split = read_split(ctx.results["data"].path(layout.SPLIT))
         classes: list[str] = split["classes"]
         spec = get_backbone(profile.backbone.name)
-        pre = spec.pretrained.preprocessing
+        pre = spec.preprocessing_at(profile.backbone.input_size)
         train_paths, train_labels = split_paths(split, "train")
         holdout_paths, holdout_labels = split_paths(split, "holdout")
         holdout = None
@@ -126,6 +126,7 @@ class FinetuneStage(Stage):
             progress=ctx.log.progress_enabled and ctx.dist.is_main,
             work_dir=ctx.work_dir,
             dist=ctx.dist,
+            on_epoch_end=ctx.on_epoch_end,
         )
         ctx.dist.init(trainer.device)
         outcome = trainer.fit(resume=ctx.resume)

@@ -1,0 +1,145 @@
+"""`edgetl tune`: the most accurate model that fits the device, found by measuring the shipped artefact.
+
+    run_tune("profile.yaml", TuneOptions(trials=20, time_budget="30m"))
+
+Optuna does the search (multi-objective TPE by default) in its RDB storage, so workers on several
+machines can share one study; edgetl supplies the trials (complete builds scored on a tune holdout,
+with the deployed artefact's measured latency), pruning that respects the Pareto front, the
+`tune/` outputs, and the final build of the pick evaluated once on val. See `search.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgetl.console import Log
+from edgetl.files import write_text_atomic
+from edgetl.machine import describe_machine
+from edgetl.profile import load_profile
+from edgetl.tune import results
+from edgetl.tune.search import TUNE_DIR, Search, TuneOptions, TuneOutcome, latency_source, write_profile
+from edgetl.tune.study import redact
+
+__all__ = ["TuneOptions", "TuneOutcome", "run_tune", "write_outputs"]
+
+
+def run_tune(profile_path: str | Path, options: TuneOptions, log: Log | None = None) -> TuneOutcome:
+    """Search, write `tune/`, then (unless interrupted or told not to) build the pick and evaluate it on val."""
+    log = log or Log()
+    loaded = load_profile(profile_path)
+    search = Search(loaded, options, log)
+    study = search.open()
+    (loaded.output_dir / ".edgetl").mkdir(parents=True, exist_ok=True)  # marks the run directory as edgetl's
+    log(
+        f"study {search.study_name} in {redact(search.url)}: {search.total} trials, {len(search.space.parameters)} "
+        f"parameters, objectives {', '.join(search.cfg.objectives)}; trial logs in {search.tune_dir / 'logs'}"
+    )
+    interrupted = search.run(study)
+    summary = write_outputs(search, study)
+    outcome = TuneOutcome(
+        search.tune_dir, search.study_name, summary, interrupted=interrupted, trials_run_here=list(search.ran_here)
+    )
+    final_wanted = options.final_build if options.final_build is not None else search.cfg.final_build
+    if interrupted or not final_wanted or summary["pick"] is None:
+        return outcome
+    from edgetl.pipeline import build
+
+    log(f"final build: trial {summary['pick']['trial']}'s settings on the whole train split, evaluated on val once")
+    outcome.final = build(search.tune_dir / results.FINAL_PROFILE, log=log, tuning=report_section(summary))
+    return outcome
+
+
+def write_outputs(search: Search, study: Any) -> dict[str, Any]:
+    """tune/: trials (CSV + JSON), the front (Markdown + PNG + one profile per point), best.yaml, final.yaml."""
+    tune_dir = search.tune_dir
+    profile = search.loaded.profile
+    rows = results.trial_rows(study)
+    objectives = list(search.cfg.objectives)
+    front = results.pareto_front(rows, objectives)
+    chosen = results.pick(front)
+    info = {
+        "name": search.study_name,
+        "storage": redact(search.url),
+        "objectives": objectives,
+        "holdout": f"{search.cfg.holdout_fraction:.0%} of each train class, seeded; val never used",
+        "latency_source": latency_source(profile),
+        "cpu": describe_machine()["cpu"],
+        "space": search.space.describe(),
+    }
+    results.write_tables(tune_dir, rows, info)
+    write_text_atomic(tune_dir / results.PARETO_MD, results.render_front(info, rows, front, chosen))
+    results.plot_front(tune_dir / results.PARETO_PNG, rows, front, chosen, f"{profile.name}: study {search.study_name}")
+    results.write_front_profiles(tune_dir, front, chosen)
+    if chosen is not None:
+        _write_final_profile(search, chosen)
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")}
+    return {
+        **info,
+        "counts": counts,
+        "front": front,
+        "pick": chosen,
+        "tune_dir": str(tune_dir),
+    }
+
+
+def _write_final_profile(search: Search, chosen: dict[str, Any]) -> None:
+    """The pick's settings on the real split (whole train, val) with the profile's own benchmark and output_dir."""
+    import yaml
+
+    data = yaml.safe_load((search.tune_dir / chosen["profile"]).read_text(encoding="utf-8"))
+    data["data"].pop("tune_holdout", None)
+    data["output_dir"] = str(search.loaded.output_dir)
+    data["benchmark"] = search.base["benchmark"]
+    data["tracking"] = search.loaded.profile.tracking.model_dump(mode="json")
+    write_profile(
+        search.tune_dir / results.FINAL_PROFILE,
+        data,
+        f"edgetl tune, study {search.study_name}: the pick (trial {chosen['trial']}: "
+        f"{results.settings_text(chosen['params'])})\non the whole train split, evaluated on val.",
+    )
+
+
+def report_section(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the final build's report says about the search (paths relative to the run directory)."""
+    pick = summary["pick"]
+
+    def rel(name: str) -> str:
+        return f"{TUNE_DIR}/{name}"
+
+    return {
+        "study": summary["name"],
+        "storage": summary["storage"],
+        "trials": {
+            "complete": summary["counts"]["complete"],
+            "pruned": summary["counts"]["pruned"],
+            "failed": summary["counts"]["fail"],
+        },
+        "objectives": summary["objectives"],
+        "holdout": summary["holdout"],
+        "latency_source": summary["latency_source"],
+        "pick": {
+            "trial": pick["trial"],
+            "params": pick["params"],
+            "holdout_accuracy": pick["accuracy"],
+            "latency_ms": pick["latency_ms"],
+            "size_mb": pick["size_mb"],
+        },
+        "front_columns": results.FRONT_COLUMNS,
+        "front": [
+            {
+                "trial": row["trial"],
+                "cells": results.front_cells(row),
+                "settings": results.settings_text(row["params"]),
+                "profile": rel(f"{results.FRONT_DIR}/trial-{row['trial']:04d}.yaml"),
+            }
+            for row in summary["front"]
+        ],
+        "files": {
+            "trials_csv": rel(results.TRIALS_CSV),
+            "trials_json": rel(results.TRIALS_JSON),
+            "pareto_md": rel(results.PARETO_MD),
+            "pareto_png": rel(results.PARETO_PNG),
+            "best": rel(results.BEST),
+        },
+    }

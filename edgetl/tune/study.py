@@ -1,0 +1,98 @@
+"""Where a study lives: Optuna's RDB storage (SQLite file by default, PostgreSQL to share between machines).
+
+Workers that share a storage URL and a study name run one study: Optuna hands each trial number to
+exactly one worker. Every running trial sends a heartbeat; a worker that dies (killed, machine
+lost) stops sending it, and the next worker to start a trial marks the dead one's trial failed
+(`fail_stale_trials`), so the study still reaches its trial count.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from edgetl.errors import DependencyError, ProfileError, UserInputError
+
+STUDY_FILE = "study.db"
+HEARTBEAT_SECONDS = 30
+
+
+def storage_url(url: str | None, tune_dir: Path) -> str:
+    """The SQLAlchemy URL: the given one (postgresql:// uses psycopg 3), or a SQLite file in tune/."""
+    if url is None:
+        return f"sqlite:///{(tune_dir / STUDY_FILE).resolve()}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for reports and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS) -> Any:
+    """Optuna's RDB storage with heartbeats; one clear line when the database cannot be reached."""
+    try:
+        import optuna
+    except ImportError:
+        raise DependencyError("edgetl tune needs Optuna: pip install 'edgetl[tune]'") from None
+    engine: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        engine["connect_args"] = {"timeout": 60}  # several local workers may write at once
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine,
+            heartbeat_interval=max(1, int(heartbeat)),
+            grace_period=max(2, int(heartbeat * 2)),
+        )
+    except ModuleNotFoundError as error:
+        raise DependencyError(
+            f"storage {redact(url)}: its database driver is missing ({error.name}); for PostgreSQL: "
+            "pip install 'edgetl[tune]' (psycopg)"
+        ) from None
+    except Exception as error:  # SQLAlchemy's OperationalError, ArgumentError, ...
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserInputError(f"storage {redact(url)}: cannot open the study database ({message})") from None
+
+
+def open_study(
+    storage: Any, name: str, directions: list[str], sampler: Any, resume: bool, signature: dict[str, Any], where: str
+) -> Any:
+    """Create the study, or with `resume` continue (or join) it; a study made for another search is refused."""
+    import optuna
+
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage)}
+    if name in existing and not resume:
+        count = existing[name].n_trials
+        raise ProfileError(
+            f"{where}: study {name!r} already exists with {count} trial(s) in this storage",
+            hint="--resume continues it (other workers join with --resume too); --study NAME starts another",
+        )
+    study = optuna.create_study(
+        storage=storage, study_name=name, directions=directions, sampler=sampler, load_if_exists=True
+    )
+    recorded = study.user_attrs.get("signature")
+    if recorded is None:
+        study.set_user_attr("signature", signature)
+    elif recorded != signature:
+        changed = sorted(k for k in set(recorded) | set(signature) if recorded.get(k) != signature.get(k))
+        raise ProfileError(
+            f"{where}: study {name!r} was created for another search (different {', '.join(changed)})",
+            hint="use --study NAME for a new study",
+        )
+    return study
+
+
+def make_sampler(kind: str, objectives: int, seed: int, startup: int, constraints: Any) -> Any:
+    import optuna
+
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=startup, multivariate=True, group=True, constraints_func=constraints
+    )
