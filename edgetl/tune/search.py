@@ -130,11 +130,6 @@ def objective_values(report: dict[str, Any], objectives: list[str]) -> tuple[lis
     return [values[name] for name in objectives], measured
 
 
-def _constraints(trial: Any) -> list[float]:
-    """Optuna's convention: <= 0 is feasible. One value per budget the trial's deployed artefact failed."""
-    return [float(len(trial.user_attrs.get("measured", {}).get("budgets_failed", [])))]
-
-
 class Search:
     """One worker's part of a study: sample, build, measure, record."""
 
@@ -176,9 +171,7 @@ class Search:
     def open(self) -> Any:
         self.tune_dir.mkdir(parents=True, exist_ok=True)
         storage = open_storage(self.url, self.options.heartbeat)
-        sampler = make_sampler(
-            self.cfg.sampler, len(self.cfg.objectives), self.loaded.profile.seed, self.cfg.startup_trials, _constraints
-        )
+        sampler = make_sampler(self.cfg.sampler, self.loaded.profile.seed, self.cfg.startup_trials)
         directions = [OBJECTIVE_DIRECTIONS[name] for name in self.cfg.objectives]
         study = open_study(
             storage, self.study_name, directions, sampler, self.options.resume, self.signature(), str(self.loaded.path)
@@ -261,6 +254,8 @@ class Search:
         measured["epochs_run"] = outcome.report["training"].get("epochs_run")
         measured["strategy_chosen"] = outcome.report["training"].get("strategy")
         trial.set_user_attr("measured", measured)
+        # Optuna's convention: <= 0 is feasible; the number of budgets the deployed artefact failed.
+        trial.set_constraint("budgets_failed", float(len(measured["budgets_failed"])))
         trial.set_user_attr("run_dir", str(trial_dir.relative_to(self.tune_dir)))
         from edgetl.tracking import log_trial
 

@@ -9,6 +9,7 @@ lost) stops sending it, and the next worker to start a trial marks the dead one'
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,14 @@ def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS) -> Any:
     if url.startswith("sqlite"):
         engine["connect_args"] = {"timeout": 60}  # several local workers may write at once
     try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=max(1, int(heartbeat)),
-            grace_period=max(2, int(heartbeat * 2)),
-        )
+        with warnings.catch_warnings():  # heartbeats are marked experimental; they are what recovers dead workers
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=max(1, int(heartbeat)),
+                grace_period=max(2, int(heartbeat * 2)),
+            )
     except ModuleNotFoundError as error:
         raise DependencyError(
             f"storage {redact(url)}: its database driver is missing ({error.name}); for PostgreSQL: "
@@ -86,13 +89,14 @@ def open_study(
     return study
 
 
-def make_sampler(kind: str, objectives: int, seed: int, startup: int, constraints: Any) -> Any:
+def make_sampler(kind: str, seed: int, startup: int) -> Any:
+    """The search algorithm; budgets reach it as trial constraints (`Trial.set_constraint`)."""
     import optuna
 
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
-    return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=startup, multivariate=True, group=True, constraints_func=constraints
-    )
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    with warnings.catch_warnings():  # multivariate TPE is marked experimental; it models joint choices far better
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True)

@@ -1,0 +1,130 @@
+"""The search space, the Pareto front and the pick, and the pruner: no builds, milliseconds each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from edgetl.errors import BackboneError, ProfileError
+from edgetl.profile import TuneConfig, parse_profile
+from edgetl.tune.pruning import COST_ATTR, CheaperTrialsPruner, rung_attr
+from edgetl.tune.results import pareto_front, pick
+from edgetl.tune.space import AUGMENTATION_PRESETS, SearchSpace
+from edgetl.training.trainer import EpochRecord
+
+
+def space(search: dict[str, Any]) -> SearchSpace:
+    return SearchSpace.from_config(TuneConfig.model_validate({"search": search}), "p.yaml")
+
+
+def test_conditional_parameters_are_sampled_only_where_they_apply() -> None:
+    s = space({"strategy": ["feature_extract", "partial"], "unfreeze_blocks": {"low": 1, "high": 6}, "lr": [0.01]})
+    frozen = s.sample(optuna.trial.FixedTrial({"strategy": "feature_extract", "lr": 0.01}))
+    assert frozen == {"strategy": "feature_extract", "lr": 0.01}, "unfreeze_blocks means nothing for a frozen backbone"
+    partial = s.sample(optuna.trial.FixedTrial({"strategy": "partial", "unfreeze_blocks": 4, "lr": 0.01}))
+    assert partial["unfreeze_blocks"] == 4
+
+
+def test_overrides_reach_the_profile_fields_and_presets_expand() -> None:
+    s = space({"input_size": [96, 128], "augmentation": ["light"], "finetune.label_smoothing": [0.0, 0.1]})
+    nested = s.overrides({"input_size": 96, "augmentation": "light", "finetune.label_smoothing": 0.0})
+    assert nested == {
+        "backbone": {"input_size": 96},
+        "finetune": {"augmentation": AUGMENTATION_PRESETS["light"], "label_smoothing": 0.0},
+    }
+
+
+def test_ranges_become_the_right_distributions() -> None:
+    s = space({"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "input_size": {"low": 128, "high": 224, "step": 32}})
+    kinds = {p.name: p.distribution() for p in s.parameters}
+    assert isinstance(kinds["lr"], optuna.distributions.FloatDistribution) and kinds["lr"].log
+    assert isinstance(kinds["input_size"], optuna.distributions.IntDistribution) and kinds["input_size"].step == 32
+
+
+@pytest.mark.parametrize(
+    ("search", "error", "match"),
+    [
+        ({"learning_rate": [0.1]}, ProfileError, "tune.search.learning_rate: unknown parameter"),
+        ({"augmentation": ["wild"]}, ProfileError, "unknown preset"),
+        ({"backbone": ["efficientnet_lite9"]}, BackboneError, "efficientnet_lite"),
+        ({"lr": []}, ProfileError, "at least one choice"),
+    ],
+)
+def test_bad_search_entries_are_one_line_naming_the_field(search: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        space(search)
+
+
+def test_profile_tune_section_validation_names_the_field(tmp_path: Path) -> None:
+    base = "version: 1\nname: t\ndata: {root: .}\n"
+    for tune, match in [
+        ("tune: {objectives: [latency]}", "tune.objectives: objectives must include accuracy"),
+        ("tune: {time_budget: soon}", "tune.time_budget: 'soon' is not a duration"),
+        ("tune: {search: {lr: {low: 0, high: 1, log: true}}}", "a log range needs low > 0"),
+    ]:
+        with pytest.raises(ProfileError, match=match):
+            parse_profile(base + tune + "\n", tmp_path / "p.yaml")
+
+
+def test_the_profile_itself_is_the_first_point_where_it_lies_in_the_space(tmp_path: Path) -> None:
+    profile = parse_profile(
+        "version: 1\nname: t\ndata: {root: .}\nfinetune: {strategy: partial, lr: 0.002}\n", tmp_path / "p.yaml"
+    )
+    s = space({"strategy": ["partial", "full"], "lr": {"low": 1e-3, "high": 1e-2}, "input_size": [128, 224],
+               "augmentation": ["light", "default"], "epochs": [4, 8]})
+    assert s.profile_values(profile) == {"strategy": "partial", "lr": 0.002, "input_size": 224, "augmentation": "default"}
+
+
+def row(trial: int, accuracy: float, latency: float, size: float = 4.0, feasible: bool = True, images: int = 50,
+        state: str = "complete") -> dict[str, Any]:
+    return {"trial": trial, "state": state, "accuracy": accuracy, "latency_ms": latency, "size_mb": size,
+            "feasible": feasible, "images": images, "params": {}, "correct": round(accuracy * images)}
+
+
+def test_front_keeps_only_undominated_feasible_complete_trials() -> None:
+    rows = [
+        row(0, 0.90, 5.0),
+        row(1, 0.94, 6.0),
+        row(2, 0.88, 6.5),  # dominated by 0
+        row(3, 0.99, 1.0, feasible=False),  # over a budget
+        row(4, 0.99, 1.0, state="pruned"),
+        row(5, 0.80, 2.0),
+    ]
+    assert [r["trial"] for r in pareto_front(rows, ["accuracy", "latency"])] == [1, 0, 5]
+    assert [r["trial"] for r in pareto_front(rows, ["accuracy"])] == [1]
+
+
+def test_pick_treats_one_holdout_image_as_a_tie_and_takes_the_faster() -> None:
+    front = [row(1, 0.94, 6.0), row(0, 0.92, 3.0), row(5, 0.80, 2.0)]  # 0.02 = one image of 50
+    assert pick(front)["trial"] == 0
+    assert pick([row(1, 0.96, 6.0), row(0, 0.92, 3.0)])["trial"] == 1, "two images better is not a tie"
+    assert pick([]) is None
+
+
+def record(epoch: int, accuracy: float) -> EpochRecord:
+    return EpochRecord(epoch=epoch, trainable_blocks=0, train_loss=0.1, train_accuracy=1.0, holdout_loss=0.1,
+                       holdout_accuracy=accuracy, lr=0.01, seconds=0.1)
+
+
+def test_pruner_compares_only_with_trials_at_most_as_costly() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for accuracy, cost in [(0.9, 100.0), (0.9, 100.0), (0.95, 500.0), (0.95, 500.0)]:
+        done = study.ask()
+        done.set_user_attr(COST_ATTR, cost)
+        done.set_user_attr(rung_attr(2), accuracy)
+        study.tell(done, [accuracy, cost])
+    cheap = study.ask()
+    cheap.set_user_attr(COST_ATTR, 50.0)
+    CheaperTrialsPruner(study, cheap, 50.0)(record(2, 0.5))  # nothing as cheap to compare with: kept
+    costly = study.ask()
+    costly.set_user_attr(COST_ATTR, 1000.0)
+    CheaperTrialsPruner(study, costly, 1000.0)(record(1, 0.1))  # not a rung with data: kept
+    CheaperTrialsPruner(study, costly, 1000.0)(record(3, 0.1))  # 3 is not a rung
+    with pytest.raises(optuna.TrialPruned, match="epoch 2: holdout accuracy 80.0%; 4 of 5"):
+        CheaperTrialsPruner(study, costly, 1000.0)(record(2, 0.8))
+    assert costly.user_attrs["pruned_at"] == {"epoch": 2, "holdout_accuracy": 0.8}
+    middle = study.ask()
+    CheaperTrialsPruner(study, middle, 100.0)(record(2, 0.92))  # best among those at most as costly: kept

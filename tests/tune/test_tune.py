@@ -1,0 +1,175 @@
+"""`edgetl tune` for real on a tiny generated dataset: trials, outputs, final build, resume, tracking, workers.
+
+The worker tests run on PostgreSQL when EDGETL_TEST_POSTGRES_URL is set (`.ci/run` starts Debian's
+server and sets it, with EDGETL_REQUIRE_POSTGRES=1 so a missing server fails there instead of
+skipping); otherwise on the SQLite default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from edgetl.console import Log
+from edgetl.pipeline import build
+from tests.helpers import run_cli, tiny_profile, write_profile
+
+SEARCH = {"input_size": [64, 96], "lr": {"low": 0.003, "high": 0.03, "log": True}}
+
+
+def tune_profile(data: Path, tmp_path: Path, **tune: object) -> Path:
+    profile = tiny_profile(
+        data,
+        tmp_path / "run",
+        package={"pixels_model": "off"},
+        benchmark={"memory": False, "compute_peak": False},
+        tune={"trials": 3, "startup_trials": 2, "search": SEARCH, **tune},
+        tracking={"mlflow": {}, "tensorboard": {}},
+    )
+    return write_profile(tmp_path / "tune.yaml", profile)
+
+
+def test_tune_writes_its_outputs_builds_the_pick_on_val_and_resumes(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    profile = tune_profile(tiny_data, tmp_path)
+    code, _, err = run_cli(["tune", str(profile), "--quiet"], capsys)
+    assert code == 0, err
+    run = tmp_path / "run"
+    tune = run / "tune"
+    trials = json.loads((tune / "trials.json").read_text())["trials"]
+    assert [t["state"] for t in trials] == ["complete"] * 3
+    assert trials[0]["origin"] == "the profile itself"
+    for t in trials:  # every trial scored on a share of train; val never read
+        split = json.loads((tune / t["run_dir"] / "data/split.json").read_text())
+        assert split["val"] and all(rel.startswith("train/") for rel, _ in split["val"]), t["trial"]
+        assert "tune holdout" in split["val_source"]
+    assert (tune / "trials.csv").read_text().count("\n") == 4
+    assert (tune / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    front = list((tune / "front").glob("trial-*.yaml"))
+    assert front and (tune / "best.yaml").is_file() and "## Pareto front" in (tune / "pareto.md").read_text()
+
+    report = json.loads((run / "report.json").read_text())
+    assert report["eval"]["split"] == "val" and report["eval"]["images"] == 10, "the pick is evaluated on val"
+    pick = report["tuning"]["pick"]
+    final = yaml.safe_load((tune / "final.yaml").read_text())
+    assert "tune_holdout" not in final["data"] and final["backbone"]["input_size"] == pick["params"]["input_size"]
+    markdown = (run / "report.md").read_text()
+    assert "## Tuning" in markdown and "tune/pareto.png" in markdown and "evaluated on val **once**" in markdown
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{run / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    kinds = sorted(r.data.tags["edgetl.kind"] for r in runs)
+    assert kinds == ["build", "tune-trial", "tune-trial", "tune-trial"]
+    trial_run = next(r for r in runs if r.data.tags["edgetl.kind"] == "tune-trial")
+    assert {"accuracy", "latency_p50_ms", "size_mb"} <= set(trial_run.data.metrics) and "input_size" in trial_run.data.params
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
+
+    # best.yaml reproduces its trial: the same settings and split give the same predictions.
+    best = yaml.safe_load((tune / "best.yaml").read_text())
+    chosen = next(t for t in trials if Path(best["output_dir"]).name == f"trial-{t['trial']:04d}")
+    rebuilt = build(tune / "best.yaml", log=Log(quiet=True)).report
+    entry = rebuilt["artifacts"][rebuilt["deployed_artifact"]]
+    assert (entry["correct"], entry["total"]) == (chosen["correct"], chosen["images"])
+
+    code, _, err = run_cli(["tune", str(profile), "--quiet"], capsys)
+    assert code == 2 and "already exists with 3 trial(s)" in err and "--resume" in err
+    code, _, err = run_cli(["tune", str(profile), "--resume", "--trials", "4", "--no-final", "--quiet"], capsys)
+    assert code == 0, err
+    assert len(json.loads((tune / "trials.json").read_text())["trials"]) == 4
+    assert len(list((tune / "logs").glob("trial-*.log"))) == 4, "finished trials are not run again"
+
+    other = yaml.safe_load(profile.read_text())
+    other["tune"]["search"] = {"input_size": [64]}
+    write_profile(profile, other)
+    code, _, err = run_cli(["tune", str(profile), "--resume", "--quiet"], capsys)
+    assert code == 2 and "was created for another search (different space)" in err
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> str:
+    url = os.environ.get("EDGETL_TEST_POSTGRES_URL")
+    if url:
+        return url
+    if os.environ.get("EDGETL_REQUIRE_POSTGRES") == "1":
+        pytest.fail("EDGETL_REQUIRE_POSTGRES=1 but EDGETL_TEST_POSTGRES_URL is not set")
+    return f"sqlite:///{tmp_path / 'shared-study.db'}"
+
+
+def _worker(profile: Path, storage: str, study: str, *args: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "edgetl", "tune", str(profile), "--storage", storage, "--study", study]
+    return subprocess.Popen(
+        [*command, "--resume", "--no-final", "--quiet", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "EDGETL_OFFLINE": "1"},
+    )
+
+
+def _trials(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
+    from edgetl.tune.study import open_storage, storage_url
+
+    return optuna.load_study(study_name=study, storage=open_storage(storage_url(storage, Path()))).get_trials()
+
+
+def test_two_workers_share_one_study_and_no_trial_runs_twice(tiny_data: Path, tmp_path: Path, storage: str) -> None:
+    profile = tune_profile(tiny_data, tmp_path, trials=4)
+    study = f"workers-{uuid.uuid4().hex[:8]}"
+    workers = [_worker(profile, storage, study), _worker(profile, storage, study)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err
+    trials = _trials(storage, study)
+    finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) >= 4
+    assert len({t.number for t in trials}) == len(trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2, "both workers ran trials"
+    logs = sorted(p.name for p in (tmp_path / "run/tune/logs").glob("trial-*.log"))
+    assert logs == [f"trial-{t.number:04d}.log" for t in sorted(trials, key=lambda t: t.number)]
+    for t in trials:  # each trial's log holds one build: one worker ran it, once
+        text = (tmp_path / f"run/tune/logs/trial-{t.number:04d}.log").read_text()
+        assert text.count("checking images in") + text.count("data up to date, skipped") == 1
+
+
+def test_a_killed_worker_leaves_its_trial_failed_and_the_study_finishes(
+    tiny_data: Path, tmp_path: Path, storage: str
+) -> None:
+    profile = tune_profile(tiny_data, tmp_path, trials=2)
+    study = f"killed-{uuid.uuid4().hex[:8]}"
+    doomed = _worker(profile, storage, study, "--heartbeat", "1")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            running = [t for t in _trials(storage, study) if t.state == optuna.trial.TrialState.RUNNING]
+        except KeyError:  # study not created yet
+            running = []
+        if running and (tmp_path / "run/tune/logs/trial-0000.log").is_file():
+            break
+        time.sleep(0.5)
+    else:
+        doomed.kill()
+        pytest.fail("the first worker never started a trial")
+    time.sleep(2)  # mid-build
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=60)
+    time.sleep(3)  # longer than its grace period (2 x 1 s heartbeat)
+
+    survivor = _worker(profile, storage, study, "--heartbeat", "1")
+    _, err = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, err
+    states = {t.number: t.state for t in _trials(storage, study)}
+    assert states[0] == optuna.trial.TrialState.FAIL, "the killed worker's trial is marked failed"
+    done = [n for n, s in states.items() if s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(done) == 2 and 0 not in done
+    assert optuna.trial.TrialState.RUNNING not in states.values()
