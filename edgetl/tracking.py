@@ -12,6 +12,8 @@ Both packages are optional (`pip install 'edgetl[tracking]'`); a missing one is 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,24 @@ def _log_tensorboard(
     return log_dir
 
 
+@contextmanager
+def _local_store_lock(profile: Profile, store_dir: Path) -> Iterator[None]:
+    """The default SQLite store is one file: tune workers on this machine take turns (its first use migrates the
+    schema, and two processes migrating at once fail with 'table _alembic_tmp_... already exists')."""
+    if profile.tracking.mlflow is None or profile.tracking.mlflow.tracking_uri is not None:
+        yield
+        return
+    import fcntl
+
+    store_dir.mkdir(parents=True, exist_ok=True)
+    with open(store_dir / f".{MLFLOW_DB}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def enabled(profile: Profile) -> bool:
     return profile.tracking.mlflow is not None or profile.tracking.tensorboard is not None
 
@@ -174,7 +194,8 @@ def _log(
 ) -> dict[str, Any]:
     logged: dict[str, Any] = {}
     if profile.tracking.mlflow is not None and profile.tracking.mlflow.enabled:
-        logged["mlflow_run_id"] = _log_mlflow(profile, store_dir, run_name, params, metrics, run_dir, tags)
+        with _local_store_lock(profile, store_dir):
+            logged["mlflow_run_id"] = _log_mlflow(profile, store_dir, run_name, params, metrics, run_dir, tags)
     if profile.tracking.tensorboard is not None and profile.tracking.tensorboard.enabled:
         logged["tensorboard"] = str(_log_tensorboard(profile, store_dir, run_name, params, metrics, run_dir))
     return logged

@@ -169,6 +169,9 @@ class Search:
         }
 
     def open(self) -> Any:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # edgetl reports trials itself
         self.tune_dir.mkdir(parents=True, exist_ok=True)
         storage = open_storage(self.url, self.options.heartbeat)
         sampler = make_sampler(self.cfg.sampler, self.loaded.profile.seed, self.cfg.startup_trials)
