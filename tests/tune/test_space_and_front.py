@@ -128,3 +128,14 @@ def test_pruner_compares_only_with_trials_at_most_as_costly() -> None:
     assert costly.user_attrs["pruned_at"] == {"epoch": 2, "holdout_accuracy": 0.8}
     middle = study.ask()
     CheaperTrialsPruner(study, middle, 100.0)(record(2, 0.92))  # best among those at most as costly: kept
+
+
+def test_tune_without_a_tune_section_or_with_a_bad_budget_is_one_line(tmp_path: Path, capsys) -> None:
+    from tests.helpers import run_cli, write_profile
+
+    profile = write_profile(tmp_path / "p.yaml", {"version": 1, "name": "t", "data": {"root": str(tmp_path)}})
+    code, _, err = run_cli(["tune", str(profile)], capsys)
+    assert code == 2 and "no tune section" in err and "Traceback" not in err
+    write_profile(profile, {"version": 1, "name": "t", "data": {"root": str(tmp_path)}, "tune": {}})
+    code, _, err = run_cli(["tune", str(profile), "--time-budget", "soon"], capsys)
+    assert code == 2 and "--time-budget: 'soon' is not a duration" in err
