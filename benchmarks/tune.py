@@ -111,18 +111,27 @@ def main() -> None:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--time-budget", default="30m")
     parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--data-home", type=Path, default=Path(os.environ.get("EDGETL_DATA_HOME", "../shared/datasets")))
+    home = os.environ.get("EDGETL_DATA_HOME", "../shared/datasets")
+    parser.add_argument("--data-home", type=Path, default=Path(home))
     args = parser.parse_args()
     root = (args.data_home / args.dataset).resolve()
     runs = REPO / "runs"
     work = runs / "profiles"
     work.mkdir(parents=True, exist_ok=True)
-    base = {"version": 1, "name": f"suite-{args.dataset}", "output_dir": str(runs / f"suite-{args.dataset}"),
-            "data": {"root": str(root)}}
+    base = {
+        "version": 1,
+        "name": f"suite-{args.dataset}",
+        "output_dir": str(runs / f"suite-{args.dataset}"),
+        "data": {"root": str(root)},
+    }
     base_path = work / f"suite-{args.dataset}.yaml"
     base_path.write_text(yaml.safe_dump(base, sort_keys=False))
-    tuned_profile = {**base, "name": f"tune-{args.dataset}", "output_dir": str(runs / f"tune-{args.dataset}"),
-                     "tune": {"search": SEARCH, "trials": args.trials, "time_budget": args.time_budget}}
+    tuned_profile = {
+        **base,
+        "name": f"tune-{args.dataset}",
+        "output_dir": str(runs / f"tune-{args.dataset}"),
+        "tune": {"search": SEARCH, "trials": args.trials, "time_budget": args.time_budget},
+    }
     tuned_path = work / f"tune-{args.dataset}.yaml"
     tuned_path.write_text(yaml.safe_dump(tuned_profile, sort_keys=False))
 
@@ -137,15 +146,17 @@ def main() -> None:
     for key, run_dir in (("data_only", runs / f"suite-{args.dataset}"), ("tuned", runs / f"tune-{args.dataset}")):
         model, report, labels, predictions = deployed(run_dir)
         pre = read_preprocessing(run_dir / "preprocessing.json")
-        image = Path(json.loads((run_dir / "data" / "split.json").read_text())["root"]) / json.loads(
-            (run_dir / "data" / "split.json").read_text()
-        )["val"][0][0]
+        image = (
+            Path(json.loads((run_dir / "data" / "split.json").read_text())["root"])
+            / json.loads((run_dir / "data" / "split.json").read_text())["val"][0][0]
+        )
         models[key] = (model, pre, image)
         training = report["training"]
         rows[key] = {
             "run_dir": str(run_dir),
             "artifact": report["deployed_artifact"],
-            "settings": f"{training['backbone']} {pre.crop} px, {training['strategy']}, {training['epochs_run']} epochs",
+            "settings": f"{training['backbone']} {pre.crop} px, {training['strategy']}, "
+            f"{training['epochs_run']} epochs",
             "correct_vector": (labels == predictions).tolist(),
             "correct": int((labels == predictions).sum()),
             "images": len(labels),

@@ -357,8 +357,8 @@ def tuning_lines(report: dict[str, Any]) -> list[str]:
         )
     lines += [
         "",
-        f"Every trial: [{files['trials_csv']}]({files['trials_csv']}), [{files['trials_json']}]({files['trials_json']});"
-        f" the front: [{files['pareto_md']}]({files['pareto_md']}).",
+        f"Every trial: [{files['trials_csv']}]({files['trials_csv']}), "
+        f"[{files['trials_json']}]({files['trials_json']}); the front: [{files['pareto_md']}]({files['pareto_md']}).",
         "",
         f"![Pareto front]({files['pareto_png']})",
     ]

@@ -10,10 +10,10 @@ import pytest
 
 from edgetl.errors import BackboneError, ProfileError
 from edgetl.profile import TuneConfig, parse_profile
+from edgetl.training.trainer import EpochRecord
 from edgetl.tune.pruning import COST_ATTR, CheaperTrialsPruner, rung_attr
 from edgetl.tune.results import pareto_front, pick
 from edgetl.tune.space import AUGMENTATION_PRESETS, SearchSpace
-from edgetl.training.trainer import EpochRecord
 
 
 def space(search: dict[str, Any]) -> SearchSpace:
@@ -73,15 +73,39 @@ def test_the_profile_itself_is_the_first_point_where_it_lies_in_the_space(tmp_pa
     profile = parse_profile(
         "version: 1\nname: t\ndata: {root: .}\nfinetune: {strategy: partial, lr: 0.002}\n", tmp_path / "p.yaml"
     )
-    s = space({"strategy": ["partial", "full"], "lr": {"low": 1e-3, "high": 1e-2}, "input_size": [128, 224],
-               "augmentation": ["light", "default"], "epochs": [4, 8]})
-    assert s.profile_values(profile) == {"strategy": "partial", "lr": 0.002, "input_size": 224, "augmentation": "default"}
+    s = space(
+        {
+            "strategy": ["partial", "full"],
+            "lr": {"low": 1e-3, "high": 1e-2},
+            "input_size": [128, 224],
+            "augmentation": ["light", "default"],
+            "epochs": [4, 8],
+        }
+    )
+    expected = {"strategy": "partial", "lr": 0.002, "input_size": 224, "augmentation": "default"}
+    assert s.profile_values(profile) == expected
 
 
-def row(trial: int, accuracy: float, latency: float, size: float = 4.0, feasible: bool = True, images: int = 50,
-        state: str = "complete") -> dict[str, Any]:
-    return {"trial": trial, "state": state, "accuracy": accuracy, "latency_ms": latency, "size_mb": size,
-            "feasible": feasible, "images": images, "params": {}, "correct": round(accuracy * images)}
+def row(
+    trial: int,
+    accuracy: float,
+    latency: float,
+    size: float = 4.0,
+    feasible: bool = True,
+    images: int = 50,
+    state: str = "complete",
+) -> dict[str, Any]:
+    return {
+        "trial": trial,
+        "state": state,
+        "accuracy": accuracy,
+        "latency_ms": latency,
+        "size_mb": size,
+        "feasible": feasible,
+        "images": images,
+        "params": {},
+        "correct": round(accuracy * images),
+    }
 
 
 def test_front_keeps_only_undominated_feasible_complete_trials() -> None:
@@ -105,8 +129,16 @@ def test_pick_treats_one_holdout_image_as_a_tie_and_takes_the_faster() -> None:
 
 
 def record(epoch: int, accuracy: float) -> EpochRecord:
-    return EpochRecord(epoch=epoch, trainable_blocks=0, train_loss=0.1, train_accuracy=1.0, holdout_loss=0.1,
-                       holdout_accuracy=accuracy, lr=0.01, seconds=0.1)
+    return EpochRecord(
+        epoch=epoch,
+        trainable_blocks=0,
+        train_loss=0.1,
+        train_accuracy=1.0,
+        holdout_loss=0.1,
+        holdout_accuracy=accuracy,
+        lr=0.01,
+        seconds=0.1,
+    )
 
 
 def test_pruner_compares_only_with_trials_at_most_as_costly() -> None:

@@ -72,7 +72,8 @@ def test_tune_writes_its_outputs_builds_the_pick_on_val_and_resumes(tiny_data: P
     kinds = sorted(r.data.tags["edgetl.kind"] for r in runs)
     assert kinds == ["build", "tune-trial", "tune-trial", "tune-trial"]
     trial_run = next(r for r in runs if r.data.tags["edgetl.kind"] == "tune-trial")
-    assert {"accuracy", "latency_p50_ms", "size_mb"} <= set(trial_run.data.metrics) and "input_size" in trial_run.data.params
+    assert {"accuracy", "latency_p50_ms", "size_mb"} <= set(trial_run.data.metrics)
+    assert "input_size" in trial_run.data.params
     assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
 
     # best.yaml reproduces its trial: the same settings and split give the same predictions.
