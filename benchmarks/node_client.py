@@ -48,19 +48,9 @@ from edgetl.pipeline import build  # noqa: E402
 from edgetl.port_check import verify_port  # noqa: E402
 from edgetl.runtime import load  # noqa: E402
 from edgetl.stages.data import read_split, split_paths  # noqa: E402
-from tests.helpers import WIDE_GAMUT_PRIMARIES, matrix_icc_profile  # noqa: E402
+from tests.helpers import EXIF_STORED, WIDE_GAMUT_PRIMARIES, matrix_icc_profile  # noqa: E402
 
 NODE = REPO / "examples" / "node"
-# displayed image -> how it is stored for EXIF orientation N (the reader applies the inverse)
-STORED = {
-    2: [Image.Transpose.FLIP_LEFT_RIGHT],
-    3: [Image.Transpose.ROTATE_180],
-    4: [Image.Transpose.FLIP_TOP_BOTTOM],
-    5: [Image.Transpose.TRANSPOSE],
-    6: [Image.Transpose.ROTATE_90],
-    7: [Image.Transpose.TRANSVERSE],
-    8: [Image.Transpose.ROTATE_270],
-}
 
 
 def node(*args: str) -> subprocess.CompletedProcess[str]:
@@ -87,7 +77,7 @@ def hard_copy(images: list[Path], folder: Path) -> tuple[list[Path], dict[str, i
             kwargs["icc_profile"] = wide
         if kind != "icc":
             orientation = 2 + index % 7
-            for step in STORED[orientation]:
+            for step in EXIF_STORED[orientation]:
                 stored = stored.transpose(step)
             exif = Image.Exif()
             exif[0x0112] = orientation

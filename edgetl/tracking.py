@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,18 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
     return list(json.loads(path.read_text()).get("history") or [])
 
 
+@dataclass(frozen=True)
+class TrackedRun:
+    """One thing to log: a build or a trial, under `store_dir`'s default stores."""
+
+    store_dir: Path  # where the default stores live (the run directory)
+    name: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    run_dir: Path  # the build whose report, curves and bundle are logged
+    tags: dict[str, str]
+
+
 def _mlflow_client(profile: Profile, run_dir: Path) -> tuple[Any, str]:
     try:
         from mlflow.tracking import MlflowClient
@@ -77,33 +90,23 @@ def _mlflow_client(profile: Profile, run_dir: Path) -> tuple[Any, str]:
     return client, client.create_experiment(name, artifact_location=location)
 
 
-def _log_mlflow(
-    profile: Profile,
-    store_dir: Path,
-    run_name: str,
-    params: dict[str, Any],
-    metrics: dict[str, float],
-    run_dir: Path,
-    tags: dict[str, str],
-) -> str:
-    client, experiment = _mlflow_client(profile, store_dir)
-    run = client.create_run(experiment, run_name=run_name, tags=tags)
-    run_id = run.info.run_id
+def _log_mlflow(profile: Profile, run: TrackedRun) -> str:
+    client, experiment = _mlflow_client(profile, run.store_dir)
+    run_id = client.create_run(experiment, run_name=run.name, tags=run.tags).info.run_id
     try:
-        flat = {k: str(v)[:6000] for k, v in _flatten(params).items()}
-        for key, value in flat.items():
-            client.log_param(run_id, key, value)
-        for key, value in metrics.items():
+        for key, value in _flatten(run.params).items():
+            client.log_param(run_id, key, str(value)[:6000])
+        for key, value in run.metrics.items():
             client.log_metric(run_id, key, value)
-        for record in _history(run_dir):
+        for record in _history(run.run_dir):
             for key in ("train_loss", "train_accuracy", "holdout_loss", "holdout_accuracy"):
                 if record.get(key) is not None:
                     client.log_metric(run_id, f"epoch.{key}", float(record[key]), step=int(record["epoch"]))
         for name in ("report.json", "report.md"):
-            if (run_dir / name).is_file():
-                client.log_artifact(run_id, str(run_dir / name))
-        if profile.tracking.log_models and (run_dir / "bundle").is_dir():
-            client.log_artifacts(run_id, str(run_dir / "bundle"), artifact_path="bundle")
+            if (run.run_dir / name).is_file():
+                client.log_artifact(run_id, str(run.run_dir / name))
+        if profile.tracking.log_models and (run.run_dir / "bundle").is_dir():
+            client.log_artifacts(run_id, str(run.run_dir / "bundle"), artifact_path="bundle")
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
@@ -111,24 +114,23 @@ def _log_mlflow(
     return run_id
 
 
-def _log_tensorboard(
-    profile: Profile, store_dir: Path, run_name: str, params: dict[str, Any], metrics: dict[str, float], run_dir: Path
-) -> Path:
+def _log_tensorboard(profile: Profile, run: TrackedRun) -> Path:
     cfg = profile.tracking.tensorboard
     assert cfg is not None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise DependencyError("tracking.tensorboard needs TensorBoard: pip install 'edgetl[tracking]'") from None
-    log_dir = (cfg.log_dir or store_dir / TENSORBOARD_DIR) / run_name
+    log_dir = (cfg.log_dir or run.store_dir / TENSORBOARD_DIR) / run.name
     writer = SummaryWriter(log_dir=str(log_dir))
     try:
-        for record in _history(run_dir):
+        for record in _history(run.run_dir):
             for key in ("train_loss", "train_accuracy", "holdout_loss", "holdout_accuracy"):
                 if record.get(key) is not None:
                     writer.add_scalar(f"training/{key}", float(record[key]), int(record["epoch"]))
-        hparams = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in _flatten(params).items()}
-        plain = {f"result/{k}": v for k, v in metrics.items() if "." not in k}
+        flat = _flatten(run.params)
+        hparams = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in flat.items()}
+        plain = {f"result/{k}": v for k, v in run.metrics.items() if "." not in k}
         writer.add_hparams(hparams, plain, run_name=".")
     finally:
         writer.close()
@@ -162,8 +164,8 @@ def log_build(profile: Profile, run_dir: Path, report: dict[str, Any], kind: str
     if not enabled(profile):
         return {}
     params = profile.model_dump(mode="json", exclude={"tune", "tracking"})
-    metrics = build_metrics(report)
-    return _log(profile, run_dir, f"{kind}-{profile.name}", params, metrics, run_dir, {"edgetl.kind": kind})
+    tags = {"edgetl.kind": kind}
+    return _log(profile, TrackedRun(run_dir, f"{kind}-{profile.name}", params, build_metrics(report), run_dir, tags))
 
 
 def log_trial(
@@ -172,30 +174,22 @@ def log_trial(
     study: str,
     number: int,
     values: dict[str, Any],
-    measured: dict[str, Any],
     outcome: Any,
 ) -> dict[str, Any]:
     """One tuning trial: the sampled settings as params, its measurements on the tune holdout as metrics."""
     if not enabled(profile) or outcome.report is None:
         return {}
-    metrics = build_metrics(outcome.report)
     tags = {"edgetl.kind": "tune-trial", "edgetl.study": study, "edgetl.trial": str(number)}
-    return _log(profile, tune_dir.parent, f"{study}-trial-{number:04d}", values, metrics, outcome.run_dir, tags)
+    name = f"{study}-trial-{number:04d}"
+    metrics = build_metrics(outcome.report)
+    return _log(profile, TrackedRun(tune_dir.parent, name, values, metrics, outcome.run_dir, tags))
 
 
-def _log(
-    profile: Profile,
-    store_dir: Path,
-    run_name: str,
-    params: dict[str, Any],
-    metrics: dict[str, float],
-    run_dir: Path,
-    tags: dict[str, str],
-) -> dict[str, Any]:
+def _log(profile: Profile, run: TrackedRun) -> dict[str, Any]:
     logged: dict[str, Any] = {}
     if profile.tracking.mlflow is not None and profile.tracking.mlflow.enabled:
-        with _local_store_lock(profile, store_dir):
-            logged["mlflow_run_id"] = _log_mlflow(profile, store_dir, run_name, params, metrics, run_dir, tags)
+        with _local_store_lock(profile, run.store_dir):
+            logged["mlflow_run_id"] = _log_mlflow(profile, run)
     if profile.tracking.tensorboard is not None and profile.tracking.tensorboard.enabled:
-        logged["tensorboard"] = str(_log_tensorboard(profile, store_dir, run_name, params, metrics, run_dir))
+        logged["tensorboard"] = str(_log_tensorboard(profile, run))
     return logged

@@ -213,3 +213,15 @@ def matrix_icc_profile(primaries: tuple[tuple[float, float, float], ...], gamma:
 
 # Adobe RGB (1998) colorants adapted to D50, gamma 2.2: a wide-gamut "camera" profile.
 WIDE_GAMUT_PRIMARIES = ((0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446))
+
+
+# EXIF orientation N -> the transposes that turn the displayed image into the stored one (a reader applies the inverse).
+EXIF_STORED = {
+    2: [Image.Transpose.FLIP_LEFT_RIGHT],
+    3: [Image.Transpose.ROTATE_180],
+    4: [Image.Transpose.FLIP_TOP_BOTTOM],
+    5: [Image.Transpose.TRANSPOSE],
+    6: [Image.Transpose.ROTATE_90],
+    7: [Image.Transpose.TRANSVERSE],
+    8: [Image.Transpose.ROTATE_270],
+}

@@ -25,23 +25,12 @@ from edgetl.backbones import get_backbone
 from edgetl.errors import ModelFileError
 from edgetl.ingraph_preprocessing import add_preprocessing, pixels_batch
 from edgetl.preprocessing import Preprocessing, load_image, read_preprocessing
-from tests.helpers import WIDE_GAMUT_PRIMARIES, make_image, matrix_icc_profile, run_cli
+from tests.helpers import EXIF_STORED, WIDE_GAMUT_PRIMARIES, make_image, matrix_icc_profile, run_cli
 
 NODE_CLIENT = Path(__file__).resolve().parents[1] / "examples" / "node"
 LITE = get_backbone("efficientnet_lite0").pretrained.preprocessing
 WIDE_GAMUT = matrix_icc_profile(WIDE_GAMUT_PRIMARIES, 2.2, "edgetl test wide gamut")
 STEP = LITE.pixel_step()
-
-# EXIF orientation -> the transpose that turns the displayed image into the stored one.
-_STORED = {
-    2: [Image.Transpose.FLIP_LEFT_RIGHT],
-    3: [Image.Transpose.ROTATE_180],
-    4: [Image.Transpose.FLIP_TOP_BOTTOM],
-    5: [Image.Transpose.TRANSPOSE],
-    6: [Image.Transpose.ROTATE_90],
-    7: [Image.Transpose.TRANSVERSE],
-    8: [Image.Transpose.ROTATE_270],
-}
 
 
 def _displayed(size: tuple[int, int] = (300, 200)) -> Image.Image:
@@ -58,7 +47,7 @@ def _case_files(root: Path) -> dict[str, tuple[Path, Image.Image | None]]:
     root.mkdir(parents=True, exist_ok=True)
     cases: dict[str, tuple[Path, Image.Image | None]] = {}
     shown = _displayed()
-    for orientation, steps in _STORED.items():
+    for orientation, steps in EXIF_STORED.items():
         stored = shown
         for step in steps:
             stored = stored.transpose(step)
@@ -95,7 +84,7 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Ima
 
 
 CASE_NAMES = [
-    *(f"exif-{o}" for o in _STORED),
+    *(f"exif-{o}" for o in EXIF_STORED),
     *("size-224x224", "size-225x1000", "size-1000x257", "size-257x256", "size-301x223"),
     "icc-wide-gamut",
     "grayscale",

@@ -262,7 +262,7 @@ class Search:
         trial.set_user_attr("run_dir", str(trial_dir.relative_to(self.tune_dir)))
         from edgetl.tracking import log_trial
 
-        log_trial(self.loaded.profile, self.tune_dir, self.study_name, trial.number, values, measured, outcome)
+        log_trial(self.loaded.profile, self.tune_dir, self.study_name, trial.number, values, outcome)
         return objectives
 
 
