@@ -16,6 +16,7 @@ the pick is rebuilt on the whole train split into the run directory and evaluate
 from __future__ import annotations
 
 import os
+import platform
 import socket
 import time
 from collections.abc import Callable
@@ -72,7 +73,7 @@ def latency_source(profile: Profile) -> str:
     from edgetl.targets import get_target
 
     target = get_target(profile.target)
-    if target.name in ("x86-cpu", "intel-cpu") or target.runtime == "onnxruntime" and target.name.startswith("x86"):
+    if target.x86_cpu and platform.machine().lower() in ("x86_64", "amd64"):
         return f"measured on this machine (target {target.name}), p50 at {profile.benchmark.threads} thread(s)"
     return (
         f"ESTIMATE: measured on this machine's CPU, not on the target {target.name}; it ranks candidates, "

@@ -171,3 +171,12 @@ def test_tune_without_a_tune_section_or_with_a_bad_budget_is_one_line(tmp_path: 
     write_profile(profile, {"version": 1, "name": "t", "data": {"root": str(tmp_path)}, "tune": {}})
     code, _, err = run_cli(["tune", str(profile), "--time-budget", "soon"], capsys)
     assert code == 2 and "--time-budget: 'soon' is not a duration" in err
+
+
+def test_latency_of_a_target_that_is_not_this_machine_is_labelled_an_estimate(tmp_path: Path) -> None:
+    from edgetl.tune.search import latency_source
+
+    here = parse_profile("version: 1\nname: t\ndata: {root: .}\n", tmp_path / "p.yaml")
+    phone = parse_profile("version: 1\nname: t\ndata: {root: .}\ntarget: android-arm64\n", tmp_path / "p.yaml")
+    assert latency_source(here).startswith("measured on this machine (target x86-cpu)")
+    assert latency_source(phone).startswith("ESTIMATE: measured on this machine's CPU, not on the target android-arm64")
