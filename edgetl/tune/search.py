@@ -155,6 +155,7 @@ class Search:
         self.study_name = options.study or profile.name
         self.url = storage_url(options.storage, self.tune_dir)
         self.base = base_profile_dict(loaded)
+        self.space.check_values(self.base, str(loaded.path))
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.ran_here: list[int] = []
 

@@ -138,6 +138,28 @@ class SearchSpace:
             parameters.append(Parameter(name, path, choices, spec if isinstance(spec, SearchRange) else None))
         return cls(parameters)
 
+    def check_values(self, base: dict[str, Any], where: str) -> None:
+        """Every choice and both ends of every range must make a valid profile, checked before any trial runs."""
+        from pydantic import ValidationError
+
+        from edgetl.profile import deep_merge
+
+        for parameter in self.parameters:
+            r = parameter.range
+            candidates = parameter.choices if parameter.choices is not None else [r.low, r.high]  # type: ignore[union-attr]
+            for value in candidates:
+                if r is not None and r.integer:
+                    value = int(value)
+                try:
+                    Profile.model_validate(deep_merge(base, self.overrides({parameter.name: value})))
+                except ValidationError as error:
+                    problem = error.errors()[0]
+                    field = ".".join(str(part) for part in problem["loc"])
+                    raise ProfileError(
+                        f"{where}: tune.search.{parameter.name}: {value!r} makes an invalid profile "
+                        f"({field}: {problem['msg']})"
+                    ) from None
+
     def sample(self, trial: Any) -> dict[str, Any]:
         """Sample the trial's parameters (define-by-run: conditional ones only where they apply)."""
         values: dict[str, Any] = {}

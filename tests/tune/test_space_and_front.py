@@ -180,3 +180,13 @@ def test_latency_of_a_target_that_is_not_this_machine_is_labelled_an_estimate(tm
     phone = parse_profile("version: 1\nname: t\ndata: {root: .}\ntarget: android-arm64\n", tmp_path / "p.yaml")
     assert latency_source(here).startswith("measured on this machine (target x86-cpu)")
     assert latency_source(phone).startswith("ESTIMATE: measured on this machine's CPU, not on the target android-arm64")
+
+
+def test_a_search_value_the_profile_refuses_is_caught_before_any_trial(tmp_path: Path) -> None:
+    profile = parse_profile("version: 1\nname: t\ndata: {root: .}\n", tmp_path / "p.yaml")
+    base = profile.model_dump(mode="json", exclude={"tune"})
+    with pytest.raises(ProfileError, match=r"tune.search.input_size: 16 makes an invalid profile \(backbone.input_size"):
+        space({"input_size": {"low": 16, "high": 224}}).check_values(base, "p.yaml")
+    with pytest.raises(ProfileError, match=r"tune.search.finetune.label_smoothing: 1.5 makes an invalid profile"):
+        space({"finetune.label_smoothing": [0.1, 1.5]}).check_values(base, "p.yaml")
+    space({"input_size": [96, 224], "lr": {"low": 1e-4, "high": 1e-2, "log": True}}).check_values(base, "p.yaml")
