@@ -9,6 +9,7 @@ lost) stops sending it, and the next worker to start a trial marks the dead one'
 from __future__ import annotations
 
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -42,23 +43,43 @@ def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS) -> Any:
     engine: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         engine["connect_args"] = {"timeout": 60}  # several local workers may write at once
-    try:
-        with warnings.catch_warnings():  # heartbeats are marked experimental; they are what recovers dead workers
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine,
-                heartbeat_interval=max(1, int(heartbeat)),
-                grace_period=max(2, int(heartbeat * 2)),
-            )
-    except ModuleNotFoundError as error:
-        raise DependencyError(
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental; they recover dead workers' trials
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=max(1, int(heartbeat)),
+                    grace_period=max(2, int(heartbeat * 2)),
+                )
+        except Exception as error:
+            # Workers started together on an empty database race to create Optuna's tables; the losers see
+            # "already exists" / a duplicate key in the catalogue, and find the tables there a moment later.
+            if attempt + 1 < _SCHEMA_ATTEMPTS and _lost_schema_race(error):
+                time.sleep(0.5 + attempt)
+                continue
+            raise _storage_error(url, error) from None
+    raise AssertionError("unreachable")
+
+
+_SCHEMA_ATTEMPTS = 5
+
+
+def _lost_schema_race(error: Exception) -> bool:
+    text = str(error).lower()
+    return "already exists" in text or "duplicate key" in text or "uniqueviolation" in text
+
+
+def _storage_error(url: str, error: Exception) -> UserInputError:
+    """One line for what went wrong opening the database: a missing driver, or the database's own message."""
+    if isinstance(error, ModuleNotFoundError):
+        return DependencyError(
             f"storage {redact(url)}: its database driver is missing ({error.name}); for PostgreSQL: "
             "pip install 'edgetl[tune]' (psycopg)"
-        ) from None
-    except Exception as error:  # SQLAlchemy's OperationalError, ArgumentError, ...
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserInputError(f"storage {redact(url)}: cannot open the study database ({message})") from None
+        )
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__  # SQLAlchemy's errors
+    return UserInputError(f"storage {redact(url)}: cannot open the study database ({message})")
 
 
 def open_study(
