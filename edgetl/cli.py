@@ -102,10 +102,10 @@ def tune(
     """Search backbone, input size, fine-tuning and quantization settings for the most accurate model that fits.
 
     Trials are whole builds scored on a tune holdout carved out of train (val is never seen); latency is the
-    deployed artefact's, measured. Without `tune.search` the default space is: the backbones whose weights are
-    on this machine, input size 128-224 (step 32), strategy feature_extract / partial / full, unfreeze_blocks 1-6,
-    lr 3e-4..3e-3 (log), backbone_lr_ratio 0.1..1 (log), augmentation light / default / strong, epochs 4-16
-    (step 4), calibration minmax / percentile. Writes <run>/tune/ and, at the end, builds the pick into <run>.
+    deployed artefact's, measured. Without `tune.search` edgetl's default space is searched (the backbones whose
+    weights are on this machine, input size, strategy, learning rates, augmentation, epochs, calibration); the
+    space is printed when the search starts and recorded in tune/trials.json. Writes <run>/tune/ and, at the end,
+    builds the pick into <run> and evaluates it on val once.
     """
     from edgetl.console import Log
     from edgetl.report.compose import print_table

@@ -472,7 +472,7 @@ class TuneConfig(_Section):
         description="parameter -> a list of choices or a {low, high, log, step} range. Parameters: backbone, "
         "input_size, strategy, unfreeze_blocks, lr, backbone_lr_ratio, augmentation (none, light, default, strong), "
         "epochs, calibration_method, or any dotted profile field (finetune.label_smoothing). Empty: edgetl's "
-        "default space (see `edgetl tune --help`)",
+        "default space (edgetl.tune.space.default_space, printed when the search starts)",
     )
     objectives: list[TuneObjective] = Field(
         default_factory=lambda: ["accuracy", "latency"],

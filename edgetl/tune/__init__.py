@@ -35,6 +35,9 @@ def run_tune(profile_path: str | Path, options: TuneOptions, log: Log | None = N
         f"study {search.study_name} in {redact(search.url)}: {search.total} trials, {len(search.space.parameters)} "
         f"parameters, objectives {', '.join(search.cfg.objectives)}; trial logs in {search.tune_dir / 'logs'}"
     )
+    for parameter in search.space.describe():
+        values = parameter.get("choices", parameter.get("range"))
+        log(f"  {parameter['name']} ({parameter['field']}): {values}")
     interrupted = search.run(study)
     summary = write_outputs(search, study)
     outcome = TuneOutcome(
