@@ -491,7 +491,7 @@ class TuneConfig(_Section):
     )
     pruning: bool = Field(
         True,
-        description="stop a trial at a rung epoch (1, 2, 4, ...) when most trials at least as cheap (MACs) were "
+        description="stop a trial at a rung epoch (2, 4, 8, ...) when most trials at least as cheap (MACs) were "
         "more accurate on the holdout at that epoch",
     )
     startup_trials: PositiveInt = Field(

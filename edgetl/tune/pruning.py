@@ -2,7 +2,7 @@
 
 Optuna's pruners rank one objective; here a slow, accurate trial and a fast, less accurate one can
 both belong on the Pareto front, so a trial is compared only with trials that cost **at most as
-much** (MACs at their input size, known before training). At rung epochs 1, 2, 4, 8, ... its
+much** (MACs at their input size, known before training). At rung epochs 2, 4, 8, ... its
 holdout accuracy is recorded in the shared study (so workers on other machines see it); if at
 least half of a group of `min_group` or more such trials (itself included) were strictly more
 accurate at the same epoch, it stops: a cheaper model already does better, so it cannot reach the
@@ -15,7 +15,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-RUNGS = (1, 2, 4, 8, 16, 32, 64)
+# Epoch 1 is not a rung: it is the learning-rate warm-up, where a full fine-tune (whose features move first)
+# trails a frozen backbone it later overtakes; on flowers every full fine-tune was stopped there.
+RUNGS = (2, 4, 8, 16, 32, 64)
 COST_ATTR = "cost_mmacs"
 
 

@@ -153,7 +153,7 @@ def test_pruner_compares_only_with_trials_at_most_as_costly() -> None:
     CheaperTrialsPruner(study, cheap, 50.0)(record(2, 0.5))  # nothing as cheap to compare with: kept
     costly = study.ask()
     costly.set_user_attr(COST_ATTR, 1000.0)
-    CheaperTrialsPruner(study, costly, 1000.0)(record(1, 0.1))  # not a rung with data: kept
+    CheaperTrialsPruner(study, costly, 1000.0)(record(1, 0.1))  # epoch 1 (the warm-up) is not a rung: kept
     CheaperTrialsPruner(study, costly, 1000.0)(record(3, 0.1))  # 3 is not a rung
     with pytest.raises(optuna.TrialPruned, match="epoch 2: holdout accuracy 80.0%; 4 of 5"):
         CheaperTrialsPruner(study, costly, 1000.0)(record(2, 0.8))

@@ -174,3 +174,28 @@ def test_a_killed_worker_leaves_its_trial_failed_and_the_study_finishes(
     done = [n for n, s in states.items() if s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len(done) == 2 and 0 not in done
     assert optuna.trial.TrialState.RUNNING not in states.values()
+
+
+def test_ctrl_c_keeps_finished_trials_and_writes_the_outputs(tiny_data: Path, tmp_path: Path) -> None:
+    profile = tune_profile(tiny_data, tmp_path, trials=3)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    worker = _worker(profile, storage, "interrupted")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            states = [t.state for t in _trials(storage, "interrupted")]
+        except KeyError:
+            states = []
+        if optuna.trial.TrialState.COMPLETE in states and optuna.trial.TrialState.RUNNING in states:
+            break
+        time.sleep(0.3)
+    else:
+        worker.kill()
+        pytest.fail("no second trial started")
+    time.sleep(1)
+    worker.send_signal(signal.SIGINT)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 130, err
+    assert "finished trials are kept" in err and "--resume continues" in err
+    rows = json.loads((tmp_path / "run/tune/trials.json").read_text())["trials"]
+    assert rows[0]["state"] == "complete" and rows[-1]["state"] == "fail"
