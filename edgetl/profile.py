@@ -495,7 +495,7 @@ class TuneConfig(_Section):
         "more accurate on the holdout at that epoch",
     )
     startup_trials: PositiveInt = Field(
-        4, description="trials sampled at random (the first is the profile itself) before the sampler models"
+        4, description="trials sampled at random (the first takes the profile's own values) before the sampler models"
     )
     final_build: bool = Field(True, description="build the pick on the full train split and evaluate it on val")
 

@@ -145,7 +145,7 @@ def render_front(
     ]
     for row in front:
         marker = " (pick)" if chosen is not None and row["trial"] == chosen["trial"] else ""
-        origin = " (the profile itself)" if row.get("origin") else ""
+        origin = " (the profile's own values)" if row.get("origin") else ""
         lines.append(
             f"| {row['trial']}{marker}{origin} | {' | '.join(front_cells(row))} | "
             f"{settings_text(row['params'])} | [{FRONT_DIR}/trial-{row['trial']:04d}.yaml]"
@@ -208,7 +208,7 @@ def plot_front(
             facecolors="none",
             edgecolors="k",
             s=90,
-            label="the profile itself",
+            label="first trial: the profile's values",
         )
     if chosen is not None:
         ax.scatter(

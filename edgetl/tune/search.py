@@ -5,8 +5,8 @@ a stratified share of train becomes the trial's evaluation set, and val is not u
 trial builds into `tune/trials/NNNN` with one stage cache shared by every trial of this worker
 (the data stage runs once; a trial that repeats another's training reuses it), and its report
 gives the objectives: the deployed artefact's accuracy, its measured p50 latency and its file
-size, with the profile's budgets as constraints. The first trial is the profile itself, so the
-search starts from what the user would have built.
+size, with the profile's budgets as constraints. The first trial takes the profile's own values (where they
+lie in the space), so the search starts from what the user would have built.
 
 When the search ends (trial count, time budget, or Ctrl-C), `tune/` gets every trial (CSV +
 JSON), the Pareto front (PNG + Markdown), a complete profile per front point and `best.yaml`; then
@@ -183,7 +183,7 @@ class Search:
         )
         if not study.trials:
             first = self.space.profile_values(self.loaded.profile)
-            study.enqueue_trial(first, user_attrs={"origin": "the profile itself"}, skip_if_exists=True)
+            study.enqueue_trial(first, user_attrs={"origin": "the profile's own values where they lie in the space"}, skip_if_exists=True)
         return study
 
     def run(self, study: Any) -> bool:
