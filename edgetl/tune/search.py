@@ -183,7 +183,8 @@ class Search:
         )
         if not study.trials:
             first = self.space.profile_values(self.loaded.profile)
-            study.enqueue_trial(first, user_attrs={"origin": "the profile's own values where they lie in the space"}, skip_if_exists=True)
+            origin = "the profile's own values where they lie in the space"
+            study.enqueue_trial(first, user_attrs={"origin": origin}, skip_if_exists=True)
         return study
 
     def run(self, study: Any) -> bool:
