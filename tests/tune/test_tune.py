@@ -125,7 +125,7 @@ def _trials(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_two_workers_share_one_study_and_no_trial_runs_twice(tiny_data: Path, tmp_path: Path, storage: str) -> None:
-    profile = tune_profile(tiny_data, tmp_path, trials=4)
+    profile = tune_profile(tiny_data, tmp_path, trials=3)
     study = f"workers-{uuid.uuid4().hex[:8]}"
     workers = [_worker(profile, storage, study), _worker(profile, storage, study)]
     for worker in workers:
@@ -133,7 +133,7 @@ def test_two_workers_share_one_study_and_no_trial_runs_twice(tiny_data: Path, tm
         assert worker.returncode == 0, err
     trials = _trials(storage, study)
     finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    assert len(finished) >= 4
+    assert len(finished) >= 3
     assert len({t.number for t in trials}) == len(trials)
     assert len({t.user_attrs["worker"] for t in trials}) == 2, "both workers ran trials"
     logs = sorted(p.name for p in (tmp_path / "run/tune/logs").glob("trial-*.log"))
