@@ -144,21 +144,14 @@ def add_preprocessing(model_in: Path, model_out: Path, pre: Preprocessing, form:
     if form not in PIXELS_FORMS:
         raise UserInputError(f"in-graph preprocessing form {form!r}: expected one of {', '.join(PIXELS_FORMS)}")
     model = onnx.load(str(model_in))
-    opset = onnx_tools.opset(model)
-    if form == "any_size" and opset < _RESIZE_OPSET:
-        raise UserInputError(
-            f"{model_in}: opset {opset}; in-graph resizing needs opset {_RESIZE_OPSET} (antialiased Resize): "
-            "use the crop_size form for this target"
-        )
+    reason = form_unavailable(model, form)
+    if reason is not None:
+        raise UserInputError(f"{model_in}: {reason}")
     inputs = [i.name for i in model.graph.input]
     if inputs != [layout.INPUT_NAME]:
         raise UserInputError(f"{model_in}: expected one input {layout.INPUT_NAME!r}, found {inputs}")
-    batch = model_batch(model)
-    if form == "any_size" and batch not in (None, 1):
-        raise UserInputError(
-            f"{model_in}: fixed batch {batch}; the any_size pixels model takes one image at a time "
-            "(use the crop_size form, or export.batch_size: 1 or dynamic)"
-        )
+    opset = onnx_tools.opset(model)
+    batch = onnx_tools.fixed_batch(model)
     front = preprocessing_graph(pre, form, opset, "edgetl_preprocessed", batch=batch or "batch")
     front.ir_version = model.ir_version
     for entry in model.opset_import:  # merge_models wants the same imports on both sides
@@ -175,10 +168,23 @@ def add_preprocessing(model_in: Path, model_out: Path, pre: Preprocessing, form:
     return {"form": form, "input": describe_input(form, pre), "opset": opset, "normalisation": "ops (not folded)"}
 
 
-def model_batch(model: Any) -> int | None:
-    """The ONNX model's fixed batch size, or None when its batch dimension is dynamic."""
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    return dims[0].dim_value if dims and dims[0].dim_value > 0 else None
+def form_unavailable(model: Any, form: PixelsForm) -> str | None:
+    """Why `form` cannot be put in front of this ONNX model, or None when it can."""
+    if form != "any_size":
+        return None
+    opset = onnx_tools.opset(model)
+    if opset < _RESIZE_OPSET:
+        return (
+            f"the shipped ONNX has opset {opset}; in-graph resizing needs {_RESIZE_OPSET} (antialiased Resize): "
+            "set package.pixels_model: crop_size"
+        )
+    batch = onnx_tools.fixed_batch(model)
+    if batch not in (None, 1):
+        return (
+            f"the shipped ONNX takes a fixed batch of {batch}; the any_size pixels model takes one image of any size "
+            "at a time (set package.pixels_model: crop_size, or export.batch_size: 1 or dynamic)"
+        )
+    return None
 
 
 def pixels_batch(pre: Preprocessing, path: Path, form: PixelsForm) -> np.ndarray:

@@ -72,6 +72,12 @@ def io_summary(model: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
+def fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The model's fixed batch size, or None when its (first) input's batch dimension is dynamic."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return dims[0].dim_value if dims and dims[0].dim_value > 0 else None
+
+
 def cpu_session(model: Any, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session for a model (a ModelProto or a path), quiet unless it fails."""
     import onnxruntime as ort

@@ -115,9 +115,9 @@ class OptimizeStage(Stage):
         available = (
             "" if len(calibration) == cfg.calibration_images else f" (all there are; {cfg.calibration_images} asked)"
         )
-        fixed = onnx_tools.io_summary(onnx_tools.load_model(source))["inputs"][layout.INPUT_NAME][0]
-        is_fixed = isinstance(fixed, int) and fixed > 0
-        batch_size = fixed if is_fixed else _CALIBRATION_BATCH
+        fixed = onnx_tools.fixed_batch(onnx_tools.load_model(source))
+        is_fixed = fixed is not None
+        batch_size = fixed or _CALIBRATION_BATCH
         ctx.log.stage(
             self.name,
             f"int8 QDQ: {cfg.calibration_method} calibration on {len(calibration)} train images{available}, "

@@ -97,19 +97,9 @@ def pixels_model_unavailable(form: str, target: Target, artifact: str, model: Pa
         )
     if ARTIFACTS[artifact].format != "onnx":
         return f"the shipped model {artifact} is {ARTIFACTS[artifact].format}, not ONNX"
-    from edgetl.ingraph_preprocessing import model_batch
+    from edgetl.ingraph_preprocessing import form_unavailable
 
-    onnx_model = onnx_tools.load_model(model)
-    opset = onnx_tools.opset(onnx_model)
-    if form == "any_size" and opset < 18:
-        return f"the shipped ONNX has opset {opset}; in-graph resizing needs 18 (set package.pixels_model: crop_size)"
-    batch = model_batch(onnx_model)
-    if form == "any_size" and batch not in (None, 1):
-        return (
-            f"the shipped ONNX takes a fixed batch of {batch}; the any_size pixels model takes one image of any size "
-            "at a time (set package.pixels_model: crop_size, or export.batch_size: 1 or dynamic)"
-        )
-    return None
+    return form_unavailable(onnx_tools.load_model(model), form)  # type: ignore[arg-type]
 
 
 def reference_sample(paths: list[Path], labels: list[int], count: int) -> list[tuple[Path, int]]:
@@ -157,9 +147,7 @@ class PackageStage(Stage):
         with backend.make_runner(model, artifact, profile.benchmark.threads) as runner:
             logits = runner.infer_any_batch(inputs)
         pixels = self._pixels_model(ctx, out, model, artifact, pre, references, (paths, labels))
-        fixed = onnx_tools.io_summary(onnx_tools.load_model(ctx.results["export"].path(layout.ONNX_FP32)))["inputs"]
-        batch_dim = fixed[layout.INPUT_NAME][0]
-        fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        fixed_batch = onnx_tools.fixed_batch(onnx_tools.load_model(ctx.results["export"].path(layout.ONNX_FP32)))
         options = engine_options(profile, target, fixed_batch)
         files = write_bundle(
             out / layout.BUNDLE_DIR,
