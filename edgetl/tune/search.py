@@ -191,7 +191,6 @@ class Search:
         """Run trials until the study has `total` finished ones or the time is up; True if interrupted."""
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         callbacks = [optuna.study.MaxTrialsCallback(self.total, states=counted), self._after_trial]
         timeout = None
