@@ -68,6 +68,9 @@ class DataConfig(_Section):
         description="set by `edgetl tune` in its trial profiles: score on this share of train (stratified, seeded) "
         "instead of val, which is then not used at all; the search never sees val",
     )
+    tune_fold: Annotated[int, Field(ge=0)] = Field(
+        0, description="with tune_holdout: which seeded draw of it (edgetl tune re-scores tied candidates on fold 1)"
+    )
     extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
     skip_placeholders: bool = Field(True, description="skip 'image not available' placeholder images")
     min_image_size: PositiveInt = Field(16, description="images smaller than this (pixels, either side) are skipped")
@@ -498,6 +501,11 @@ class TuneConfig(_Section):
         4, description="trials sampled at random (the first takes the profile's own values) before the sampler models"
     )
     final_build: bool = Field(True, description="build the pick on the full train split and evaluate it on val")
+    confirm: Annotated[int, Field(ge=0)] = Field(
+        6,
+        description="when several trials tie for the best holdout accuracy (within one image), rebuild up to this "
+        "many of them on a second holdout fold and pick on both folds together; 0: off",
+    )
 
     @field_validator("objectives")
     @classmethod

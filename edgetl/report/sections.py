@@ -349,6 +349,12 @@ def tuning_lines(report: dict[str, Any]) -> list[str]:
         "| trial | " + " | ".join(tuning["front_columns"]) + " | settings | profile |",
         "|---|" + "---|" * len(tuning["front_columns"]) + "---|---|",
     ]
+    if tuning.get("confirmation"):
+        tied = ", ".join(f"trial {trial}: {text}" for trial, text in tuning["confirmation"].items())
+        lines[5:5] = [
+            f"Trials tied for the best holdout accuracy were rebuilt on a second holdout fold ({tied}); the pick is "
+            "the fastest within one image of the best on both folds together."
+        ]
     for point in tuning["front"]:
         marker = " (pick)" if point["trial"] == pick["trial"] else ""
         cells = " | ".join(point["cells"])

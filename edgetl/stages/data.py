@@ -74,8 +74,12 @@ class DataStage(Stage):
             val_source = f"split ({data.val_fraction:.0%} of each class, seed {seed})"
 
         if data.tune_holdout is not None:  # a tuning trial: val stays unseen, a share of train is scored instead
-            train_records, val_records = stratified_split(train_records, data.tune_holdout, seed + 31)
-            val_source = f"tune holdout ({data.tune_holdout:.0%} of each train class, seed {seed}; val not used)"
+            draw = seed + 31 + 1000 * data.tune_fold
+            train_records, val_records = stratified_split(train_records, data.tune_holdout, draw)
+            val_source = (
+                f"tune holdout ({data.tune_holdout:.0%} of each train class, seed {seed}, fold {data.tune_fold}; "
+                "val not used)"
+            )
         fit_records, holdout_records = stratified_split(train_records, data.holdout_fraction, seed + 17)
         pool = calibration_pool(train_records, seed)
         splits = {"train": fit_records, "holdout": holdout_records, "val": val_records, "calibration_pool": pool}

@@ -39,11 +39,13 @@ def run_tune(profile_path: str | Path, options: TuneOptions, log: Log | None = N
         values = parameter.get("choices", parameter.get("range"))
         log(f"  {parameter['name']} ({parameter['field']}): {values}")
     interrupted = search.run(study)
+    final_wanted = options.final_build if options.final_build is not None else search.cfg.final_build
+    if final_wanted and not interrupted:
+        search.confirm(study)  # where several trials tie, the pick rests on two holdout folds
     summary = write_outputs(search, study)
     outcome = TuneOutcome(
         search.tune_dir, search.study_name, summary, interrupted=interrupted, trials_run_here=list(search.ran_here)
     )
-    final_wanted = options.final_build if options.final_build is not None else search.cfg.final_build
     if interrupted or not final_wanted or summary["pick"] is None:
         return outcome
     from edgetl.pipeline import build
@@ -60,7 +62,8 @@ def write_outputs(search: Search, study: Any) -> dict[str, Any]:
     rows = results.trial_rows(study)
     objectives = list(search.cfg.objectives)
     front = results.pareto_front(rows, objectives)
-    chosen = results.pick(front)
+    confirmation = dict(study.user_attrs.get("confirmation") or {})
+    chosen = results.pick(results.tied_best(rows) if confirmation else front, confirmation)
     info = {
         "name": search.study_name,
         "storage": redact(search.url),
@@ -69,6 +72,7 @@ def write_outputs(search: Search, study: Any) -> dict[str, Any]:
         "latency_source": latency_source(profile),
         "cpu": describe_machine()["cpu"],
         "space": search.space.describe(),
+        "confirmation": confirmation,
     }
     results.write_tables(tune_dir, rows, info)
     write_text_atomic(tune_dir / results.PARETO_MD, results.render_front(info, rows, front, chosen))
@@ -92,6 +96,7 @@ def _write_final_profile(search: Search, chosen: dict[str, Any]) -> None:
 
     data = yaml.safe_load((search.tune_dir / chosen["profile"]).read_text(encoding="utf-8"))
     data["data"].pop("tune_holdout", None)
+    data["data"].pop("tune_fold", None)
     data["output_dir"] = str(search.loaded.output_dir)
     data["benchmark"] = search.base["benchmark"]
     data["tracking"] = search.loaded.profile.tracking.model_dump(mode="json")
@@ -127,6 +132,10 @@ def report_section(summary: dict[str, Any]) -> dict[str, Any]:
             "holdout_accuracy": pick["accuracy"],
             "latency_ms": pick["latency_ms"],
             "size_mb": pick["size_mb"],
+        },
+        "confirmation": {
+            trial: f"{row['correct']}/{row['images']} on the second fold"
+            for trial, row in summary["confirmation"].items()
         },
         "front_columns": results.FRONT_COLUMNS,
         "front": [

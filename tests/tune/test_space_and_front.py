@@ -128,6 +128,21 @@ def test_pick_treats_one_holdout_image_as_a_tie_and_takes_the_faster() -> None:
     assert pick([]) is None
 
 
+def test_a_second_fold_decides_between_tied_trials() -> None:
+    from edgetl.tune.results import tied_best
+
+    rows = [
+        row(0, 111 / 112, 4.3, images=112),
+        row(3, 111 / 112, 3.3, images=112),
+        row(29, 111 / 112, 1.4, images=112),
+        row(6, 108 / 112, 1.39, images=112),
+    ]
+    assert sorted(r["trial"] for r in tied_best(rows)) == [0, 3, 29]
+    assert pick(rows)["trial"] == 29, "on one fold the fastest of the tied wins"
+    second = {"0": {"correct": 110}, "3": {"correct": 109}, "29": {"correct": 104}}
+    assert pick(tied_best(rows), second)["trial"] == 3, "221 and 220 of 224 beat 215: the fastest of those two"
+
+
 def record(epoch: int, accuracy: float) -> EpochRecord:
     return EpochRecord(
         epoch=epoch,
