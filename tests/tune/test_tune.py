@@ -40,7 +40,7 @@ def tune_profile(data: Path, tmp_path: Path, **tune: object) -> Path:
 
 
 def test_tune_writes_its_outputs_builds_the_pick_on_val_and_resumes(tiny_data: Path, tmp_path: Path, capsys) -> None:
-    profile = tune_profile(tiny_data, tmp_path)
+    profile = tune_profile(tiny_data, tmp_path, confirm=2)
     code, _, err = run_cli(["tune", str(profile), "--quiet"], capsys)
     assert code == 0, err
     run = tmp_path / "run"
@@ -54,6 +54,13 @@ def test_tune_writes_its_outputs_builds_the_pick_on_val_and_resumes(tiny_data: P
         assert "tune holdout" in split["val_source"]
     assert (tune / "trials.csv").read_text().count("\n") == 4
     assert (tune / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    # A 4-image holdout ties every trial: two of them (the fastest and the slowest) are rebuilt on fold 1.
+    confirmed = json.loads((tune / "trials.json").read_text())["study"]["confirmation"]
+    assert len(confirmed) == 2 and all(c["images"] == 4 for c in confirmed.values())
+    for number in confirmed:
+        split = json.loads((tune / f"confirm/{int(number):04d}/data/split.json").read_text())
+        assert "fold 1" in split["val_source"] and all(rel.startswith("train/") for rel, _ in split["val"])
+    assert "## Confirmation on a second holdout fold" in (tune / "pareto.md").read_text()
     front = list((tune / "front").glob("trial-*.yaml"))
     assert front and (tune / "best.yaml").is_file() and "## Pareto front" in (tune / "pareto.md").read_text()
 
@@ -64,6 +71,7 @@ def test_tune_writes_its_outputs_builds_the_pick_on_val_and_resumes(tiny_data: P
     assert "tune_holdout" not in final["data"] and final["backbone"]["input_size"] == pick["params"]["input_size"]
     markdown = (run / "report.md").read_text()
     assert "## Tuning" in markdown and "tune/pareto.png" in markdown and "evaluated on val **once**" in markdown
+    assert "rebuilt on a second holdout fold" in markdown
 
     from mlflow.tracking import MlflowClient
 
