@@ -111,6 +111,11 @@ def main() -> None:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--time-budget", default="30m")
     parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument(
+        "--reuse-baseline",
+        action="store_true",
+        help="use runs/suite-<dataset> as it is when it has a report (not rebuilt after a code change)",
+    )
     home = os.environ.get("EDGETL_DATA_HOME", "../shared/datasets")
     parser.add_argument("--data-home", type=Path, default=Path(home))
     args = parser.parse_args()
@@ -139,7 +144,8 @@ def main() -> None:
     outcome = run_tune(tuned_path, TuneOptions(resume=True), Log())
     tune_seconds = time.perf_counter() - started
     assert outcome.final is not None, "the tune produced no final build"
-    build(base_path, log=Log())
+    if not (args.reuse_baseline and (runs / f"suite-{args.dataset}" / "report.json").is_file()):
+        build(base_path, log=Log())
 
     rows = {}
     models = {}
@@ -184,6 +190,7 @@ def main() -> None:
         "machine": describe_machine(),
         "packages": package_versions("torch", "onnxruntime", "optuna"),
         "time_budget": args.time_budget,
+        "baseline_reused": bool(args.reuse_baseline),
         "tune_seconds": tune_seconds,
         "study": {"counts": outcome.summary["counts"], "pick": pick, "front": outcome.summary["front"]},
         "data_only": rows["data_only"],

@@ -167,7 +167,10 @@ class Search:
             "objectives": list(self.cfg.objectives),
             "space": self.space.describe(),
             "holdout_fraction": self.cfg.holdout_fraction,
-            "base_profile": {k: v for k, v in self.base.items() if k not in ("output_dir", "tracking")},
+            # What the user wrote, not every default: a newer edgetl with one more profile field can resume the study.
+            "base_profile": self.loaded.profile.model_dump(
+                mode="json", exclude_defaults=True, exclude={"tune", "tracking", "output_dir"}
+            ),
         }
 
     def open(self) -> Any:
