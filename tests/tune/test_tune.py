@@ -40,21 +40,21 @@ def tune_profile(data: Path, tmp_path: Path, **tune: object) -> Path:
 
 
 def test_tune_writes_its_outputs_builds_the_pick_on_val_and_resumes(tiny_data: Path, tmp_path: Path, capsys) -> None:
-    profile = tune_profile(tiny_data, tmp_path, confirm=2)
+    profile = tune_profile(tiny_data, tmp_path, trials=2, confirm=2)
     code, _, err = run_cli(["tune", str(profile), "--quiet"], capsys)
     assert code == 0, err
     run = tmp_path / "run"
     tune = run / "tune"
     trials = json.loads((tune / "trials.json").read_text())["trials"]
-    assert [t["state"] for t in trials] == ["complete"] * 3
+    assert [t["state"] for t in trials] == ["complete"] * 2
     assert trials[0]["origin"].startswith("the profile's own values")
     for t in trials:  # every trial scored on a share of train; val never read
         split = json.loads((tune / t["run_dir"] / "data/split.json").read_text())
         assert split["val"] and all(rel.startswith("train/") for rel, _ in split["val"]), t["trial"]
         assert "tune holdout" in split["val_source"]
-    assert (tune / "trials.csv").read_text().count("\n") == 4
+    assert (tune / "trials.csv").read_text().count("\n") == 3
     assert (tune / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    # A 4-image holdout ties every trial: two of them (the fastest and the slowest) are rebuilt on fold 1.
+    # A 4-image holdout ties both trials: both are rebuilt on fold 1.
     confirmed = json.loads((tune / "trials.json").read_text())["study"]["confirmation"]
     assert len(confirmed) == 2 and all(c["images"] == 4 for c in confirmed.values())
     for number in confirmed:
@@ -78,7 +78,7 @@ def test_tune_writes_its_outputs_builds_the_pick_on_val_and_resumes(tiny_data: P
     client = MlflowClient(tracking_uri=f"sqlite:///{run / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     kinds = sorted(r.data.tags["edgetl.kind"] for r in runs)
-    assert kinds == ["build", "tune-trial", "tune-trial", "tune-trial"]
+    assert kinds == ["build", "tune-trial", "tune-trial"]
     trial_run = next(r for r in runs if r.data.tags["edgetl.kind"] == "tune-trial")
     assert {"accuracy", "latency_p50_ms", "size_mb"} <= set(trial_run.data.metrics)
     assert "input_size" in trial_run.data.params
@@ -92,11 +92,11 @@ def test_tune_writes_its_outputs_builds_the_pick_on_val_and_resumes(tiny_data: P
     assert (entry["correct"], entry["total"]) == (chosen["correct"], chosen["images"])
 
     code, _, err = run_cli(["tune", str(profile), "--quiet"], capsys)
-    assert code == 2 and "already exists with 3 trial(s)" in err and "--resume" in err
-    code, _, err = run_cli(["tune", str(profile), "--resume", "--trials", "4", "--no-final", "--quiet"], capsys)
+    assert code == 2 and "already exists with 2 trial(s)" in err and "--resume" in err
+    code, _, err = run_cli(["tune", str(profile), "--resume", "--trials", "3", "--no-final", "--quiet"], capsys)
     assert code == 0, err
-    assert len(json.loads((tune / "trials.json").read_text())["trials"]) == 4
-    assert len(list((tune / "logs").glob("trial-*.log"))) == 4, "finished trials are not run again"
+    assert len(json.loads((tune / "trials.json").read_text())["trials"]) == 3
+    assert len(list((tune / "logs").glob("trial-*.log"))) == 3, "finished trials are not run again"
 
     other = yaml.safe_load(profile.read_text())
     other["tune"]["search"] = {"input_size": [64]}
