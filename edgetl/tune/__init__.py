@@ -43,9 +43,7 @@ def run_tune(profile_path: str | Path, options: TuneOptions, log: Log | None = N
     if final_wanted and not interrupted:
         search.confirm(study)  # where several trials tie, the pick rests on two holdout folds
     summary = write_outputs(search, study)
-    outcome = TuneOutcome(
-        search.tune_dir, search.study_name, summary, interrupted=interrupted, trials_run_here=list(search.ran_here)
-    )
+    outcome = TuneOutcome(search.tune_dir, search.study_name, summary, interrupted=interrupted)
     if interrupted or not final_wanted or summary["pick"] is None:
         return outcome
     from edgetl.pipeline import build
@@ -73,6 +71,7 @@ def write_outputs(search: Search, study: Any) -> dict[str, Any]:
         "cpu": describe_machine()["cpu"],
         "space": search.space.describe(),
         "confirmation": confirmation,
+        "counts": {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")},
     }
     results.write_tables(tune_dir, rows, info)
     write_text_atomic(tune_dir / results.PARETO_MD, results.render_front(info, rows, front, chosen))
@@ -80,10 +79,8 @@ def write_outputs(search: Search, study: Any) -> dict[str, Any]:
     results.write_front_profiles(tune_dir, front, chosen)
     if chosen is not None:
         _write_final_profile(search, chosen)
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")}
     return {
         **info,
-        "counts": counts,
         "front": front,
         "pick": chosen,
         "tune_dir": str(tune_dir),

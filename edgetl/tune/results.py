@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +149,7 @@ FRONT_COLUMNS = ["holdout top-1", "p50 ms", "size MB"]
 def render_front(
     study: dict[str, Any], rows: list[dict[str, Any]], front: list[dict[str, Any]], chosen: dict[str, Any] | None
 ) -> str:
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")}
+    counts = study["counts"]
     lines = [
         f"# Tuning study `{study['name']}`",
         "",
@@ -288,7 +287,3 @@ def _rebuild_profile(tune_dir: Path, row: dict[str, Any]) -> str:
     data = yaml.safe_load(text)
     data["output_dir"] = str(tune_dir / "rebuilt" / f"trial-{row['trial']:04d}")
     return header + yaml.safe_dump(data, sort_keys=False)
-
-
-def study_json(tune_dir: Path) -> dict[str, Any]:
-    return json.loads((tune_dir / TRIALS_JSON).read_text())

@@ -20,7 +20,7 @@ import platform
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,6 @@ class TuneOutcome:
     summary: dict[str, Any]
     final: Any = None  # the final BuildOutcome, when built
     interrupted: bool = False
-    trials_run_here: list[int] = field(default_factory=list)
 
 
 def tune_dir_of(loaded: LoadedProfile) -> Path:
@@ -157,7 +156,6 @@ class Search:
         self.base = base_profile_dict(loaded)
         self.space.check_values(self.base, str(loaded.path))
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.ran_here: list[int] = []
 
     # -- the study -------------------------------------------------------------------------------
 
@@ -244,7 +242,6 @@ class Search:
         trial.set_user_attr(
             COST_ATTR, round(get_backbone(profile.backbone.name).macs_millions_at(profile.backbone.input_size), 1)
         )
-        self.ran_here.append(trial.number)
         pruner = CheaperTrialsPruner(study, trial, trial.user_attrs[COST_ATTR]) if self.cfg.pruning else None
         log = FileLog(self.tune_dir / "logs" / f"trial-{trial.number:04d}.log")
         try:
