@@ -13,19 +13,17 @@ from edgetl.console import Log
 
 
 def best_so_far(study: Any) -> str:
-    """The most accurate feasible complete trial (fastest among equals), in a few words."""
-    best = None
-    for trial in study.get_trials(deepcopy=False):
-        measured = trial.user_attrs.get("measured")
-        if trial.state.name != "COMPLETE" or not measured or measured.get("budgets_failed"):
-            continue
-        key = (-measured["accuracy"], measured["latency_ms"])
-        if best is None or key < best[0]:
-            best = (key, trial.number, measured)
-    if best is None:
+    """What the pick rule would choose now (before any second-fold confirmation), in a few words."""
+    from edgetl.tune.results import tied_best, trial_rows
+
+    tied = tied_best(trial_rows(study))
+    if not tied:
         return "no feasible trial yet"
-    _, number, m = best
-    return f"best: trial {number}, {m['accuracy']:.1%} at {m['latency_ms']:.2f} ms, {m['size_mb']:.2f} MB"
+    best = min(tied, key=lambda r: (r["latency_ms"], -r["accuracy"], r["trial"]))
+    return (
+        f"best so far: trial {best['trial']}, {best['accuracy']:.1%} at {best['latency_ms']:.2f} ms, "
+        f"{best['size_mb']:.2f} MB"
+    )
 
 
 class TrialProgress:

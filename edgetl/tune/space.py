@@ -89,13 +89,15 @@ class Parameter:
         return optuna.distributions.FloatDistribution(r.low, r.high, log=r.log, step=r.step)
 
     def suggest(self, trial: Any) -> Any:
-        if self.choices is not None:
-            return trial.suggest_categorical(self.name, self.choices)
-        r = self.range
-        assert r is not None
-        if r.integer:
-            return trial.suggest_int(self.name, int(r.low), int(r.high), log=r.log, step=int(r.step or 1))
-        return trial.suggest_float(self.name, r.low, r.high, log=r.log, step=r.step)
+        """Sample through Optuna's public `suggest_*` API, from the one mapping in `distribution`."""
+        import optuna
+
+        d = self.distribution()
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            return trial.suggest_categorical(self.name, list(d.choices))
+        if isinstance(d, optuna.distributions.IntDistribution):
+            return trial.suggest_int(self.name, d.low, d.high, log=d.log, step=d.step)
+        return trial.suggest_float(self.name, d.low, d.high, log=d.log, step=d.step)
 
     def value_for_profile(self, value: Any) -> Any:
         if self.name == "augmentation":

@@ -44,6 +44,44 @@ def test_ranges_become_the_right_distributions() -> None:
     assert isinstance(kinds["input_size"], optuna.distributions.IntDistribution) and kinds["input_size"].step == 32
 
 
+def test_sampled_values_are_recorded_with_the_parameters_own_distributions() -> None:
+    s = space(
+        {
+            "lr": {"low": 1e-4, "high": 1e-2, "log": True},
+            "input_size": {"low": 128, "high": 224, "step": 32},
+            "augmentation": ["light", "strong"],
+        }
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    values = s.sample(trial)
+    assert values["input_size"] in (128, 160, 192, 224) and 1e-4 <= values["lr"] <= 1e-2
+    assert trial.distributions == {p.name: p.distribution() for p in s.parameters}
+
+
+def test_progress_names_the_trial_the_pick_rule_would_choose() -> None:
+    from edgetl.tune.progress import best_so_far
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    assert best_so_far(study) == "no feasible trial yet"
+    for correct, latency in [(50, 4.0), (49, 1.5), (47, 1.0)]:
+        trial = study.ask()
+        trial.set_user_attr(
+            "measured",
+            {
+                "accuracy": correct / 50,
+                "correct": correct,
+                "images": 50,
+                "latency_ms": latency,
+                "size_mb": 3.9,
+                "budgets_failed": [],
+            },
+        )
+        study.tell(trial, [correct / 50, latency])
+    # 49/50 is within one holdout image of 50/50 and faster; 47/50 is not.
+    assert best_so_far(study).startswith("best so far: trial 1, 98.0% at 1.50 ms")
+
+
 @pytest.mark.parametrize(
     ("search", "error", "match"),
     [
