@@ -15,6 +15,7 @@ the pick is rebuilt on the whole train split into the run directory and evaluate
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import socket
@@ -36,6 +37,20 @@ from edgetl.tune.study import HEARTBEAT_SECONDS, make_sampler, open_storage, ope
 
 TUNE_DIR = "tune"
 OBJECTIVE_DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
+
+
+def _drop_trial_failed_traceback(record: logging.LogRecord) -> bool:
+    """A trial that failed for a reason edgetl stated (budgets, a refused profile) is one line, not a traceback."""
+    if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
+        record.exc_info = None
+        record.exc_text = None
+    return True
+
+
+def _one_line_trial_failures() -> None:
+    optimize_logger = logging.getLogger("optuna.study._optimize")  # logs a caught trial error with its traceback
+    if _drop_trial_failed_traceback not in optimize_logger.filters:
+        optimize_logger.addFilter(_drop_trial_failed_traceback)
 
 
 class TrialFailed(EdgeTLError):
@@ -175,6 +190,7 @@ class Search:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # edgetl reports trials itself
+        _one_line_trial_failures()
         self.tune_dir.mkdir(parents=True, exist_ok=True)
         storage = open_storage(self.url, self.options.heartbeat)
         sampler = make_sampler(self.cfg.sampler, self.loaded.profile.seed, self.cfg.startup_trials)

@@ -243,3 +243,31 @@ def test_a_search_value_the_profile_refuses_is_caught_before_any_trial(tmp_path:
     with pytest.raises(ProfileError, match=r"tune.search.finetune.label_smoothing: 1.5 makes an invalid profile"):
         space({"finetune.label_smoothing": [0.1, 1.5]}).check_values(base, "p.yaml")
     space({"input_size": [96, 224], "lr": {"low": 1e-4, "high": 1e-2, "log": True}}).check_values(base, "p.yaml")
+
+
+def test_a_trial_failing_for_a_stated_reason_is_one_line_not_a_traceback() -> None:
+    import logging
+
+    from edgetl.tune.search import TrialFailed, _one_line_trial_failures
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(logging.Formatter().format(record))
+
+    _one_line_trial_failures()
+    handler = Collect()
+    logging.getLogger("optuna.study._optimize").addHandler(handler)
+
+    def objective(trial: Any) -> float:
+        raise TrialFailed("trial 0: int8: no model meets the accuracy budget")
+
+    try:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.create_study().optimize(objective, n_trials=1, catch=(TrialFailed,))
+    finally:
+        logging.getLogger("optuna.study._optimize").removeHandler(handler)
+    failed = [line for line in lines if "Trial 0 failed with parameters" in line]
+    assert failed and "no model meets the accuracy budget" in failed[0]
+    assert not any("Traceback" in line for line in lines)
