@@ -26,6 +26,7 @@ import numpy as np
 from edgetl.onnx_tools import cpu_session, with_outputs
 from edgetl.quantization.calibration import CalibrationResult
 from edgetl.quantization.qdq import QuantSettings, dequantized_read, quantize_with_ranges, quantized_compute_nodes
+from edgetl.stats import wilson_interval
 
 _TINY = 1e-12
 
@@ -266,9 +267,7 @@ def agreement_upper_bound(agreement: float, images: int, z: float = AGREEMENT_CO
     """
     if images <= 0:
         return 1.0
-    centre = agreement + z * z / (2 * images)
-    spread = z * np.sqrt(agreement * (1 - agreement) / images + z * z / (4 * images * images))
-    return float(min(1.0, (centre + spread) / (1 + z * z / images)))
+    return wilson_interval(agreement * images, images, z)[1]
 
 
 def measure_attempt(

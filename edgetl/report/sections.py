@@ -355,6 +355,9 @@ def tuning_lines(report: dict[str, Any]) -> list[str]:
             f"Trials tied for the best holdout accuracy were rebuilt on a second holdout fold ({tied}); the pick is "
             "the fastest within one image of the best on both folds together."
         ]
+    if tuning.get("holdout_limit"):
+        after = 6 if tuning.get("confirmation") else 5
+        lines[after:after] = ["", f"**What the holdout cannot tell.** {tuning['holdout_limit']}"]
     for point in tuning["front"]:
         marker = " (pick)" if point["trial"] == pick["trial"] else ""
         cells = " | ".join(point["cells"])

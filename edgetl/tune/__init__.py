@@ -18,7 +18,8 @@ from edgetl.files import write_text_atomic
 from edgetl.machine import describe_machine
 from edgetl.profile import load_profile
 from edgetl.tune import results
-from edgetl.tune.search import TUNE_DIR, Search, TuneOptions, TuneOutcome, latency_source, write_profile
+from edgetl.tune.results import TUNE_DIR
+from edgetl.tune.search import Search, TuneOptions, TuneOutcome, latency_source, write_profile
 from edgetl.tune.study import redact
 
 __all__ = ["TuneOptions", "TuneOutcome", "run_tune", "write_outputs"]
@@ -43,6 +44,8 @@ def run_tune(profile_path: str | Path, options: TuneOptions, log: Log | None = N
     if final_wanted and not interrupted:
         search.confirm(study)  # where several trials tie, the pick rests on two holdout folds
     summary = write_outputs(search, study)
+    if summary["holdout_limit"]:
+        log.warn(summary["holdout_limit"]["text"])
     outcome = TuneOutcome(search.tune_dir, search.study_name, summary, interrupted=interrupted)
     if interrupted or not final_wanted or summary["pick"] is None:
         return outcome
@@ -73,12 +76,19 @@ def write_outputs(search: Search, study: Any) -> dict[str, Any]:
         "confirmation": confirmation,
         "counts": {s: sum(r["state"] == s for r in rows) for s in ("complete", "pruned", "fail", "running")},
     }
+    info["holdout_limit"] = results.holdout_limit(rows, chosen, confirmation)
     results.write_tables(tune_dir, rows, info)
     write_text_atomic(tune_dir / results.PARETO_MD, results.render_front(info, rows, front, chosen))
     results.plot_front(tune_dir / results.PARETO_PNG, rows, front, chosen, f"{profile.name}: study {search.study_name}")
     results.write_front_profiles(tune_dir, front, chosen)
     if chosen is not None:
-        _write_final_profile(search, chosen)
+        _write_val_profile(search, chosen, results.FINAL_PROFILE, search.loaded.output_dir, "the pick")
+    if info["holdout_limit"]:
+        safer = next(r for r in rows if r["trial"] == info["holdout_limit"]["safer"]["trial"])
+        what = "the most accurate trial the holdout could not tell from the faster pick"
+        _write_val_profile(search, safer, results.SAFER_PROFILE, tune_dir / results.SAFER_DIR, what)
+    else:
+        (tune_dir / results.SAFER_PROFILE).unlink(missing_ok=True)  # from an earlier state of the study
     return {
         **info,
         "front": front,
@@ -87,21 +97,21 @@ def write_outputs(search: Search, study: Any) -> dict[str, Any]:
     }
 
 
-def _write_final_profile(search: Search, chosen: dict[str, Any]) -> None:
-    """The pick's settings on the real split (whole train, val) with the profile's own benchmark and output_dir."""
+def _write_val_profile(search: Search, row: dict[str, Any], name: str, output_dir: Path, what: str) -> None:
+    """A trial's settings on the real split (whole train, val) with the profile's own benchmark."""
     import yaml
 
-    data = yaml.safe_load((search.tune_dir / chosen["profile"]).read_text(encoding="utf-8"))
+    data = yaml.safe_load((search.tune_dir / row["profile"]).read_text(encoding="utf-8"))
     data["data"].pop("tune_holdout", None)
     data["data"].pop("tune_fold", None)
-    data["output_dir"] = str(search.loaded.output_dir)
+    data["output_dir"] = str(output_dir)
     data["benchmark"] = search.base["benchmark"]
     data["tracking"] = search.loaded.profile.tracking.model_dump(mode="json")
     write_profile(
-        search.tune_dir / results.FINAL_PROFILE,
+        search.tune_dir / name,
         data,
-        f"edgetl tune, study {search.study_name}: the pick (trial {chosen['trial']}: "
-        f"{results.settings_text(chosen['params'])})\non the whole train split, evaluated on val.",
+        f"edgetl tune, study {search.study_name}: {what} (trial {row['trial']}: "
+        f"{results.settings_text(row['params'])})\non the whole train split, evaluated on val.",
     )
 
 
@@ -130,6 +140,7 @@ def report_section(summary: dict[str, Any]) -> dict[str, Any]:
             "latency_ms": pick["latency_ms"],
             "size_mb": pick["size_mb"],
         },
+        "holdout_limit": summary["holdout_limit"]["text"] if summary.get("holdout_limit") else None,
         "confirmation": {
             trial: f"{row['correct']}/{row['images']} on the second fold"
             for trial, row in summary["confirmation"].items()

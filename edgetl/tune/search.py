@@ -32,10 +32,10 @@ from edgetl.errors import EdgeTLError, ProfileError, UserInputError
 from edgetl.files import write_text_atomic
 from edgetl.profile import LoadedProfile, Profile, deep_merge, load_profile, parse_duration
 from edgetl.tune.pruning import COST_ATTR, CheaperTrialsPruner
+from edgetl.tune.results import TUNE_DIR
 from edgetl.tune.space import SearchSpace
 from edgetl.tune.study import HEARTBEAT_SECONDS, make_sampler, open_storage, open_study, storage_url
 
-TUNE_DIR = "tune"
 OBJECTIVE_DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
 
 

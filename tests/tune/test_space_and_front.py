@@ -181,6 +181,61 @@ def test_a_second_fold_decides_between_tied_trials() -> None:
     assert pick(tied_best(rows), second)["trial"] == 3, "221 and 220 of 224 beat 215: the fastest of those two"
 
 
+def test_a_pick_much_faster_than_trials_it_ties_with_says_what_the_holdout_cannot_tell() -> None:
+    from edgetl.report.sections import tuning_lines
+    from edgetl.tune.results import holdout_limit, tied_best
+
+    rows = [
+        row(0, 111 / 112, 4.3, images=112),
+        row(3, 112 / 112, 3.3, images=112),
+        row(29, 111 / 112, 1.4, images=112),
+        row(6, 108 / 112, 1.39, images=112),
+    ]
+    chosen = pick(rows)
+    assert chosen["trial"] == 29
+    limit = holdout_limit(rows, chosen)
+    assert limit is not None and limit["slower_trials"] == [0, 3]
+    assert limit["safer"]["trial"] == 3, "the most accurate of the slower tied trials"
+    low, high = limit["pick_interval"]
+    assert 0.95 < low < 0.96 and 0.998 < high < 0.999, "Wilson 95 % of 111/112"
+    assert "tune/safer.yaml" in limit["text"] and "3.1x slower" in limit["text"]
+    # With a second fold the counts of both folds are used, and only the confirmed trials compete.
+    second = {
+        "0": {"correct": 110, "images": 112},
+        "3": {"correct": 109, "images": 112},
+        "29": {"correct": 110, "images": 112},
+    }
+    confirmed = pick(tied_best(rows), second)
+    limit = holdout_limit(rows, confirmed, second)
+    assert confirmed["trial"] == 29 and limit["pick_correct"] == 221 and limit["pick_images"] == 224
+    assert limit["safer"]["trial"] == 3  # 221/224 at 3.3 ms beats 221/224 at 4.3 ms
+    # No slower trial ties with the pick (or none is 1.3x slower): nothing to say.
+    assert (
+        holdout_limit(
+            [row(29, 111 / 112, 1.4, images=112), row(0, 111 / 112, 1.7, images=112)],
+            row(29, 111 / 112, 1.4, images=112),
+        )
+        is None
+    )
+    assert holdout_limit(rows, None) is None
+    section = {
+        "study": "s",
+        "storage": "sqlite",
+        "trials": {"complete": 4, "pruned": 0, "failed": 0},
+        "objectives": ["accuracy", "latency"],
+        "holdout": "20%",
+        "latency_source": "measured",
+        "pick": {"trial": 29},
+        "confirmation": {},
+        "holdout_limit": limit["text"],
+        "front_columns": ["holdout top-1"],
+        "front": [],
+        "files": {"trials_csv": "a", "trials_json": "b", "pareto_md": "c", "pareto_png": "d"},
+    }
+    text = "\n".join(tuning_lines({"tuning": section}))
+    assert "**What the holdout cannot tell.** The tune holdout cannot separate the pick" in text
+
+
 def record(epoch: int, accuracy: float) -> EpochRecord:
     return EpochRecord(
         epoch=epoch,

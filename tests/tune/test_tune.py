@@ -61,6 +61,12 @@ def test_tune_writes_its_outputs_builds_the_pick_on_val_and_resumes(tiny_data: P
         split = json.loads((tune / f"confirm/{int(number):04d}/data/split.json").read_text())
         assert "fold 1" in split["val_source"] and all(rel.startswith("train/") for rel, _ in split["val"])
     assert "## Confirmation on a second holdout fold" in (tune / "pareto.md").read_text()
+    limit = json.loads((tune / "trials.json").read_text())["study"]["holdout_limit"]
+    assert (tune / "safer.yaml").is_file() == (limit is not None), "safer.yaml exactly when the holdout could not tell"
+    if limit is not None:
+        safer = yaml.safe_load((tune / "safer.yaml").read_text())
+        assert "tune_holdout" not in safer["data"] and safer["output_dir"] == str(tune / "safer")
+        assert "## What the holdout cannot tell" in (tune / "pareto.md").read_text()
     front = list((tune / "front").glob("trial-*.yaml"))
     assert front and (tune / "best.yaml").is_file() and "## Pareto front" in (tune / "pareto.md").read_text()
 
