@@ -271,3 +271,15 @@ def test_compare_to_baseline() -> None:
     assert result["mcnemar"]["b_only_correct"] == 10  # 0..9: baseline wrong, artefact right
     assert result["agreement"]["indices"] == [*range(10), *range(15, 20)]
     assert result == compare_to_baseline(labels, baseline, artefact, seed=5)
+
+
+def test_wilson_interval_keeps_its_width_where_the_bootstrap_collapses() -> None:
+    from edgetl.stats import wilson_interval
+
+    low, high = wilson_interval(72, 72)
+    assert high == 1.0 and 0.949 < low < 0.950, "72 of 72 says 'at least about 95 %', not '100 %'"
+    boot = bootstrap_accuracy_ci([1] * 72)
+    assert boot["low"] == boot["high"] == 1.0
+    low, high = wilson_interval(168, 177)
+    assert low < 168 / 177 < high and 0.90 < low < 0.91 and 0.97 < high < 0.98
+    assert wilson_interval(0, 0) == (0.0, 1.0)
