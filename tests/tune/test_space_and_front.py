@@ -166,15 +166,20 @@ def test_pick_treats_one_holdout_image_as_a_tie_and_takes_the_faster() -> None:
     assert pick([]) is None
 
 
-def test_a_second_fold_decides_between_tied_trials() -> None:
-    from edgetl.tune.results import tied_best
-
-    rows = [
+def flowers_like(trial_3_correct: int = 111) -> list[dict[str, Any]]:
+    """Four trials shaped like the flowers study: three tied at the top of a 112-image holdout, 1.4-4.3 ms."""
+    return [
         row(0, 111 / 112, 4.3, images=112),
-        row(3, 111 / 112, 3.3, images=112),
+        row(3, trial_3_correct / 112, 3.3, images=112),
         row(29, 111 / 112, 1.4, images=112),
         row(6, 108 / 112, 1.39, images=112),
     ]
+
+
+def test_a_second_fold_decides_between_tied_trials() -> None:
+    from edgetl.tune.results import tied_best
+
+    rows = flowers_like()
     assert sorted(r["trial"] for r in tied_best(rows)) == [0, 3, 29]
     assert pick(rows)["trial"] == 29, "on one fold the fastest of the tied wins"
     second = {"0": {"correct": 110}, "3": {"correct": 109}, "29": {"correct": 104}}
@@ -185,12 +190,7 @@ def test_a_pick_much_faster_than_trials_it_ties_with_says_what_the_holdout_canno
     from edgetl.report.sections import tuning_lines
     from edgetl.tune.results import holdout_limit, tied_best
 
-    rows = [
-        row(0, 111 / 112, 4.3, images=112),
-        row(3, 112 / 112, 3.3, images=112),
-        row(29, 111 / 112, 1.4, images=112),
-        row(6, 108 / 112, 1.39, images=112),
-    ]
+    rows = flowers_like(trial_3_correct=112)
     chosen = pick(rows)
     assert chosen["trial"] == 29
     limit = holdout_limit(rows, chosen)
