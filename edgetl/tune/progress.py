@@ -14,12 +14,11 @@ from edgetl.console import Log
 
 def best_so_far(study: Any) -> str:
     """What the pick rule would choose now (before any second-fold confirmation), in a few words."""
-    from edgetl.tune.results import tied_best, trial_rows
+    from edgetl.tune.results import pick, tied_best, trial_rows
 
-    tied = tied_best(trial_rows(study))
-    if not tied:
+    best = pick(tied_best(trial_rows(study)))
+    if best is None:
         return "no feasible trial yet"
-    best = min(tied, key=lambda r: (r["latency_ms"], -r["accuracy"], r["trial"]))
     return (
         f"best so far: trial {best['trial']}, {best['accuracy']:.1%} at {best['latency_ms']:.2f} ms, "
         f"{best['size_mb']:.2f} MB"
