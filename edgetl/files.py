@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 _CHUNK = 1 << 20
@@ -77,6 +77,36 @@ def publish_file(source: Path, target: Path) -> None:
     except OSError:
         shutil.copy2(source, temp)
     os.replace(temp, target)
+
+
+def owned_path(root: Path, relative: str) -> Path | None:
+    """`root / relative` if edgetl may write or delete it there, else None.
+
+    `relative` must be a plain relative POSIX path (no `..`, not absolute, no backslash or NUL), and no
+    folder on the way from `root` to it may be a symbolic link: a name read from a manifest or a
+    listing never reaches outside `root`. A link as the last part is fine: removing or replacing it
+    does not touch what it points to.
+    """
+    if not isinstance(relative, str) or not relative or "\\" in relative or "\0" in relative:
+        return None
+    pure = PurePosixPath(relative)
+    if pure.is_absolute() or any(part in ("..", ".", "") for part in relative.split("/")):
+        return None
+    folder = root
+    for part in pure.parts[:-1]:
+        folder = folder / part
+        if folder.is_symlink():
+            return None
+    return root / pure
+
+
+def first_symlinked_folder(root: Path) -> Path | None:
+    """The first folder under `root` that is a symbolic link (not followed), or None."""
+    for folder, subfolders, _ in os.walk(root, followlinks=False):
+        for name in sorted(subfolders):
+            if os.path.islink(os.path.join(folder, name)):
+                return Path(folder) / name
+    return None
 
 
 def remove_tree(path: Path) -> None:

@@ -20,7 +20,16 @@ from typing import Any
 from edgetl import __version__, layout
 from edgetl.console import Log
 from edgetl.errors import BudgetExceeded, ProfileError
-from edgetl.files import publish_file, read_json, remove_tree, sha256_file, write_json_atomic, write_text_atomic
+from edgetl.files import (
+    first_symlinked_folder,
+    owned_path,
+    publish_file,
+    read_json,
+    remove_tree,
+    sha256_file,
+    write_json_atomic,
+    write_text_atomic,
+)
 from edgetl.lock import RunLock
 from edgetl.machine import describe_machine, package_versions
 from edgetl.profile import LoadedProfile, load_profile
@@ -112,7 +121,7 @@ def build(
     dist = DistributedEnv.from_env()
     created = _first_missing(run_dir) if dist.is_main else None
     if dist.is_main:
-        _check_run_dir(run_dir, loaded)
+        check_run_dir(run_dir, loaded)
     stages = default_stages(until)
     if any(stage.name == "convert" for stage in stages):
         check_converters(loaded.profile)  # in milliseconds, not after the fine-tune
@@ -166,7 +175,8 @@ def build(
     return BuildOutcome(run_dir, report, ctx.results, time.perf_counter() - started)
 
 
-def _check_run_dir(run_dir: Path, loaded: LoadedProfile) -> None:
+def check_run_dir(run_dir: Path, loaded: LoadedProfile) -> None:
+    """Refuse an output folder edgetl must not write into, before anything is written (build and tune)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ProfileError(f"{loaded.path}: output_dir {run_dir} exists and is not a directory")
     # Refuse here what would otherwise fail as an OSError deep inside the build (exit 1, no hint).
@@ -178,12 +188,40 @@ def _check_run_dir(run_dir: Path, loaded: LoadedProfile) -> None:
         raise ProfileError(
             f"{loaded.path}: output_dir {run_dir}: {existing} is not writable", hint="choose another folder"
         )
-    manifest = run_dir / layout.MANIFEST
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not manifest.exists() and not (run_dir / ".edgetl").exists():
+    data_root = loaded.profile.data.root
+    if data_root is not None and run_dir.is_relative_to(data_root.resolve()):
+        raise ProfileError(
+            f"{loaded.path}: output_dir {run_dir} is inside data.root {data_root}: reports and reference images "
+            "would be scanned as training or val images",
+            hint="choose a folder outside the dataset",
+        )
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run_dir(run_dir):
         raise ProfileError(
             f"{loaded.path}: output_dir {run_dir} is a non-empty folder that is not an edgetl run directory",
             hint="choose an empty or new folder so nothing of yours is overwritten",
         )
+    linked = first_symlinked_folder(run_dir) if run_dir.is_dir() else None
+    if linked is not None:
+        raise ProfileError(
+            f"{loaded.path}: output_dir {run_dir}: {linked.relative_to(run_dir)} is a symbolic link to "
+            f"{os.path.realpath(linked)}; edgetl writes and deletes only inside its output folder",
+            hint="remove the link (or choose another output_dir)",
+        )
+
+
+def is_run_dir(folder: Path) -> bool:
+    """An edgetl run directory: its `.edgetl/` folder, or a manifest.json with edgetl's schema."""
+    marker = folder / ".edgetl"
+    if marker.is_dir() and not marker.is_symlink():
+        return True
+    manifest = folder / layout.MANIFEST
+    if not manifest.is_file() or manifest.is_symlink() or manifest.stat().st_size > 64 << 20:
+        return False
+    try:
+        data = read_json(manifest)
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("schema") == MANIFEST_SCHEMA
 
 
 def _first_missing(run_dir: Path) -> Path | None:
@@ -227,7 +265,9 @@ def _publish(ctx: BuildContext, report: dict[str, Any] | None, started: float) -
         produced |= publish_report(run_dir, report)
     write_text_atomic(run_dir / layout.PROFILE_COPY, ctx.loaded.text)
     for stale in previous - produced:  # e.g. an int8 model a previous profile produced
-        remove_tree(run_dir / stale)
+        path = owned_path(run_dir, stale)
+        if path is not None:  # a name that leaves the run directory is never followed
+            remove_tree(path)
     known = {relative: digest for result in ctx.results.values() for relative, digest in result.files.items()}
     manifest = {
         "schema": MANIFEST_SCHEMA,
@@ -271,10 +311,13 @@ def _publish(ctx: BuildContext, report: dict[str, Any] | None, started: float) -
 
 
 def _previous_files(run_dir: Path) -> set[str]:
-    manifest = run_dir / layout.MANIFEST
-    if not manifest.is_file():
+    """The names the last build published (only edgetl's manifest, only names inside the run directory)."""
+    if not is_run_dir(run_dir):
         return set()
     try:
-        return set(read_json(manifest).get("files", {}))
-    except (OSError, ValueError):
+        files = read_json(run_dir / layout.MANIFEST).get("files", {})
+    except (OSError, ValueError, AttributeError, RecursionError):
         return set()
+    if not isinstance(files, dict):
+        return set()
+    return {name for name in files if owned_path(run_dir, name) is not None}

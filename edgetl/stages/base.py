@@ -273,6 +273,8 @@ def prune_cache(ctx: BuildContext) -> None:
         remove_tree(ctx.work_root)
         return
     for stage_dir in ctx.cache_root.glob("*"):
+        if stage_dir.is_symlink() or not stage_dir.is_dir():  # never follow a link out of the cache
+            continue
         current = ctx.results.get(stage_dir.name)
         for entry in stage_dir.iterdir():
             if current is None or entry != current.directory:

@@ -29,6 +29,9 @@ def run_tune(profile_path: str | Path, options: TuneOptions, log: Log | None = N
     """Search, write `tune/`, then (unless interrupted or told not to) build the pick and evaluate it on val."""
     log = log or Log()
     loaded = load_profile(profile_path)
+    from edgetl.pipeline import check_run_dir
+
+    check_run_dir(loaded.output_dir, loaded)  # the same refusals as a build, before tune/ is written
     search = Search(loaded, options, log)
     study = search.open()
     (loaded.output_dir / ".edgetl").mkdir(parents=True, exist_ok=True)  # marks the run directory as edgetl's
