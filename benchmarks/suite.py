@@ -1,7 +1,7 @@
 """The yardstick for every default: a data-only profile built on every dataset, next to reference recipes.
 
     EDGETL_DATA_HOME=../shared/datasets python benchmarks/suite.py [--only NAME ...]
-        [--references probe finetune] [--overrides FILE.yaml]
+        [--references probe finetune] [--cached-only finetune] [--overrides FILE.yaml]
 
 For each dataset folder (class folders under `train/`, and `val/`) under the data home:
 * **edgetl defaults**: `edgetl build` of a profile that holds only `name`, `output_dir` and
@@ -176,6 +176,8 @@ def run_default(dataset: Path, work: Path, overrides: dict, rebuild: bool = Fals
     row["why"] = auto.get("reason", "set in the profile")
     row["auto"] = auto or None
     row["train_seconds"] = training.get("train_seconds")
+    if auto:
+        row["decision"] = auto_decision_on_val(outcome.run_dir, auto)
     quantization = (
         (outcome.results.get("optimize").summary or {}).get("int8") if "optimize" in outcome.results else None
     )
@@ -240,6 +242,60 @@ def reference_probe(dataset: Path, work: Path, overrides: dict, backbone: str) -
     }
 
 
+def _val_correct(model: Any, pre: Any, paths: list[Path], labels: list[int]) -> np.ndarray:
+    from edgetl.backends.pytorch.runner import TorchRunner
+
+    runner = TorchRunner(model, threads=None)
+    runner.activate()
+    predicted = np.concatenate([runner.infer(pre.batch(paths[i : i + 32])).argmax(1) for i in range(0, len(paths), 32)])
+    runner.deactivate()
+    return predicted == np.asarray(labels)
+
+
+def auto_decision_on_val(run_dir: Path, auto: dict[str, Any]) -> dict[str, Any] | None:
+    """For analysis only: val top-1 of both ends `auto` trained and of every mix it measured, and its regret.
+
+    The build never sees val; this reads the ends it kept (training/candidates/) after the fact. Regret is
+    the val accuracy of the better end (probe or fine-tune) minus that of the model `auto` kept, in points.
+    """
+    from edgetl import layout
+    from edgetl.training.auto import MIX_GRID, batchnorm_batches, mix_states, recalibrate_batchnorm
+    from edgetl.training.checkpoint import load_checkpoint
+
+    files = {name: run_dir / rel for name, rel in layout.AUTO_CANDIDATES.items()}
+    if not all(path.is_file() for path in files.values()):
+        return None
+    ends = {name: load_checkpoint(path) for name, path in files.items()}
+    kept = load_checkpoint(run_dir / layout.CHECKPOINT)
+    split = read_split(run_dir / "data" / "split.json")
+    paths, labels = split_paths(split, "val")
+    model = kept.build_model()
+    pre = kept.preprocessing
+    train_paths, _ = split_paths(split, "train")
+    seed = int(json.loads((run_dir / "manifest.json").read_text())["seed"])
+    batches, _ = batchnorm_batches(pre, train_paths, seed)
+    mixes: dict[str, Any] = {}
+    for weight in MIX_GRID:  # each mix as the build made it (BatchNorm statistics recomputed inside)
+        model.load_state_dict(mix_states(ends["probe"].state_dict, ends["finetune"].state_dict, weight))
+        if 0.0 < weight < 1.0:
+            recalibrate_batchnorm(model, batches())
+        mixes[f"{weight:g}"] = accuracy_cell(_val_correct(model.eval(), pre, paths, labels))
+    model.load_state_dict(kept.state_dict)
+    kept_cell = accuracy_cell(_val_correct(model.eval(), pre, paths, labels))
+    better = max(mixes["0"]["accuracy"], mixes["1"]["accuracy"])
+    return {
+        "mix": auto.get("mix"),
+        "holdout_correct": auto.get("mix_holdout_correct"),
+        "holdout_images": auto.get("holdout_images"),
+        "val_by_mix": mixes,
+        "probe_val": mixes["0"],
+        "finetune_val": mixes["1"],
+        "kept_val": kept_cell,
+        "regret_points": round((better - kept_cell["accuracy"]) * 100, 2),
+        "mix_seconds": auto.get("mix_seconds"),
+    }
+
+
 def checkpoint_accuracy(run_dir: Path) -> dict[str, Any]:
     """Val top-1 of a run's fine-tuned checkpoint, in PyTorch."""
     from edgetl.backends.pytorch.runner import TorchRunner
@@ -284,14 +340,24 @@ def reference_key(kind: str, dataset: Path, overrides: dict, backbone: str) -> s
 
 
 def references(
-    dataset: Path, kinds: list[str], work: Path, overrides: dict, cache_file: Path, backbone: str
+    dataset: Path,
+    kinds: list[str],
+    work: Path,
+    overrides: dict,
+    cache_file: Path,
+    backbone: str,
+    cached_only: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """Reference rows from the cache, computed (and cached) where missing, except `cached_only` kinds."""
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     rows: dict[str, Any] = {}
     for kind in kinds:
         key = reference_key(kind, dataset, overrides, backbone)
         if key in cache:
             rows[kind] = cache[key] | {"cached": True}
+            continue
+        if kind in cached_only:
+            print(f"suite: {dataset.name}: reference {kind} not cached, not computed (--cached-only)", flush=True)
             continue
         print(f"suite: {dataset.name}: reference {kind} (not cached)", flush=True)
         rows[kind] = REFERENCES[kind](dataset, work, overrides, backbone)
@@ -363,28 +429,28 @@ def render(result: dict[str, Any]) -> str:
     lines += [
         "",
         "| dataset | row | fp32 top-1 | int8 top-1 | agreement | int8 vs ORT fp32 | int8 size vs fp32 | strategy "
-        "| build s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| regret | build s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         default = row["default"]
         if "failed" in default:
             lines.append(
                 f"| {row['dataset']} | edgetl defaults | {_pct(default.get('fp32'))} | refused (exit "
-                f"{default.get('exit_code')}): {default['failed']} | | | | | {default['build_seconds']:.0f} |"
+                f"{default.get('exit_code')}): {default['failed']} | | | | | | {default['build_seconds']:.0f} |"
             )
         else:
             int8 = default.get("int8") or {}
             lines.append(
                 f"| {row['dataset']} | edgetl defaults | {_pct(default['fp32'])} | {_pct(int8 or None)} | "
                 f"{int8.get('agreement', 0):.1%} | {int8.get('speedup_vs_onnx_fp32', 0):.2f}x | "
-                f"{int8.get('size_ratio_vs_onnx_fp32', 0):.2f}x | {default['strategy']} | "
-                f"{default['build_seconds']:.0f} |"
+                f"{int8.get('size_ratio_vs_onnx_fp32', 0):.2f}x | {_strategy_cell(default)} | "
+                f"{_regret_cell(default)} | {default['build_seconds']:.0f} |"
             )
         for kind, ref in row["references"].items():
             cached = " (cached)" if ref.get("cached") else ""
             lines.append(
-                f"| {row['dataset']} | reference: {kind}{cached} | {_pct(ref['fp32'])} | | | | | "
+                f"| {row['dataset']} | reference: {kind}{cached} | {_pct(ref['fp32'])} | | | | | | "
                 f"| {ref['seconds']:.0f} |"
             )
     lines += ["", "## Targets (issue 12)", ""]
@@ -398,10 +464,50 @@ def render(result: dict[str, Any]) -> str:
     for row in result["rows"]:
         met = ", ".join(f"{names[k]}: {'yes' if v else '**no**'}" for k, v in row["verdict"].items())
         lines.append(f"- {row['dataset']}: {met or 'nothing measured'}")
+    lines += _decision_table(result["rows"])
     lines += ["", "## Why each strategy", ""]
     for row in result["rows"]:
         lines.append(f"- {row['dataset']}: {row['default'].get('why', '-')}")
     return "\n".join(lines) + "\n"
+
+
+def _strategy_cell(default: dict[str, Any]) -> str:
+    mix = (default.get("decision") or {}).get("mix")
+    if mix is None or mix in (0.0, 1.0):
+        return str(default["strategy"])
+    return f"mix {mix:g}"
+
+
+def _regret_cell(default: dict[str, Any]) -> str:
+    decision = default.get("decision")
+    return "-" if not decision else f"{decision['regret_points']:+.1f}"
+
+
+def _decision_table(rows: list[dict[str, Any]]) -> list[str]:
+    """`auto`'s choice re-examined on val (analysis only): every mix it measured, holdout vs val."""
+    decided = [r for r in rows if r["default"].get("decision")]
+    if not decided:
+        return []
+    weights = list(decided[0]["default"]["decision"]["val_by_mix"])
+    lines = [
+        "",
+        "## `auto`'s choice on val (analysis only; the build never reads val)",
+        "",
+        "Weight of the fine-tune in the mix: 0 is the linear probe, 1 the fine-tune. Holdout: images right of "
+        "those the build decided on; val: top-1 in PyTorch fp32. Regret: val points of the better end (probe or "
+        "fine-tune) above the kept model (negative: the kept mix beat both ends).",
+        "",
+        "| dataset | kept | " + " | ".join(f"{w}: holdout / val" for w in weights) + " | regret |",
+        "|---|---|" + "---|" * len(weights) + "---|",
+    ]
+    for row in decided:
+        d = row["default"]["decision"]
+        cells = [
+            f"{(d['holdout_correct'] or {}).get(w, '-')}/{d['holdout_images']} / {d['val_by_mix'][w]['accuracy']:.1%}"
+            for w in weights
+        ]
+        lines.append(f"| {row['dataset']} | {d['mix']:g} | " + " | ".join(cells) + f" | {d['regret_points']:+.1f} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,6 +517,13 @@ def main(argv: list[str] | None = None) -> int:
         "--data-home", type=Path, default=Path(os.environ.get("EDGETL_DATA_HOME", REPO.parent / "shared" / "datasets"))
     )
     parser.add_argument("--references", nargs="*", choices=REFERENCE_KINDS, default=list(REFERENCE_KINDS))
+    parser.add_argument(
+        "--cached-only",
+        nargs="*",
+        choices=REFERENCE_KINDS,
+        default=[],
+        help="reference kinds taken from the cache where there and skipped otherwise (the fine-tune costs a build)",
+    )
     parser.add_argument("--overrides", type=Path, help="YAML mapping merged into every profile the suite builds")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "suite")
     parser.add_argument("--out", type=Path, default=RESULTS / "suite")
@@ -444,7 +557,9 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as error:  # a crash is a result too; keep measuring the other sets
                 traceback.print_exc()
                 default = {"failed": f"internal error: {error!r}", "exit_code": 1, "build_seconds": 0.0}
-        refs = references(dataset, args.references, args.work, overrides, args.cache, args.backbone)
+        refs = references(
+            dataset, args.references, args.work, overrides, args.cache, args.backbone, tuple(args.cached_only)
+        )
         if args.references_only:
             refs = previous[dataset.name]["references"] | refs
         row = {

@@ -31,6 +31,8 @@ EXECUTORCH_DIR = "models/executorch"  # one .pte per precision
 TRAINING_HISTORY = "training/history.json"
 TRAINING_HISTORY_CSV = "training/history.csv"
 TRAINING_CURVES = "training/curves.png"
+# `strategy: auto`'s two ends (the kept model is a mix of them), for re-examining its choice.
+AUTO_CANDIDATES = {"probe": "training/candidates/probe.pt", "finetune": "training/candidates/finetune.pt"}
 
 EXPORT_PARITY = "export/parity.json"
 QUANTIZATION = "optimize/quantization.json"

@@ -50,6 +50,14 @@ def test_suite_on_a_tiny_generated_suite(suite_module, tmp_path: Path) -> None:
     assert "failed" not in default, default
     assert default["fp32"]["total"] == 6 and 0 <= default["fp32"]["ci95"][0] <= default["fp32"]["accuracy"]
     assert default["strategy"] in ("full", "feature_extract") and "holdout" in default["why"]
+    # auto's choice re-examined on val: both ends, every mix, and the regret against the better end.
+    decision = default["decision"]
+    assert set(decision["val_by_mix"]) == {"0", "0.25", "0.5", "0.75", "1"}
+    assert decision["probe_val"] == decision["val_by_mix"]["0"] and decision["finetune_val"]["total"] == 6
+    kept = decision["val_by_mix"][f"{decision['mix']:g}"]
+    assert decision["kept_val"]["correct"] == kept["correct"] == default["fp32"]["correct"]
+    best_end = max(decision["probe_val"]["accuracy"], decision["finetune_val"]["accuracy"])
+    assert decision["regret_points"] == pytest.approx((best_end - kept["accuracy"]) * 100, abs=0.01)
     int8 = default["int8"]
     assert int8["speedup_vs_onnx_fp32"] > 0 and 0 < int8["size_ratio_vs_onnx_fp32"] < 1
     assert set(row["references"]) == {"probe", "finetune"}
@@ -58,6 +66,7 @@ def test_suite_on_a_tiny_generated_suite(suite_module, tmp_path: Path) -> None:
     assert set(row["verdict"]) == {"fp32_within_reference", "int8_within_fp32", "int8_speedup", "int8_size"}
     markdown = out.with_suffix(".md").read_text()
     assert "Profiles carried overrides" in markdown and "reference: probe" in markdown
+    assert "| regret |" in markdown and "## `auto`'s choice on val" in markdown
     assert result["machine"]["cpu"] in markdown
 
     # Reference rows are cached by dataset and recipe: a second run reuses them.

@@ -13,6 +13,7 @@ import csv
 import io
 import random
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,10 @@ class FinetuneStage(Stage):
             strategy_name = "scratch"
             log("strategy auto: backbone.pretrained is false, so there is nothing to probe: training from scratch")
         if strategy_name == "auto":
+            from edgetl.training.auto import batchnorm_batches
+
             probe_started = time.perf_counter()
-            auto = _fit_probe(built, pre, train_paths, train_labels, holdout, profile.seed, log)
+            auto, probe_features = _fit_probe(built, pre, train_paths, train_labels, holdout, profile.seed, log)
             probe_state = copy.deepcopy(built.model.state_dict())
             auto["probe_seconds"] = time.perf_counter() - probe_started
             head_init: dict[str, Any] = {"mode": "linear_probe", "l2": auto["probe_l2"]}
@@ -132,7 +135,16 @@ class FinetuneStage(Stage):
         outcome = trainer.fit(resume=ctx.resume)
         outcome.head_init = head_init
         if auto is not None:
-            strategy_name = _settle_auto(auto, outcome, built, probe_state, trainer.epochs, train_size, log)
+            candidates = _settle_auto(
+                auto, outcome, built, probe_state, trainer.epochs, train_size, log, holdout, probe_features,
+                batchnorm_batches(pre, train_paths, profile.seed),
+            )  # fmt: skip
+            strategy_name = auto["strategy"]
+            kept = copy.deepcopy(built.model.state_dict())
+            for name, state in candidates.items():  # both ends, so the choice can be re-examined (benchmarks/suite.py)
+                built.model.load_state_dict(state)
+                save_checkpoint(out / layout.AUTO_CANDIDATES[name], built.model, spec.name, classes, pre)
+            built.model.load_state_dict(kept)
 
         save_checkpoint(out / layout.CHECKPOINT, built.model, spec.name, classes, pre, best_epoch=outcome.best_epoch)
         write_text_atomic(out / layout.PREPROCESSING, pre.to_json() + "\n")
@@ -144,9 +156,7 @@ class FinetuneStage(Stage):
         return {
             "backbone": spec.name,
             "strategy": strategy_name,
-            "strategy_detail": outcome.strategy
-            if strategy_name != "feature_extract" or not auto
-            else (f"feature_extract: linear probe on the frozen backbone (L2 {auto['probe_l2']:g})"),
+            "strategy_detail": _strategy_detail(outcome.strategy, auto),
             "train_resolution": train_size,
             "auto": auto,
             "pretrained_weights": str(built.weights_file) if built.weights_file else None,
@@ -171,13 +181,17 @@ class FinetuneStage(Stage):
 
 def _fit_probe(
     built: Any, pre: Any, paths: list[Path], labels: list[int], holdout: Any, seed: int, log: Any
-) -> dict[str, Any]:
-    """`auto`, candidate 1: a logistic-regression head on frozen features, copied into the model's head."""
+) -> tuple[dict[str, Any], tuple[Any, Any]]:
+    """`auto`, candidate 1: a logistic-regression head on frozen features, copied into the model's head.
+
+    Returns what was measured and the (train, holdout) features, for a refit on both if the probe is kept.
+    """
     import torch
 
     from edgetl.training.auto import fit_linear_probe
 
     built.model.eval()
+    held = None
     with torch.no_grad():
         features = torch.cat(
             [built.features(torch.from_numpy(pre.batch(paths[i : i + 16]))) for i in range(0, len(paths), 16)]
@@ -195,42 +209,109 @@ def _fit_probe(
         + (f"; holdout accuracy {accuracy:.1%}" if accuracy is not None else "")
         + "; now fine-tuning every block from it"
     )
-    return {
+    info = {
         "probe_holdout_accuracy": accuracy,
         "probe_holdout_loss": loss,
         "probe_l2": probe.l2,
         "probe_cv_accuracy": {f"{l2:g}": score for l2, score in probe.cv_accuracy.items()},
         "holdout_images": 0 if holdout is None else len(holdout[0]),
+        "seed": seed,
     }
+    return info, (features, torch.tensor(labels), held)
 
 
 def _settle_auto(
-    auto: dict[str, Any], outcome: Any, built: Any, probe_state: Any, epochs: int, train_size: int, log: Any
-) -> str:
-    """`auto`, the decision: keep the fine-tune unless the probe was more accurate on the holdout."""
-    from edgetl.training.auto import AutoDecision, decide
+    auto: dict[str, Any],
+    outcome: Any,
+    built: Any,
+    probe_state: dict[str, Any],
+    epochs: int,
+    train_size: int,
+    log: Any,
+    holdout: Any,
+    probe_features: tuple[Any, Any, Any] | None = None,
+    batchnorm_batches: tuple[Callable[[], Iterator[Any]], int] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """`auto`, the decision: the WiSE-FT mix of probe and fine-tune the holdout supports (see training/auto.py).
 
+    Loads the kept weights into `built` and fills `auto` with what was measured; returns both ends.
+    """
+    import time
+
+    import torch
+
+    from edgetl.training.auto import (
+        MIX_GRID,
+        MIX_PRIOR,
+        AutoDecision,
+        choose_mix,
+        fit_linear_probe,
+        holdout_correct,
+        mix_states,
+        recalibrate_batchnorm,
+    )
+
+    def load_mix(weight: float) -> None:
+        built.model.load_state_dict(mix_states(probe_state, tuned_state, weight))
+        if 0.0 < weight < 1.0 and batchnorm_batches is not None:  # each end keeps the statistics it ran with
+            recalibrate_batchnorm(built.model, batchnorm_batches[0]())
+
+    started = time.perf_counter()
     last = outcome.history[-1] if outcome.history else None
-    tuned_accuracy = last.holdout_accuracy if last else None
-    strategy, reason = decide(auto["probe_holdout_accuracy"], tuned_accuracy, auto["holdout_images"])
-    if strategy == "feature_extract":
-        built.model.load_state_dict(probe_state)
+    tuned_state = copy.deepcopy(built.model.state_dict())
+    correct: dict[float, Any] = {}
+    if holdout is not None and len(holdout[0]):
+        for weight in MIX_GRID:
+            load_mix(weight)
+            correct[weight] = holdout_correct(built.model, holdout[0], holdout[1])
+        weight, reason = choose_mix(correct)
+    else:
+        weight, reason = MIX_PRIOR, "no holdout images to compare on: the WiSE-FT mix of fine-tune and probe is kept"
+    refit_images = len(probe_features[1]) if probe_features is not None else 0
+    load_mix(weight)
+    if weight == 0.0 and probe_features is not None and probe_features[2] is not None:
+        # The holdout has done its job: the kept probe learns from its images too (the L2 choice carries over).
+        features, labels, held = probe_features
+        probe = fit_linear_probe(
+            torch.cat([features, held]), torch.cat([labels, holdout[1]]), built.num_classes, auto["seed"],
+            grid=(auto["probe_l2"],),
+        )  # fmt: skip
+        with torch.no_grad():
+            built.head.weight.copy_(probe.weight)
+            built.head.bias.copy_(probe.bias)
+        refit_images += len(held)
+        reason += f"; the probe was refitted on train + holdout ({refit_images} images)"
     log(f"strategy auto: {reason}")
     decision = AutoDecision(
-        strategy=strategy,
+        strategy="feature_extract" if weight == 0.0 else "full",
+        mix=weight,
+        batchnorm_images=batchnorm_batches[1] if batchnorm_batches is not None and 0.0 < weight < 1.0 else 0,
         reason=reason,
-        finetune_holdout_accuracy=tuned_accuracy,
+        mix_holdout_correct={f"{w:g}": int(right.sum()) for w, right in correct.items()},
+        finetune_holdout_accuracy=last.holdout_accuracy if last else None,
         finetune_holdout_loss=last.holdout_loss if last else None,
         train_resolution=train_size,
         epochs=epochs,
         finetune_seconds=outcome.seconds,
         **{k: auto[k] for k in ("probe_holdout_accuracy", "probe_holdout_loss", "probe_l2", "probe_cv_accuracy")},
+        probe_refit_images=refit_images,
         holdout_images=auto["holdout_images"],
         probe_seconds=auto["probe_seconds"],
+        mix_seconds=time.perf_counter() - started,
     )
     auto.clear()
     auto.update(decision.to_dict())
-    return strategy
+    return {"probe": probe_state, "finetune": tuned_state}
+
+
+def _strategy_detail(trained: str, auto: dict[str, Any] | None) -> str:
+    if not auto:
+        return trained
+    if auto["mix"] == 0.0:
+        return f"feature_extract: linear probe on the frozen backbone (L2 {auto['probe_l2']:g})"
+    if auto["mix"] == 1.0:
+        return trained
+    return f"WiSE-FT mix: {auto['mix']:g} x fine-tune ({trained}) + {1 - auto['mix']:g} x linear probe"
 
 
 def _describe_head_init(info: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import torch
 
 from edgetl.backbones import get_backbone
 from edgetl.profile import FinetuneConfig
-from edgetl.training.auto import decide, fit_linear_probe, stratified_folds
+from edgetl.training.auto import MIX_PRIOR, choose_mix, fit_linear_probe, mix_states, sign_test_p, stratified_folds
 from edgetl.training.datasets import ImageListDataset, eval_transform, train_transform
 from edgetl.training.epochs import auto_epochs
 from edgetl.training.strategies import make_strategy
@@ -190,12 +190,46 @@ def test_without_early_stopping_the_final_weights_are_kept(data: dict) -> None:
     assert accuracy == pytest.approx(outcome.history[-1].holdout_accuracy)
 
 
-def test_auto_keeps_the_fine_tune_unless_the_probe_measured_better() -> None:
-    assert decide(0.90, 0.92, 50)[0] == "full"
-    assert decide(0.92, 0.92, 50)[0] == "full"  # a tie keeps the fine-tune
-    strategy, reason = decide(0.96, 0.92, 50)
-    assert strategy == "feature_extract" and "48" in reason and "46" in reason  # counts of the 50 images
-    assert decide(None, None, 0) == ("full", "no holdout images to compare on: the fine-tune is kept")
+def _right(count: int, images: int, first: int = 0) -> torch.Tensor:
+    """A holdout vector with `count` images right, starting at image `first` (wrapping)."""
+    right = torch.zeros(images, dtype=torch.bool)
+    right[[(first + i) % images for i in range(count)]] = True
+    return right
+
+
+def test_auto_does_not_flip_to_an_end_on_a_small_holdout_difference() -> None:
+    # The case that made the choice continuous: 48 holdout images, the probe two ahead of the fine-tune.
+    images = 48
+    correct = {0.0: _right(36, images), 0.25: _right(36, images), 0.5: _right(35, images), 0.75: _right(35, images),
+               1.0: _right(34, images, first=2)}  # fmt: skip
+    weight, reason = choose_mix(correct)
+    assert weight == MIX_PRIOR, reason  # a one-image lead of the probe over the mix moves nothing
+    assert "probe 36" in reason and "fine-tune 34" in reason and "48 holdout images" in reason
+    # A one-image lead of either end, in either direction: still the mix.
+    for end in (0.0, 1.0):
+        assert choose_mix({**correct, end: _right(36, images)})[0] == MIX_PRIOR
+
+
+def test_auto_moves_to_an_end_only_on_clear_evidence() -> None:
+    images = 60
+    mix = _right(40, images)
+    tuned = mix | _right(8, images, first=40)  # right on 8 more images, wrong on none the mix gets
+    weight, reason = choose_mix({0.0: _right(30, images), 0.25: mix, 0.5: mix, 0.75: mix, 1.0: tuned})
+    assert weight == 1.0 and "p = 0.004" in reason, reason  # 8 of 8 disagreements: 0.5 ** 8
+    probe = mix | _right(6, images, first=40)
+    weight, _ = choose_mix({0.0: probe, 0.25: mix, 0.5: mix, 0.75: mix, 1.0: _right(20, images)})
+    assert weight == 0.0
+
+
+def test_sign_test_and_weight_mixing() -> None:
+    assert sign_test_p(0, 0) == 1.0 and sign_test_p(5, 0) == pytest.approx(1 / 32)
+    assert sign_test_p(3, 1) == pytest.approx(5 / 16)
+    probe = {"w": torch.zeros(3), "n": torch.tensor(4)}
+    tuned = {"w": torch.ones(3) * 2, "n": torch.tensor(9)}
+    mixed = mix_states(probe, tuned, 0.25)
+    assert torch.allclose(mixed["w"], torch.full((3,), 0.5)) and int(mixed["n"]) == 9
+    assert torch.equal(mix_states(probe, tuned, 0.0)["w"], probe["w"])
+    assert torch.equal(mix_states(probe, tuned, 1.0)["w"], tuned["w"])
 
 
 def test_auto_epochs_follow_the_image_budget() -> None:
@@ -253,20 +287,37 @@ def test_linear_probe_head_has_no_outlier_weights_for_dead_features() -> None:
     assert probe.accuracy(features, labels) >= 0.9
 
 
-def test_auto_ships_the_probe_weights_when_the_probe_measured_better() -> None:
+def test_auto_ships_the_probe_refitted_on_train_and_holdout_when_it_clearly_won() -> None:
     import copy
     from types import SimpleNamespace
 
     from edgetl.stages.finetune import _settle_auto
 
+    torch.manual_seed(0)
     built = SPEC.build(num_classes=2, pretrained=False)
+    built.model.eval()
+    head = next(name for name, module in built.model.named_modules() if module is built.head)
+    holdout = (torch.randn(12, 3, 32, 32), torch.zeros(12, dtype=torch.long))
+    with torch.no_grad():  # the probe predicts class 0 everywhere: all 12 right
+        built.head.weight.zero_()
+        built.head.bias.copy_(torch.tensor([5.0, -5.0]))
     probe_state = copy.deepcopy(built.model.state_dict())
+    with torch.no_grad():  # what the fine-tune changed: class 1 everywhere, all wrong
+        built.head.bias.copy_(torch.tensor([-50.0, 50.0]))
+    outcome = SimpleNamespace(history=[SimpleNamespace(holdout_accuracy=0.0, holdout_loss=9.0)], seconds=2.0)
+    auto = {"probe_holdout_accuracy": 1.0, "probe_holdout_loss": 0.1, "probe_l2": 1e-3, "probe_cv_accuracy": {},
+            "holdout_images": 12, "probe_seconds": 0.1, "seed": 0}  # fmt: skip
     with torch.no_grad():
-        built.head.weight.add_(1.0)  # what the fine-tune changed
-    outcome = SimpleNamespace(history=[SimpleNamespace(holdout_accuracy=0.5, holdout_loss=0.7)], seconds=2.0)
-    auto = {"probe_holdout_accuracy": 0.9, "probe_holdout_loss": 0.3, "probe_l2": 1e-3, "probe_cv_accuracy": {},
-            "holdout_images": 10, "probe_seconds": 0.1}  # fmt: skip
-    assert _settle_auto(auto, outcome, built, probe_state, 3, 160, lambda message: None) == "feature_extract"
-    assert all(torch.equal(value, probe_state[key]) for key, value in built.model.state_dict().items())
-    assert auto["strategy"] == "feature_extract" and auto["finetune_holdout_accuracy"] == 0.5
-    assert "9" in auto["reason"] and "5" in auto["reason"]  # 9 and 5 of the 10 holdout images
+        train_features = built.features(torch.randn(8, 3, 32, 32))
+        held_features = built.features(holdout[0])
+    features = (train_features, torch.tensor([0, 1] * 4), held_features)
+    ends = _settle_auto(auto, outcome, built, probe_state, 3, 160, lambda message: None, holdout, features)
+    assert set(ends) == {"probe", "finetune"} and torch.equal(
+        ends["probe"][f"{head}.bias"], probe_state[f"{head}.bias"]
+    )
+    assert auto["strategy"] == "feature_extract" and auto["mix"] == 0.0, auto["reason"]
+    assert auto["mix_holdout_correct"]["0"] == 12 and auto["mix_holdout_correct"]["1"] == 0
+    assert auto["probe_refit_images"] == 20 and "refitted on train + holdout (20 images)" in auto["reason"]
+    # The backbone is the probe's (frozen) one; only the head was refitted.
+    state = built.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in probe_state.items() if not k.startswith(f"{head}."))
