@@ -22,7 +22,7 @@ Kinds (the test ids):
 * weights files: missing, random bytes, a pickle that would run code (weights_only refuses it),
   pretrained weights not available offline
 * arguments: unknown command, unknown option, missing argument, --top-k 0, a non-integer option,
-  --percentile p5x, --debug (the one way to get the traceback)
+  --percentile p5x, --percentile p95 (not recorded), --debug (the one way to get the traceback)
 * predict: missing source, random-bytes ONNX, truncated ONNX, ONNX without edgetl metadata, image
   not found, image that is not an image, unknown --artifact, artefact not built, partial build,
   corrupt manifest.json, missing labels.txt, corrupt preprocessing.json, a model changed after the
@@ -539,8 +539,14 @@ def case_option_not_an_integer(env: Env) -> Call:
 @case
 def case_bench_bad_percentile(env: Env) -> Call:
     return Call(
-        ["bench", str(env.base), "--percentile", "p5x"], ("latency percentile must look like 'p50' or 'p99'", "'p5x'")
+        ["bench", str(env.base), "--percentile", "p5x"], ("latency percentile must be one that reports record", "'p5x'")
     )
+
+
+@case
+def case_bench_unrecorded_percentile(env: Env) -> Call:
+    # Reports record p50, p90 and p99: p95 would skip every latency check and pass on nothing.
+    return Call(["bench", str(env.base), "--percentile", "p95"], ("(p50, p90, p99)", "'p95'"))
 
 
 @case

@@ -264,3 +264,34 @@ def test_load_report_errors(tmp_path: Path, content: str | None, expected: str) 
     assert info.value.exit_code == 2
     assert expected in str(info.value) and "baseline-report.json" in str(info.value)
     assert "\n" not in info.value.message
+
+
+# -- fail closed: a gate that compared nothing never passes ----------------------------------------
+
+
+def test_a_percentile_reports_do_not_record_is_refused() -> None:
+    with pytest.raises(UserInputError, match="p50, p90, p99"):
+        Tolerances(latency_percentile="p95")
+
+
+@pytest.mark.parametrize("artifacts", [{}, {"onnx_int8": "fast"}, {"onnx_int8": None}])
+def test_a_baseline_that_gives_nothing_to_compare_fails(base: dict[str, Any], artifacts: Any) -> None:
+    baseline = {**base, "artifacts": artifacts}
+    current = {**base, "artifacts": artifacts}
+    checks = compare_reports(current, baseline, Tolerances())
+    assert not passed(checks)
+    assert any(c.metric == "compared" and "nothing was compared" in c.message for c in checks)
+
+
+def test_every_number_skipped_fails_but_one_compared_number_passes(base: dict[str, Any], cur: dict[str, Any]) -> None:
+    only = {"onnx_int8": {"latency_ms": {"p50": 1.0}}}  # no accuracy, no size: only a latency to compare
+    other_machine = {**cur, "machine": {**cur["machine"], "cpu": "elsewhere"}, "artifacts": only}
+    assert not passed(compare_reports(other_machine, {**base, "artifacts": only}, Tolerances()))
+    assert passed(compare_reports({**cur, "artifacts": only}, {**base, "artifacts": only}, Tolerances()))
+
+
+def test_an_unknown_report_version_is_refused(base: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({**base, "schema": "edgetl.report/999"}), encoding="utf-8")
+    with pytest.raises(UserInputError, match="edgetl.report/999.*cannot read"):
+        load_report(path)

@@ -18,6 +18,7 @@ from edgetl import __version__, layout, stats
 from edgetl.files import write_json_atomic, write_text_atomic
 from edgetl.profile import Profile
 from edgetl.report.budgets import budget_view, evaluate_budgets
+from edgetl.report.regression import KNOWN_SCHEMAS
 from edgetl.report.sections import (
     data_lines,
     deployment_lines,
@@ -28,7 +29,7 @@ from edgetl.report.sections import (
     tuning_lines,
 )
 
-REPORT_SCHEMA = "edgetl.report/2"
+REPORT_SCHEMA = KNOWN_SCHEMAS[-1]  # the newest version, written by this edgetl
 
 
 def _artifact_entries(results: dict[str, Any], baseline: str, seed: int = 0) -> dict[str, dict[str, Any]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -24,6 +23,10 @@ from edgetl.errors import UserInputError
 from edgetl.files import atomic_path
 
 SCHEMA_PREFIX = "edgetl.report/"
+# The report versions this edgetl can read; a newer one may mean something else by the same field.
+KNOWN_SCHEMAS = ("edgetl.report/1", "edgetl.report/2")
+# The latency percentiles a report records (edgetl.measure.latency): anything else would compare nothing.
+RECORDED_PERCENTILES = ("p50", "p90", "p99")
 
 # Machine fields that change benchmark numbers (same set as `edgetl.machine.machine_signature`).
 MACHINE_KEYS = ("cpu", "architecture", "usable_cpus", "cpu_flags")
@@ -34,7 +37,6 @@ STATUSES = ("pass", "fail", "skipped", "improved")
 
 # Absorbs float noise so that a change exactly at the tolerance passes (e.g. 11.5 ms vs 10 ms at 15%).
 _EPSILON = 1e-9
-_PERCENTILE = re.compile(r"^p\d+(\.\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,11 @@ class Tolerances:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
                 raise UserInputError(f"tolerance {name} must be a finite number >= 0, got {value!r}")
-        if not isinstance(self.latency_percentile, str) or not _PERCENTILE.match(self.latency_percentile):
-            raise UserInputError(f"latency percentile must look like 'p50' or 'p99', got {self.latency_percentile!r}")
+        if not isinstance(self.latency_percentile, str) or self.latency_percentile not in RECORDED_PERCENTILES:
+            raise UserInputError(
+                f"latency percentile must be one that reports record ({', '.join(RECORDED_PERCENTILES)}), "
+                f"got {self.latency_percentile!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,12 @@ def load_report(path: Path) -> dict[str, Any]:
     if not isinstance(schema, str) or not schema.startswith(SCHEMA_PREFIX):
         raise UserInputError(
             f"report file {path} has schema {schema!r}, expected '{SCHEMA_PREFIX}<version>'", hint=hint
+        )
+    if schema not in KNOWN_SCHEMAS:
+        raise UserInputError(
+            f"report file {path} has schema {schema!r}, which this edgetl cannot read (it reads "
+            f"{', '.join(KNOWN_SCHEMAS)})",
+            hint="compare with the edgetl version that wrote it",
         )
     if not isinstance(report.get("artifacts"), dict):
         raise UserInputError(f"report file {path} has no 'artifacts' section", hint=hint)
@@ -397,6 +408,22 @@ def compare_reports(
         throughput = _check_throughput(name, cur, base, tol, timing_diff, batch_diff)
         if throughput is not None:
             checks.append(throughput)
+    if not any(check.status in ("pass", "fail", "improved") for check in checks):
+        # Fail closed: a gate that compared nothing (no common artefact, every number skipped) must not pass.
+        skipped = sum(check.status == "skipped" for check in checks)
+        checks.append(
+            Check(
+                "(all)",
+                "compared",
+                None,
+                None,
+                "",
+                "at least one number compared",
+                "fail",
+                f"nothing was compared ({skipped} check(s) skipped, {len(names)} artefact(s)): the regression "
+                "gate cannot pass on no evidence",
+            )
+        )
     return checks
 
 
