@@ -195,7 +195,9 @@ def bench(
     latency_relative: Annotated[
         float, typer.Option("--max-slowdown", help="allowed latency increase, fraction (0.15 = 15%)")
     ] = 0.15,
-    latency_percentile: Annotated[str, typer.Option("--percentile", help="latency percentile compared: p50, p90 or p99 (what reports record)")] = "p50",
+    latency_percentile: Annotated[
+        str, typer.Option("--percentile", help="latency percentile compared: p50, p90 or p99 (what reports record)")
+    ] = "p50",
     size_relative: Annotated[float, typer.Option("--max-size-growth", help="allowed file growth, fraction")] = 0.05,
     throughput_relative: Annotated[
         float, typer.Option("--max-throughput-drop", help="allowed throughput drop, fraction")
