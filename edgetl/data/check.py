@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -114,7 +115,24 @@ def inspect_image(path: Path, min_size: int, skip_placeholders: bool) -> tuple[d
 def list_class_folders(root: Path) -> list[str]:
     if not root.is_dir():
         raise DataError(f"{root}: folder not found")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for name in names:
+        check_class_name(name, root)
+    return names
+
+
+def check_class_name(name: str, root: Path) -> None:
+    """A class name must survive labels.txt (one name per line) and every reader: one line, no control characters.
+
+    `str.splitlines` also splits on \\v, \\f, \\x1c-\\x1e, \\x85, U+2028 and U+2029: a folder named `be\\vees`
+    would come back from labels.txt as two classes and shift every label after it.
+    """
+    if name.splitlines() != [name] or any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in name):
+        raise DataError(
+            f"{root}: class folder {name!r} has a line break or control character in its name; labels.txt holds one "
+            "class name per line, so it would not read back as the same class",
+            hint="rename the folder",
+        )
 
 
 def scan_folder(

@@ -80,3 +80,20 @@ def test_duplicates_across_splits_and_labels_are_flagged() -> None:
     assert "labelled 'a'" in reasons["train/b/2.jpg"]
     assert "leakage" in reasons["val/a/9.jpg"]
     assert all(p.action == "warning" for p in problems)
+
+
+@pytest.mark.parametrize("name", ["be\vees", "a\nb", "x\x0cy", "p\u2028q", "c\x85d", "tab\there", "bell\x07"])
+def test_class_names_that_would_not_read_back_from_labels_txt_are_refused(tmp_path: Path, name: str) -> None:
+    root = make_image_folder(tmp_path / "data", {"reds": 2, "blues": 2})
+    (root / name).mkdir()
+    with pytest.raises(DataError) as info:
+        scan_folder(root, [".jpg", ".png"])
+    assert repr(name) in str(info.value) and "labels.txt" in str(info.value)
+
+
+def test_class_names_with_spaces_and_other_scripts_are_fine(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "data", {"reds": 2, "blues": 2})
+    names = ["honey bee", "Ameise", "蜂", "mañana"]
+    for name in names:
+        shutil.copytree(root / "reds", root / name)
+    assert set(scan_folder(root, [".jpg", ".png"]).classes) == {"reds", "blues", *names}
