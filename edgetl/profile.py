@@ -744,8 +744,25 @@ class LoadedProfile:
 # -- loading -----------------------------------------------------------------------------------
 
 
+# A profile is a page of settings: these bounds refuse alias bombs and runaway files before anything expands them.
+MAX_PROFILE_BYTES = 1 << 20
+MAX_YAML_ALIASES = 100
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """Safe loader that rejects duplicate keys instead of silently keeping the last one."""
+    """Safe loader that rejects duplicate keys instead of silently keeping the last one, and alias bombs."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_YAML_ALIASES} aliases (*name): refused (alias bomb?)", mark
+                )
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -767,7 +784,12 @@ def _line_map(text: str) -> dict[tuple[Any, ...], int]:
     """Map each key path in the YAML document to its 1-based line number."""
     lines: dict[tuple[Any, ...], int] = {}
 
+    seen: set[int] = set()
+
     def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        if id(node) in seen:  # an aliased node: mapped where it was anchored, never expanded again
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 key_path = (*path, key_node.value)
@@ -779,11 +801,11 @@ def _line_map(text: str) -> dict[tuple[Any, ...], int]:
                 walk(item, (*path, index))
 
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+        root = yaml.compose(text, Loader=_StrictLoader)
+        if root is not None:
+            walk(root, ())
+    except (yaml.YAMLError, RecursionError):
         return lines
-    if root is not None:
-        walk(root, ())
     return lines
 
 
@@ -837,11 +859,15 @@ def parse_profile(text: str, file: Path) -> Profile:
         raise ProfileError(f"{where}: invalid YAML: {error.problem or error.context}") from None
     except yaml.YAMLError as error:
         raise ProfileError(f"{file}: invalid YAML: {error}") from None
+    except RecursionError:
+        raise ProfileError(f"{file}: invalid YAML: nested too deeply for a profile") from None
     if not isinstance(raw, dict):
         got = "an empty file" if raw is None else type(raw).__name__  # not "NoneType"
         raise ProfileError(f"{file}: a profile must be a YAML mapping (key: value), got {got}")
     try:
         profile = Profile.model_validate(raw)
+    except RecursionError:
+        raise ProfileError(f"{file}: nested too deeply for a profile") from None
     except ValidationError as error:
         lines = _line_map(text)
         problems = [_describe_error(e, lines, file) for e in error.errors()]
@@ -879,8 +905,14 @@ def load_profile(path: str | Path) -> LoadedProfile:
         raise ProfileError(f"{file}: profile not found")
     if file.is_dir():
         raise ProfileError(f"{file}: is a directory, expected a profile .yaml file")
+    if not file.is_file():  # a FIFO would block forever, a device never end
+        raise ProfileError(f"{file}: not a regular file, expected a profile .yaml file")
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as handle:
+            data = handle.read(MAX_PROFILE_BYTES + 1)
+        if len(data) > MAX_PROFILE_BYTES:
+            raise ProfileError(f"{file}: larger than {MAX_PROFILE_BYTES // 1024} KiB; a profile is a page of settings")
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
     except UnicodeDecodeError:
         raise ProfileError(f"{file}: not a text file (expected UTF-8 YAML)") from None
     except OSError as error:

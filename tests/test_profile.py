@@ -194,3 +194,54 @@ def test_relative_budgets_compare_with_the_fp32_onnx_model() -> None:
     results = evaluate_budgets(BudgetsConfig(min_speedup=1.8, max_size_ratio=0.3), measured, "onnx_int8")
     speed, size = results
     assert not speed.passed and "1.50 x is below 1.8 x" in speed.message and size.passed
+
+
+# -- bounded reads: nothing in a profile can make loading it hang or eat memory --------------------
+
+ALIAS_BOMB = "\n".join(
+    ["name: x", "output_dir: runs/x", "data: {root: d}", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 12)]
+    + ["finetune: {epochs: *a11}"]
+)
+
+
+def test_an_alias_bomb_is_refused_in_one_line_without_expanding(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB)
+    started = time.perf_counter()
+    with pytest.raises(ProfileError) as info:
+        load_profile(path)
+    assert time.perf_counter() - started < 5
+    assert "aliases" in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
+    # Under the alias limit (9 levels, 10^9 leaves if expanded): the error path maps lines without expanding.
+    path.write_text("\n".join(ALIAS_BOMB.splitlines()[:12]) + "\nfinetune: {epochs: *a8}\n")
+    started = time.perf_counter()
+    with pytest.raises(ProfileError, match="finetune.epochs"):
+        load_profile(path)
+    assert time.perf_counter() - started < 5
+
+
+def test_a_few_aliases_still_work_and_errors_still_name_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("name: x\noutput_dir: runs/x\ndata: &d {root: d}\nfinetune: {epochs: -1}\n")
+    with pytest.raises(ProfileError, match=r"p.yaml:4: finetune.epochs"):
+        load_profile(path)
+
+
+def test_deep_nesting_huge_files_and_fifos_are_refused(tmp_path: Path) -> None:
+    import os
+
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: x\nx: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ProfileError, match="nested too deeply|invalid YAML"):
+        load_profile(deep)
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("name: x\n" + "# padding\n" * 200_000)
+    with pytest.raises(ProfileError, match="larger than 1024 KiB"):
+        load_profile(huge)
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ProfileError, match="not a regular file"):
+        load_profile(fifo)
