@@ -40,12 +40,16 @@ ArtifactName = Annotated[str, AfterValidator(_listable_artifact)]
 
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"]
 
-PositiveInt = Annotated[int, Field(gt=0)]
+# Counts in a profile (epochs, images, iterations, batch sizes, trials) are small: a bound refuses `1e32` at
+# validation instead of letting it run (or overflow) hours later.
+MAX_COUNT = 1_000_000
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf or NaN anywhere: `parity_tolerance: .inf` would switch a gate off.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -561,7 +565,7 @@ class Profile(_Section):
     version: Literal[1] = 1
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
     description: str = ""
-    seed: int = 0
+    seed: Annotated[int, Field(ge=-(2**63), lt=2**63)] = Field(0, description="a 64-bit integer (torch's seed range)")
     output_dir: Path | None = Field(None, description="default: ./runs/<name>")
     data: DataConfig
     backbone: BackboneConfig = BackboneConfig()

@@ -245,3 +245,21 @@ def test_deep_nesting_huge_files_and_fifos_are_refused(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(ProfileError, match="not a regular file"):
         load_profile(fifo)
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("finetune: {epochs: 1e32}", "finetune.epochs"),
+        ("optimize: {int8: {adaround: {iterations: 1000000000000}}}", "optimize.int8.adaround.iterations"),
+        ("export: {parity_tolerance: .inf}", "export.parity_tolerance"),
+        ("export: {parity_tolerance: .nan}", "export.parity_tolerance"),
+        ("seed: 340282366920938463463374607431768211456", "seed"),
+    ],
+)
+def test_absurd_numbers_are_refused_at_validation(tmp_path: Path, section: str, expected: str) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(f"name: x\noutput_dir: runs/x\ndata: {{root: d}}\n{section}\n")
+    with pytest.raises(ProfileError) as info:
+        load_profile(path)
+    assert f"p.yaml:4: {expected}" in str(info.value), str(info.value)
