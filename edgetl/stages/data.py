@@ -81,6 +81,18 @@ class DataStage(Stage):
                 "val not used)"
             )
         fit_records, holdout_records = stratified_split(train_records, data.holdout_fraction, seed + 17)
+        # Refused here, in seconds, instead of failing in the benchmark after the whole training.
+        if not val_records:
+            raise DataError(
+                f"{root}: no images left for val ({val_source}): every class has too few images to split one off",
+                hint="add a val/ folder or more images per class",
+            )
+        if not holdout_records and data.holdout_fraction > 0:
+            raise DataError(
+                f"{root}: no images left for the holdout (data.holdout_fraction {data.holdout_fraction:g} of "
+                f"{len(train_records)} training images): every class has too few images",
+                hint="add images per class, or set data.holdout_fraction: 0 (no early stopping, no auto comparison)",
+            )
         pool = calibration_pool(train_records, seed)
         splits = {"train": fit_records, "holdout": holdout_records, "val": val_records, "calibration_pool": pool}
         names = {key: [r.rel for r in value] for key, value in splits.items()}

@@ -94,3 +94,13 @@ def test_not_a_zip_is_refused(tmp_path: Path) -> None:
     archive.write_bytes(b"not a zip")
     with pytest.raises(DownloadError, match="not a valid zip"):
         safe_extract_zip(archive, tmp_path / "out")
+
+
+def test_a_relative_data_home_is_made_absolute(tmp_path: Path, monkeypatch) -> None:
+    # split.json records the dataset root: relative, it would name another folder from another directory.
+    from edgetl.paths import cache_dir, data_home
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDGETL_DATA_HOME", "datasets")
+    monkeypatch.setenv("EDGETL_CACHE_DIR", "cache")
+    assert data_home() == tmp_path / "datasets" and cache_dir() == tmp_path / "cache"
