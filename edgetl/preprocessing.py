@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -47,6 +48,7 @@ _FILTERS = {
 }
 
 PREPROCESSING_SCHEMA = "edgetl.preprocessing/2"
+MAX_SIDE = 8192  # resize/crop beyond this is a damaged file, not a model input
 _SCHEMA_V1 = "edgetl.preprocessing/1"
 
 # Where transparent pixels end up: composited on white, like a browser shows them.
@@ -69,6 +71,12 @@ class Preprocessing:
     layout: str = field(default="NCHW")
 
     def __post_init__(self) -> None:
+        if not 0 < self.crop <= MAX_SIDE or not 0 < self.resize <= MAX_SIDE:
+            raise ValueError(f"resize ({self.resize}) and crop ({self.crop}) must be 1 to {MAX_SIDE} pixels")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean and std need 3 values (R, G, B), got {len(self.mean)} and {len(self.std)}")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise ValueError("mean and std must be finite numbers (a NaN would make every prediction the same)")
         if self.resize < self.crop:
             raise ValueError(f"resize ({self.resize}) must be >= crop ({self.crop})")
         if any(s <= 0 for s in self.std):

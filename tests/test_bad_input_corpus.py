@@ -658,6 +658,40 @@ def case_predict_corrupt_preprocessing(env: Env) -> Call:
     return Call(["predict", str(copy), str(env.image())], (str(copy / "preprocessing.json"), "crop"))
 
 
+def _unhashed(copy: Path, name: str) -> None:
+    """Drop `name` from the run's manifest, so the reader itself (not the hash check) must refuse it."""
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"].pop(name)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+
+
+@case
+def case_predict_nan_mean_in_preprocessing(env: Env) -> Call:
+    copy = env.model_files()
+    data = json.loads((copy / "preprocessing.json").read_text())
+    (copy / "preprocessing.json").write_text(json.dumps({**data, "mean": [float("nan"), 0.4, 0.4]}))
+    _unhashed(copy, "preprocessing.json")
+    return Call(["predict", str(copy), str(env.image())], (str(copy / "preprocessing.json"), "finite"))
+
+
+@case
+def case_predict_two_value_mean(env: Env) -> Call:
+    copy = env.model_files()
+    data = json.loads((copy / "preprocessing.json").read_text())
+    (copy / "preprocessing.json").write_text(json.dumps({**data, "mean": [0.4, 0.4]}))
+    _unhashed(copy, "preprocessing.json")
+    return Call(["predict", str(copy), str(env.image())], (str(copy / "preprocessing.json"), "3 values"))
+
+
+@case
+def case_predict_labels_do_not_match_the_outputs(env: Env) -> Call:
+    copy = env.model_files()
+    labels = (copy / "labels.txt").read_text().splitlines()
+    (copy / "labels.txt").write_text("\n".join([*labels, "extra1", "extra2"]) + "\n")
+    _unhashed(copy, "labels.txt")
+    return Call(["predict", str(copy), str(env.image())], (f"{len(labels)} outputs", f"{len(labels) + 2} classes"))
+
+
 @case
 def case_predict_model_changed_after_the_build(env: Env) -> Call:
     copy = env.model_files()

@@ -46,7 +46,14 @@ class Predictor:
         self.runner.activate()
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.runner.infer_any_batch(batch)
+        logits = self.runner.infer_any_batch(batch)
+        if logits.ndim != 2 or logits.shape[-1] != len(self.labels):
+            # A model and labels from different builds would name every class wrong, silently.
+            raise ModelFileError(
+                f"the model gives {logits.shape[-1] if logits.ndim else 0} outputs per image but its labels name "
+                f"{len(self.labels)} classes: model and labels.txt come from different builds"
+            )
+        return logits
 
     def predict(self, images: list[str | Path | Image.Image | np.ndarray], top_k: int = 1) -> list[list[Prediction]]:
         """Classify image files, PIL images or HWC uint8 RGB arrays."""
