@@ -7,9 +7,11 @@ Exit codes: 0 ok, 1 internal error, 2 bad input, 3 budget violated, 4 verificati
 
 from __future__ import annotations
 
+import enum
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -43,6 +45,12 @@ ResumeOption = Annotated[
     bool, typer.Option("--resume", help="continue an interrupted training from its last finished epoch")
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="only print the result and errors")]
+
+
+class PredictFormat(str, enum.Enum):
+    tsv = "tsv"
+    csv = "csv"
+    jsonl = "jsonl"
 
 
 @app.command()
@@ -278,7 +286,10 @@ def predict(
     source: Annotated[
         Path, typer.Argument(help="run directory, device bundle, .engine or edgetl .onnx file", show_default=False)
     ],
-    images: Annotated[list[Path], typer.Argument(help="image files", show_default=False)],
+    images: Annotated[
+        list[str],
+        typer.Argument(help="image files, folders (every image under them) or glob patterns", show_default=False),
+    ],
     artifact: Annotated[
         str | None,
         typer.Option(
@@ -287,17 +298,60 @@ def predict(
         ),
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="labels per image")] = 1,
+    output_format: Annotated[
+        PredictFormat,
+        typer.Option("--format", help="tsv (path, tab, 'label score, ...'), csv, or jsonl (one JSON object per line)"),
+    ] = PredictFormat.tsv,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1024, help="images per inference")] = 32,
 ) -> None:
-    """Classify images with a built model, through the torch-free runtime."""
+    """Classify images with a built model, through the torch-free runtime; streams, so any number of images fits."""
+    from edgetl.profile import IMAGE_EXTENSIONS
     from edgetl.runtime import load
+    from edgetl.runtime.predictor import iter_image_paths
 
     predictor = load(source, artifact=artifact)
+    write = _prediction_writer(output_format, top_k)
     try:
-        for image, predictions in zip(images, predictor.predict(list(images), top_k=top_k), strict=True):
-            labels = ", ".join(f"{p.label} {p.score:.3f}" for p in predictions)
-            typer.echo(f"{image}\t{labels}")  # tab-separated for scripts; rich would expand the tab
+        for image, predictions in predictor.predict_stream(
+            iter_image_paths(images, IMAGE_EXTENSIONS), top_k=top_k, batch_size=batch_size
+        ):
+            write(str(image), predictions)
     finally:
         predictor.close()
+
+
+def _prediction_writer(output_format: PredictFormat, top_k: int) -> Callable[[str, list[Any]], None]:
+    """One output row per image, escaped so that any file name stays one row of its format."""
+    import csv
+    import json
+
+    if output_format is PredictFormat.jsonl:
+
+        def jsonl(image: str, predictions: list[Any]) -> None:
+            rows = [{"label": p.label, "index": p.index, "score": round(p.score, 6)} for p in predictions]
+            sys.stdout.write(json.dumps({"image": image, "predictions": rows}, ensure_ascii=False) + "\n")
+
+        return jsonl
+    if output_format is PredictFormat.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        header = ["image"] + [f"{what}_{rank}" for rank in range(1, top_k + 1) for what in ("label", "score")]
+        writer.writerow(header)
+
+        def csv_row(image: str, predictions: list[Any]) -> None:
+            writer.writerow([image] + [v for p in predictions for v in (p.label, f"{p.score:.6f}")])
+
+        return csv_row
+
+    def tsv(image: str, predictions: list[Any]) -> None:
+        labels = ", ".join(f"{p.label} {p.score:.3f}" for p in predictions)
+        sys.stdout.write(f"{_tsv_escape(image)}\t{_tsv_escape(labels)}\n")  # not rich: it would expand the tab
+
+    return tsv
+
+
+def _tsv_escape(text: str) -> str:
+    """Backslash escapes for the characters that would break a tab-separated row (as PostgreSQL's text COPY)."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 @app.command()

@@ -234,6 +234,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+# PIL's own decompression-bomb threshold (~89 megapixels): above it PIL only warns (and errors at twice it);
+# edgetl refuses with one line before decoding, so one image never costs gigabytes.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+class TooManyPixels(ValueError):
+    """An image over MAX_PIXELS: refused before it is decoded."""
+
+
+def check_pixel_count(image: Image.Image) -> None:
+    """Raise TooManyPixels for an image (opened, not yet decoded) with more than MAX_PIXELS pixels."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise TooManyPixels(
+            f"{width}x{height} px is {width * height / 1e6:.0f} megapixels, over the limit of {MAX_PIXELS / 1e6:.0f} "
+            "(downscale it first)"
+        )
+
+
 def load_image(path: str | Path, color_management: ColorManagement = "srgb") -> Image.Image:
     """Decode an image file fully, apply its EXIF orientation and colour policy, and return 8-bit RGB.
 
@@ -241,6 +260,7 @@ def load_image(path: str | Path, color_management: ColorManagement = "srgb") -> 
     into a reported, skipped file.
     """
     with Image.open(path) as image:
+        check_pixel_count(image)
         image.load()
         image = ImageOps.exif_transpose(image) or image
         if color_management == "srgb":

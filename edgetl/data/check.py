@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from edgetl.errors import DataError
-from edgetl.preprocessing import to_rgb
+from edgetl.preprocessing import TooManyPixels, check_pixel_count, to_rgb
 
 # Pillow refuses absurdly large images by default (decompression bombs); keep that, but say so.
 _PLACEHOLDER_MAX_COLOURS = 64
@@ -95,6 +95,7 @@ def inspect_image(path: Path, min_size: int, skip_placeholders: bool) -> tuple[d
     try:
         with Image.open(io.BytesIO(data)) as image:
             image_format = image.format or "?"
+            check_pixel_count(image)
             image.load()
             width, height = image.size
             mode = image.mode
@@ -102,7 +103,7 @@ def inspect_image(path: Path, min_size: int, skip_placeholders: bool) -> tuple[d
                 return None, f"too small ({width}x{height} px, minimum {min_size})"
             if skip_placeholders and _is_placeholder(image):
                 return None, "placeholder image (a few grey levels only, e.g. 'image not available')"
-    except Image.DecompressionBombError as error:
+    except (Image.DecompressionBombError, TooManyPixels) as error:
         return None, f"refused: {error}"
     except UnidentifiedImageError:
         return None, "not a decodable image"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +70,45 @@ class Predictor:
             results.append([Prediction(self.labels[i], int(i), float(row[i])) for i in order])
         return results
 
+    def predict_stream(
+        self, paths: Iterable[Path], top_k: int = 1, batch_size: int = 32
+    ) -> Iterator[tuple[Path, list[Prediction]]]:
+        """Predictions for image files, `batch_size` at a time: memory stays bounded however many there are."""
+        batch: list[Path] = []
+        for path in paths:
+            batch.append(path)
+            if len(batch) == batch_size:
+                yield from zip(batch, self.predict(list(batch), top_k=top_k), strict=True)
+                batch.clear()
+        if batch:
+            yield from zip(batch, self.predict(list(batch), top_k=top_k), strict=True)
+
     def close(self) -> None:
         self.runner.deactivate()
+
+
+def iter_image_paths(inputs: Iterable[str | Path], extensions: Iterable[str]) -> Iterator[Path]:
+    """Image files from files, folders (every image under them, sorted) and glob patterns, lazily.
+
+    A folder's non-image files are passed over; a named file is taken as given (its decoding says whether
+    it is an image). A pattern that matches nothing, or a path that does not exist, is an error.
+    """
+    wanted = {e.lower() for e in extensions}
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for folder, subfolders, files in os.walk(path):
+                subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith(".") and Path(name).suffix.lower() in wanted:
+                        yield Path(folder) / name
+        elif path.exists() or not glob.has_magic(str(item)):
+            yield path
+        else:
+            matches = sorted(glob.glob(str(item), recursive=True))
+            if not matches:
+                raise UserInputError(f"{item}: no file matches this pattern")
+            yield from iter_image_paths(matches, wanted)
 
 
 def _as_image(item: str | Path | Image.Image | np.ndarray, pre: Preprocessing) -> Image.Image:
@@ -80,11 +120,13 @@ def _as_image(item: str | Path | Image.Image | np.ndarray, pre: Preprocessing) -
             raise UserInputError(f"expected an HxWx3 uint8 RGB array, got shape {item.shape} dtype {item.dtype}")
         return Image.fromarray(item, mode="RGB")
     path = Path(item)
+    if path.is_dir():
+        raise UserInputError(f"{path}: is a folder, not an image (give the folder to `edgetl predict` to read all)")
     if not path.is_file():
-        raise UserInputError(f"{path}: image not found")
+        raise UserInputError(f"{path}: image not found" if not path.exists() else f"{path}: not a regular file")
     try:
         return pre.decode(path)
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise UserInputError(f"{path}: cannot decode image ({error})") from None
 
 
