@@ -295,3 +295,12 @@ def test_an_unknown_report_version_is_refused(base: dict[str, Any], tmp_path: Pa
     path.write_text(json.dumps({**base, "schema": "edgetl.report/999"}), encoding="utf-8")
     with pytest.raises(UserInputError, match="edgetl.report/999.*cannot read"):
         load_report(path)
+
+
+def test_a_fifo_as_baseline_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "baseline.json"
+    os.mkfifo(fifo)
+    with pytest.raises(UserInputError, match="not a regular file"):
+        load_report(fifo)

@@ -164,6 +164,9 @@ def scan_folder(
         for path in sorted((root / label).rglob("*")):
             if path.is_dir():
                 continue
+            if not path.is_file():  # a FIFO or device would block the scan or never end
+                problems.append(Problem(rel(path), "not a regular file, ignored"))
+                continue
             if _is_hidden(path, root):
                 problems.append(Problem(rel(path), "hidden file, ignored"))
                 continue

@@ -27,6 +27,7 @@ SCHEMA_PREFIX = "edgetl.report/"
 KNOWN_SCHEMAS = ("edgetl.report/1", "edgetl.report/2")
 # The latency percentiles a report records (edgetl.measure.latency): anything else would compare nothing.
 RECORDED_PERCENTILES = ("p50", "p90", "p99")
+MAX_REPORT_BYTES = 256 << 20  # a report with per-image predictions of a large val set is a few MB
 
 # Machine fields that change benchmark numbers (same set as `edgetl.machine.machine_signature`).
 MACHINE_KEYS = ("cpu", "architecture", "usable_cpus", "cpu_flags")
@@ -117,6 +118,10 @@ def load_report(path: Path) -> dict[str, Any]:
         raise UserInputError(f"report file {path} not found", hint=hint)
     if path.is_dir():
         raise UserInputError(f"report path {path} is a directory without a report.json", hint=hint)
+    if not path.is_file():  # a FIFO would block forever, a device never end
+        raise UserInputError(f"report path {path} is not a regular file", hint=hint)
+    if path.stat().st_size > MAX_REPORT_BYTES:
+        raise UserInputError(f"report file {path} is over {MAX_REPORT_BYTES >> 20} MB: not an edgetl report", hint=hint)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -129,6 +134,8 @@ def load_report(path: Path) -> dict[str, Any]:
         raise UserInputError(
             f"report file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", hint=hint
         ) from exc
+    except RecursionError:
+        raise UserInputError(f"report file {path} is nested too deeply to be an edgetl report", hint=hint) from None
     if not isinstance(report, dict):
         raise UserInputError(f"report file {path} is not an edgetl report (top level is not an object)", hint=hint)
     schema = report.get("schema")

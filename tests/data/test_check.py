@@ -97,3 +97,13 @@ def test_class_names_with_spaces_and_other_scripts_are_fine(tmp_path: Path) -> N
     for name in names:
         shutil.copytree(root / "reds", root / name)
     assert set(scan_folder(root, [".jpg", ".png"]).classes) == {"reds", "blues", *names}
+
+
+def test_a_fifo_in_a_class_folder_is_listed_and_skipped_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    root = make_image_folder(tmp_path / "data", {"reds": 2, "blues": 2})
+    os.mkfifo(root / "reds" / "pipe.jpg")
+    scan = scan_folder(root, [".jpg"])
+    assert scan.counts() == {"reds": 2, "blues": 2}
+    assert any(p.rel == "reds/pipe.jpg" and "not a regular file" in p.reason for p in scan.problems)
