@@ -543,6 +543,14 @@ def _usage_message(error: Exception) -> str:
     return f"{message} (see '{command} --help')"
 
 
+def _environment_message(error: OSError | RecursionError) -> str:
+    if isinstance(error, RecursionError):
+        return "an input file is nested too deeply to read (JSON or YAML thousands of levels deep?)"
+    where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name)
+    reason = error.strerror or str(error) or type(error).__name__
+    return f"{where}: {reason}" if where else reason
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
@@ -560,6 +568,13 @@ def main(argv: list[str] | None = None) -> None:
         for line in str(error).splitlines() or [error.__class__.__name__]:
             _err.print(f"edgetl: error: {line}", markup=False)
         sys.exit(error.exit_code)
+    except (OSError, RecursionError) as error:
+        # The file system or the input's shape, not a bug: a full disk, an unwritable --json, a symlink loop,
+        # a cache path that is a file, a JSON file nested thousands deep. One line naming the path.
+        if debug:
+            raise
+        _err.print(f"edgetl: error: {_environment_message(error)}", markup=False)
+        sys.exit(2)
     except Exception as error:
         if type(error).__name__ == "NoArgsIsHelpError":  # `edgetl` or `edgetl data` alone: show the help
             _out.print(error.ctx.get_help(), markup=False)  # type: ignore[attr-defined]

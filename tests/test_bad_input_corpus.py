@@ -755,6 +755,16 @@ def case_bench_junit_is_a_folder(env: Env) -> Call:
 
 
 @case
+def case_bench_junit_under_a_file(env: Env) -> Call:
+    copy = env.model_files()
+    blocker = env.text("a file, not a folder", name="reports")
+    target = blocker / "bench.xml"
+    return Call(
+        ["bench", str(copy), "--baseline", str(copy), "--junit", str(target)], (str(blocker), "Not a directory")
+    )
+
+
+@case
 def case_engine_verify_not_a_bundle(env: Env) -> Call:
     folder = env.base / "bundle"
     folder.mkdir()

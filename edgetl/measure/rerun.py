@@ -41,6 +41,14 @@ class BenchOutcome:
         return passed(self.checks)
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first existing ancestor of `path` that is not a folder (so `path` could never be written), or None."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
 def _manifest(run_dir: Path) -> dict[str, Any]:
     path = run_dir / layout.MANIFEST
     if not path.is_file():
@@ -109,6 +117,10 @@ def bench(
         raise UserInputError(f"{report_dir}: exists and is not a folder; the new report is written there (--output)")
     if junit is not None and Path(junit).is_dir():
         raise UserInputError(f"--junit {junit}: is a folder, expected the path of an XML file")
+    for option, path in (("--junit", junit), ("--output", report_dir)):
+        blocker = _file_in_the_way(Path(path)) if path is not None else None
+        if blocker is not None:
+            raise UserInputError(f"{option} {path}: {blocker} is a file, not a folder (Not a directory)")
     _manifest(run_dir)
     # Read the baseline first: a wrong --baseline fails at once, before minutes of measuring and writing bench/.
     reference = load_report(Path(baseline)) if baseline is not None else None
