@@ -648,21 +648,19 @@ def case_predict_labels_missing(env: Env) -> Call:
     return Call(["predict", str(copy), str(env.image())], (str(copy / "labels.txt"), "missing"))
 
 
+def _rehash(copy: Path, name: str) -> None:
+    """Record `name`'s new hash in the run's manifest, so the reader itself (not the hash check) must refuse it."""
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"][name]["sha256"] = sha256_file(copy / name)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+
+
 @case
 def case_predict_corrupt_preprocessing(env: Env) -> Call:
     copy = env.model_files()
     (copy / "preprocessing.json").write_text('{"resize": 256}')
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["files"].pop("preprocessing.json")  # no hash to catch it: the reader itself must refuse
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    _rehash(copy, "preprocessing.json")  # the hash matches: the reader itself must refuse
     return Call(["predict", str(copy), str(env.image())], (str(copy / "preprocessing.json"), "crop"))
-
-
-def _unhashed(copy: Path, name: str) -> None:
-    """Drop `name` from the run's manifest, so the reader itself (not the hash check) must refuse it."""
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["files"].pop(name)
-    (copy / "manifest.json").write_text(json.dumps(manifest))
 
 
 @case
@@ -670,7 +668,7 @@ def case_predict_nan_mean_in_preprocessing(env: Env) -> Call:
     copy = env.model_files()
     data = json.loads((copy / "preprocessing.json").read_text())
     (copy / "preprocessing.json").write_text(json.dumps({**data, "mean": [float("nan"), 0.4, 0.4]}))
-    _unhashed(copy, "preprocessing.json")
+    _rehash(copy, "preprocessing.json")
     return Call(["predict", str(copy), str(env.image())], (str(copy / "preprocessing.json"), "finite"))
 
 
@@ -679,7 +677,7 @@ def case_predict_two_value_mean(env: Env) -> Call:
     copy = env.model_files()
     data = json.loads((copy / "preprocessing.json").read_text())
     (copy / "preprocessing.json").write_text(json.dumps({**data, "mean": [0.4, 0.4]}))
-    _unhashed(copy, "preprocessing.json")
+    _rehash(copy, "preprocessing.json")
     return Call(["predict", str(copy), str(env.image())], (str(copy / "preprocessing.json"), "3 values"))
 
 
@@ -688,8 +686,17 @@ def case_predict_labels_do_not_match_the_outputs(env: Env) -> Call:
     copy = env.model_files()
     labels = (copy / "labels.txt").read_text().splitlines()
     (copy / "labels.txt").write_text("\n".join([*labels, "extra1", "extra2"]) + "\n")
-    _unhashed(copy, "labels.txt")
+    _rehash(copy, "labels.txt")
     return Call(["predict", str(copy), str(env.image())], (f"{len(labels)} outputs", f"{len(labels) + 2} classes"))
+
+
+@case
+def case_predict_model_entry_deleted_from_the_manifest(env: Env) -> Call:
+    copy = env.model_files()
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"].pop("models/model_int8.onnx")  # deleting the entry must not switch the check off
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return Call(["predict", str(copy), str(env.image())], (str(copy / "models/model_int8.onnx"), "not listed"))
 
 
 @case

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -17,7 +18,6 @@ from edgetl.backends import ARTIFACTS, backend_for
 from edgetl.backends.base import Runner
 from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
 from edgetl.errors import ModelFileError, UserInputError, first_line
-from edgetl.files import sha256_file
 from edgetl.preprocessing import Preprocessing, read_preprocessing
 
 # Artefacts a device can load from a run directory (everything but the training checkpoint) -> file.
@@ -214,30 +214,49 @@ def load(source: str | Path, artifact: str | None = None, threads: int | None = 
     if not model_path.is_file():
         raise ModelFileError(f"{model_path}: model file missing from the run directory")
     files = [MODEL_FILES[name], *ARTIFACTS[name].companions, layout.LABELS, layout.PREPROCESSING]
-    _check_against_manifest(path, manifest, files)
+    verified = _check_against_manifest(path, manifest, files)
     labels = _read_labels(path / layout.LABELS)
     preprocessing = read_preprocessing(path / layout.PREPROCESSING)
-    return Predictor(backend_for(name).make_runner(model_path, name, threads), preprocessing, labels)
+    if ARTIFACTS[name].backend == "onnxruntime" and MODEL_FILES[name] in verified:
+        # The bytes that were hashed are the bytes that run: swapping the file after the check changes nothing.
+        runner: Runner = OnnxRuntimeRunner(model_path, name=name, threads=threads, model=verified[MODEL_FILES[name]])
+    else:
+        runner = backend_for(name).make_runner(model_path, name, threads)
+    return Predictor(runner, preprocessing, labels)
 
 
-def _check_against_manifest(run: Path, manifest: dict, relatives: list[str]) -> None:
+def _check_against_manifest(run: Path, manifest: dict, relatives: list[str]) -> dict[str, bytes]:
     """The files a prediction depends on must be the ones the manifest (the build's commit point) lists.
 
     A mismatch means the file was edited or replaced after the build, or a build was stopped while
-    publishing: either way the model is not the one that was measured.
+    publishing: either way the model is not the one that was measured. A file the manifest does not
+    list is refused too (deleting its entry must not switch the check off). Returns the bytes that
+    were hashed, so the caller can run exactly those.
     """
     files = manifest.get("files")
+    if files is None and "schema" not in manifest:
+        return {}  # manifests before edgetl.manifest/1 had no hashes
     if not isinstance(files, dict):
-        return  # manifests before edgetl.manifest/1 had no hashes
+        raise ModelFileError(f"{run / layout.MANIFEST}: 'files' is not a mapping; rerun edgetl build")
+    checked: dict[str, bytes] = {}
     for relative in relatives:
+        target = run / relative
+        if not target.is_file():
+            continue  # the caller says what is missing
         entry = files.get(relative)
-        if not isinstance(entry, dict) or not (run / relative).is_file():
-            continue
-        if sha256_file(run / relative) != entry.get("sha256"):
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
             raise ModelFileError(
-                f"{run / relative}: does not match manifest.json (changed after the build, or a build was "
+                f"{target}: not listed in manifest.json, so it cannot be checked; rerun edgetl build to restore "
+                "the run directory"
+            )
+        data = target.read_bytes()
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise ModelFileError(
+                f"{target}: does not match manifest.json (changed after the build, or a build was "
                 "interrupted while publishing); rerun edgetl build to restore the run directory"
             )
+        checked[relative] = data
+    return checked
 
 
 def _read_labels(path: Path) -> list[str]:

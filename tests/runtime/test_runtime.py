@@ -102,3 +102,33 @@ def test_runtime_never_imports_torch(built_run) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
     assert "torch-free" in result.stdout, result.stderr
+
+
+def test_the_bytes_that_were_verified_are_the_bytes_that_run(built_run, tmp_path: Path, monkeypatch) -> None:
+    """A model swapped for another between the hash check and the session (a racing symlink) changes nothing."""
+    import shutil
+
+    import numpy as np
+
+    from edgetl.runtime import load, predictor
+
+    run = tmp_path / "run"
+    shutil.copytree(built_run.run_dir, run)
+    split = json.loads((run / "data/split.json").read_text())
+    images = [Path(split["root"]) / rel for rel, _ in split["val"][:4]]
+    honest = load(run, artifact="onnx_int8")
+    expected = honest.logits(honest.preprocessing.batch(images))
+    honest.close()
+
+    real_read_labels = predictor._read_labels
+
+    def swap_then_read(path: Path) -> list[str]:  # runs after the check, before the session is made
+        (run / "models/model_int8.onnx").write_bytes((run / "models/model_fp32.onnx").read_bytes())
+        return real_read_labels(path)
+
+    monkeypatch.setattr(predictor, "_read_labels", swap_then_read)
+    raced = load(run, artifact="onnx_int8")
+    try:
+        assert np.array_equal(raced.logits(raced.preprocessing.batch(images)), expected)
+    finally:
+        raced.close()

@@ -23,8 +23,10 @@ class OnnxRuntimeRunner(Runner):
         name: str | None = None,
         threads: int | None = None,
         providers: list[str] | None = None,
+        model: bytes | None = None,
     ) -> None:
         self.path = Path(path)
+        self.model = model  # already-verified bytes of `path`: run these, never reopen the file
         super().__init__(name or self.path.stem)
         self.threads = threads
         self.providers = providers or ["CPUExecutionProvider"]
@@ -36,7 +38,7 @@ class OnnxRuntimeRunner(Runner):
     def _activate(self) -> None:
         import onnxruntime as ort
 
-        if not self.path.is_file():
+        if self.model is None and not self.path.is_file():
             raise ModelFileError(f"{self.path}: ONNX model not found")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -46,7 +48,8 @@ class OnnxRuntimeRunner(Runner):
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+            source = self.model if self.model is not None else str(self.path)
+            self.session = ort.InferenceSession(source, options, providers=self.providers)
         except Exception as error:  # ORT raises its own exception types for corrupt/invalid models
             raise ModelFileError(f"{self.path}: ONNX Runtime cannot load the model ({first_line(error)})") from None
         model_input = self.session.get_inputs()[0]
