@@ -180,9 +180,11 @@ def test_predict_memory_stays_bounded_however_many_images(built_run, tmp_path: P
     folder.mkdir()
     for i in range(300):
         (folder / f"{i:04d}.jpg").write_bytes(source.read_bytes())
+    from benchmarks.predict_memory import PEAK_RSS  # the child reports its own VmHWM (see there)
+
     command = ["predict", str(built_run.run_dir), str(folder), "--format", "jsonl"]
     done = subprocess.run(
-        [sys.executable, "-c", _PEAK_RSS, *command],
+        [sys.executable, "-c", PEAK_RSS, *command],
         capture_output=True, text=True, timeout=300, env={**os.environ, "EDGETL_OFFLINE": "1"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -190,16 +192,3 @@ def test_predict_memory_stays_bounded_however_many_images(built_run, tmp_path: P
     peak_mb = float(done.stderr.strip().splitlines()[-1].removeprefix("peak_rss_kib ")) / 1024
     # Measured: 1.46 GB with all 300 as one batch (what predict did), 0.35 GB in batches of 32.
     assert peak_mb < 700, f"peak RSS {peak_mb:.0f} MB"
-
-
-# `edgetl ARGS` in this process, then its own peak RSS (KiB) as the last stderr line: VmHWM, which belongs to the
-# process's own memory map (getrusage's ru_maxrss survives exec and would report the forking test process).
-_PEAK_RSS = """
-import sys
-from edgetl.cli import main
-try:
-    main(sys.argv[1:])
-finally:
-    status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
-    print("peak_rss_kib", status, file=sys.stderr)
-"""
