@@ -283,6 +283,9 @@ def auto_decision_on_val(run_dir: Path, auto: dict[str, Any]) -> dict[str, Any] 
     model.load_state_dict(kept.state_dict)
     kept_cell = accuracy_cell(_val_correct(model.eval(), pre, paths, labels))
     better = max(mixes["0"]["accuracy"], mixes["1"]["accuracy"])
+    holdout = auto.get("mix_holdout_correct") or {}
+    # The binary rule edgetl used before the mix: the fine-tune unless the probe got strictly more holdout images.
+    binary = "0" if holdout and holdout.get("0", 0) > holdout.get("1", 0) else "1"
     return {
         "mix": auto.get("mix"),
         "holdout_correct": auto.get("mix_holdout_correct"),
@@ -292,6 +295,8 @@ def auto_decision_on_val(run_dir: Path, auto: dict[str, Any]) -> dict[str, Any] 
         "finetune_val": mixes["1"],
         "kept_val": kept_cell,
         "regret_points": round((better - kept_cell["accuracy"]) * 100, 2),
+        "binary_rule_kept": binary,
+        "binary_rule_regret_points": round((better - mixes[binary]["accuracy"]) * 100, 2),
         "mix_seconds": auto.get("mix_seconds"),
     }
 
@@ -495,10 +500,12 @@ def _decision_table(rows: list[dict[str, Any]]) -> list[str]:
         "",
         "Weight of the fine-tune in the mix: 0 is the linear probe, 1 the fine-tune. Holdout: images right of "
         "those the build decided on; val: top-1 in PyTorch fp32. Regret: val points of the better end (probe or "
-        "fine-tune) above the kept model (negative: the kept mix beat both ends).",
+        "fine-tune) above the kept model (negative: the kept mix beat both ends). Binary rule: what the choice before "
+        "the mix kept (the fine-tune unless the probe got strictly more holdout images right) and its regret.",
         "",
-        "| dataset | kept | " + " | ".join(f"{w}: holdout / val" for w in weights) + " | regret |",
-        "|---|---|" + "---|" * len(weights) + "---|",
+        "| dataset | kept | " + " | ".join(f"{w}: holdout / val" for w in weights) + " | regret | binary rule: kept, "
+        "regret |",
+        "|---|---|" + "---|" * len(weights) + "---|---|",
     ]
     for row in decided:
         d = row["default"]["decision"]
@@ -506,7 +513,10 @@ def _decision_table(rows: list[dict[str, Any]]) -> list[str]:
             f"{(d['holdout_correct'] or {}).get(w, '-')}/{d['holdout_images']} / {d['val_by_mix'][w]['accuracy']:.1%}"
             for w in weights
         ]
-        lines.append(f"| {row['dataset']} | {d['mix']:g} | " + " | ".join(cells) + f" | {d['regret_points']:+.1f} |")
+        binary = f"{'probe' if d['binary_rule_kept'] == '0' else 'fine-tune'}, {d['binary_rule_regret_points']:+.1f}"
+        lines.append(
+            f"| {row['dataset']} | {d['mix']:g} | " + " | ".join(cells) + f" | {d['regret_points']:+.1f} | {binary} |"
+        )
     return lines
 
 
