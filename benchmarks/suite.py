@@ -253,51 +253,40 @@ def _val_correct(model: Any, pre: Any, paths: list[Path], labels: list[int]) -> 
 
 
 def auto_decision_on_val(run_dir: Path, auto: dict[str, Any]) -> dict[str, Any] | None:
-    """For analysis only: val top-1 of both ends `auto` trained and of every mix it measured, and its regret.
+    """For analysis only: val top-1 of both candidates `auto` trained, and the regret of its choice.
 
-    The build never sees val; this reads the ends it kept (training/candidates/) after the fact. Regret is
-    the val accuracy of the better end (probe or fine-tune) minus that of the model `auto` kept, in points.
+    The build never sees val; this reads the two candidates it kept (training/candidates/) after the fact.
+    Regret is the val accuracy of the better candidate minus that of the one `auto` kept, in points (the
+    kept probe was refitted on train + holdout, so it is scored as kept). The binary rule edgetl used before
+    (the fine-tune unless the probe got strictly more holdout images right) is scored beside it.
     """
     from edgetl import layout
-    from edgetl.training.auto import MIX_GRID, batchnorm_batches, mix_states, recalibrate_batchnorm
     from edgetl.training.checkpoint import load_checkpoint
 
     files = {name: run_dir / rel for name, rel in layout.AUTO_CANDIDATES.items()}
     if not all(path.is_file() for path in files.values()):
         return None
-    ends = {name: load_checkpoint(path) for name, path in files.items()}
-    kept = load_checkpoint(run_dir / layout.CHECKPOINT)
     split = read_split(run_dir / "data" / "split.json")
     paths, labels = split_paths(split, "val")
-    model = kept.build_model()
-    pre = kept.preprocessing
-    train_paths, _ = split_paths(split, "train")
-    seed = int(json.loads((run_dir / "manifest.json").read_text())["seed"])
-    batches, _ = batchnorm_batches(pre, train_paths, seed)
-    mixes: dict[str, Any] = {}
-    for weight in MIX_GRID:  # each mix as the build made it (BatchNorm statistics recomputed inside)
-        model.load_state_dict(mix_states(ends["probe"].state_dict, ends["finetune"].state_dict, weight))
-        if 0.0 < weight < 1.0:
-            recalibrate_batchnorm(model, batches())
-        mixes[f"{weight:g}"] = accuracy_cell(_val_correct(model.eval(), pre, paths, labels))
-    model.load_state_dict(kept.state_dict)
-    kept_cell = accuracy_cell(_val_correct(model.eval(), pre, paths, labels))
-    better = max(mixes["0"]["accuracy"], mixes["1"]["accuracy"])
-    holdout = auto.get("mix_holdout_correct") or {}
-    # The binary rule edgetl used before the mix: the fine-tune unless the probe got strictly more holdout images.
-    binary = "0" if holdout and holdout.get("0", 0) > holdout.get("1", 0) else "1"
+    cells = {}
+    for name, path in [*files.items(), ("kept", run_dir / layout.CHECKPOINT)]:
+        checkpoint = load_checkpoint(path)
+        cells[name] = accuracy_cell(_val_correct(checkpoint.build_model(), checkpoint.preprocessing, paths, labels))
+    better = max(cells["probe"]["accuracy"], cells["finetune"]["accuracy"])
+    probe_only = (auto.get("holdout_disagreements") or {}).get("probe_only", 0)
+    finetune_only = (auto.get("holdout_disagreements") or {}).get("finetune_only", 0)
+    binary = "probe" if probe_only > finetune_only else "finetune"
     return {
-        "mix": auto.get("mix"),
-        "holdout_correct": auto.get("mix_holdout_correct"),
+        "kept": "probe" if auto.get("strategy") == "feature_extract" else "finetune",
         "holdout_images": auto.get("holdout_images"),
-        "val_by_mix": mixes,
-        "probe_val": mixes["0"],
-        "finetune_val": mixes["1"],
-        "kept_val": kept_cell,
-        "regret_points": round((better - kept_cell["accuracy"]) * 100, 2),
+        "holdout_disagreements": auto.get("holdout_disagreements"),
+        "evidence_p": auto.get("evidence_p"),
+        "probe_val": cells["probe"],
+        "finetune_val": cells["finetune"],
+        "kept_val": cells["kept"],
+        "regret_points": round((better - cells["kept"]["accuracy"]) * 100, 2),
         "binary_rule_kept": binary,
-        "binary_rule_regret_points": round((better - mixes[binary]["accuracy"]) * 100, 2),
-        "mix_seconds": auto.get("mix_seconds"),
+        "binary_rule_regret_points": round((better - cells[binary]["accuracy"]) * 100, 2),
     }
 
 
@@ -449,7 +438,7 @@ def render(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {row['dataset']} | edgetl defaults | {_pct(default['fp32'])} | {_pct(int8 or None)} | "
                 f"{int8.get('agreement', 0):.1%} | {int8.get('speedup_vs_onnx_fp32', 0):.2f}x | "
-                f"{int8.get('size_ratio_vs_onnx_fp32', 0):.2f}x | {_strategy_cell(default)} | "
+                f"{int8.get('size_ratio_vs_onnx_fp32', 0):.2f}x | {default['strategy']} | "
                 f"{_regret_cell(default)} | {default['build_seconds']:.0f} |"
             )
         for kind, ref in row["references"].items():
@@ -476,46 +465,39 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _strategy_cell(default: dict[str, Any]) -> str:
-    mix = (default.get("decision") or {}).get("mix")
-    if mix is None or mix in (0.0, 1.0):
-        return str(default["strategy"])
-    return f"mix {mix:g}"
-
-
 def _regret_cell(default: dict[str, Any]) -> str:
     decision = default.get("decision")
     return "-" if not decision else f"{decision['regret_points']:+.1f}"
 
 
 def _decision_table(rows: list[dict[str, Any]]) -> list[str]:
-    """`auto`'s choice re-examined on val (analysis only): every mix it measured, holdout vs val."""
+    """`auto`'s choice re-examined on val (analysis only): both candidates, holdout evidence, regret."""
     decided = [r for r in rows if r["default"].get("decision")]
     if not decided:
         return []
-    weights = list(decided[0]["default"]["decision"]["val_by_mix"])
     lines = [
         "",
         "## `auto`'s choice on val (analysis only; the build never reads val)",
         "",
-        "Weight of the fine-tune in the mix: 0 is the linear probe, 1 the fine-tune. Holdout: images right of "
-        "those the build decided on; val: top-1 in PyTorch fp32. Regret: val points of the better end (probe or "
-        "fine-tune) above the kept model (negative: the kept mix beat both ends). Binary rule: what the choice before "
-        "the mix kept (the fine-tune unless the probe got strictly more holdout images right) and its regret.",
+        "Holdout: the images the two candidates disagree on (probe right / fine-tune right) and the one-sided sign "
+        "test the probe must pass (p <= 0.05) to be kept. Val: top-1 in PyTorch fp32 of each candidate as trained "
+        "(the kept probe is refitted on train + holdout). Regret: val points of the better candidate above the kept "
+        "model. Binary rule: what the earlier choice kept (the fine-tune unless the probe got strictly more "
+        "holdout images right) and its regret.",
         "",
-        "| dataset | kept | " + " | ".join(f"{w}: holdout / val" for w in weights) + " | regret | binary rule: kept, "
-        "regret |",
-        "|---|---|" + "---|" * len(weights) + "---|---|",
+        "| dataset | holdout disagreements (probe / fine-tune) | sign test p | kept | probe val | fine-tune val | "
+        "kept val | regret | binary rule: kept, regret |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in decided:
         d = row["default"]["decision"]
-        cells = [
-            f"{(d['holdout_correct'] or {}).get(w, '-')}/{d['holdout_images']} / {d['val_by_mix'][w]['accuracy']:.1%}"
-            for w in weights
-        ]
-        binary = f"{'probe' if d['binary_rule_kept'] == '0' else 'fine-tune'}, {d['binary_rule_regret_points']:+.1f}"
+        split = d["holdout_disagreements"] or {}
+        p = "-" if d["evidence_p"] is None else f"{d['evidence_p']:.3f}"
         lines.append(
-            f"| {row['dataset']} | {d['mix']:g} | " + " | ".join(cells) + f" | {d['regret_points']:+.1f} | {binary} |"
+            f"| {row['dataset']} | {split.get('probe_only', 0)} / {split.get('finetune_only', 0)} of "
+            f"{d['holdout_images']} | {p} | {d['kept']} | {_pct(d['probe_val'])} | {_pct(d['finetune_val'])} | "
+            f"{_pct(d['kept_val'])} | {d['regret_points']:+.1f} | {d['binary_rule_kept']}, "
+            f"{d['binary_rule_regret_points']:+.1f} |"
         )
     return lines
 

@@ -13,7 +13,6 @@ import csv
 import io
 import random
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +88,6 @@ class FinetuneStage(Stage):
             strategy_name = "scratch"
             log("strategy auto: backbone.pretrained is false, so there is nothing to probe: training from scratch")
         if strategy_name == "auto":
-            from edgetl.training.auto import batchnorm_batches
-
             probe_started = time.perf_counter()
             auto, probe_features = _fit_probe(built, pre, train_paths, train_labels, holdout, profile.seed, log)
             probe_state = copy.deepcopy(built.model.state_dict())
@@ -136,9 +133,8 @@ class FinetuneStage(Stage):
         outcome.head_init = head_init
         if auto is not None:
             candidates = _settle_auto(
-                auto, outcome, built, probe_state, trainer.epochs, train_size, log, holdout, probe_features,
-                batchnorm_batches(pre, train_paths, profile.seed),
-            )  # fmt: skip
+                auto, outcome, built, probe_state, trainer.epochs, train_size, log, holdout, probe_features
+            )
             strategy_name = auto["strategy"]
             kept = copy.deepcopy(built.model.state_dict())
             for name, state in candidates.items():  # both ends, so the choice can be re-examined (benchmarks/suite.py)
@@ -230,46 +226,26 @@ def _settle_auto(
     log: Any,
     holdout: Any,
     probe_features: tuple[Any, Any, Any] | None = None,
-    batchnorm_batches: tuple[Callable[[], Iterator[Any]], int] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """`auto`, the decision: the WiSE-FT mix of probe and fine-tune the holdout supports (see training/auto.py).
+    """`auto`, the decision: the fine-tune unless the probe is clearly better on the holdout (training/auto.py).
 
-    Loads the kept weights into `built` and fills `auto` with what was measured; returns both ends.
+    Loads the kept weights into `built` and fills `auto` with what was measured; returns both candidates.
     """
-    import time
-
     import torch
 
-    from edgetl.training.auto import (
-        MIX_GRID,
-        MIX_PRIOR,
-        AutoDecision,
-        choose_mix,
-        fit_linear_probe,
-        holdout_correct,
-        mix_states,
-        recalibrate_batchnorm,
-    )
+    from edgetl.training.auto import AutoDecision, decide, fit_linear_probe, holdout_correct
 
-    def load_mix(weight: float) -> None:
-        built.model.load_state_dict(mix_states(probe_state, tuned_state, weight))
-        if 0.0 < weight < 1.0 and batchnorm_batches is not None:  # each end keeps the statistics it ran with
-            recalibrate_batchnorm(built.model, batchnorm_batches[0]())
-
-    started = time.perf_counter()
     last = outcome.history[-1] if outcome.history else None
     tuned_state = copy.deepcopy(built.model.state_dict())
-    correct: dict[float, Any] = {}
+    probe_right = tuned_right = None
     if holdout is not None and len(holdout[0]):
-        for weight in MIX_GRID:
-            load_mix(weight)
-            correct[weight] = holdout_correct(built.model, holdout[0], holdout[1])
-        weight, reason = choose_mix(correct)
-    else:
-        weight, reason = MIX_PRIOR, "no holdout images to compare on: the WiSE-FT mix of fine-tune and probe is kept"
+        tuned_right = holdout_correct(built.model, holdout[0], holdout[1])
+        built.model.load_state_dict(probe_state)
+        probe_right = holdout_correct(built.model, holdout[0], holdout[1])
+    strategy, reason, p = decide(probe_right, tuned_right)
     refit_images = len(probe_features[1]) if probe_features is not None else 0
-    load_mix(weight)
-    if weight == 0.0 and probe_features is not None and probe_features[2] is not None:
+    built.model.load_state_dict(probe_state if strategy == "feature_extract" else tuned_state)
+    if strategy == "feature_extract" and probe_features is not None and probe_features[2] is not None:
         # The holdout has done its job: the kept probe learns from its images too (the L2 choice carries over).
         features, labels, held = probe_features
         probe = fit_linear_probe(
@@ -280,14 +256,17 @@ def _settle_auto(
             built.head.weight.copy_(probe.weight)
             built.head.bias.copy_(probe.bias)
         refit_images += len(held)
-        reason += f"; the probe was refitted on train + holdout ({refit_images} images)"
+        reason += f"; it was refitted on train + holdout ({refit_images} images)"
     log(f"strategy auto: {reason}")
+    disagreements = {"probe_only": 0, "finetune_only": 0}
+    if probe_right is not None and tuned_right is not None:
+        disagreements = {
+            "probe_only": int((probe_right & ~tuned_right).sum()),
+            "finetune_only": int((tuned_right & ~probe_right).sum()),
+        }
     decision = AutoDecision(
-        strategy="feature_extract" if weight == 0.0 else "full",
-        mix=weight,
-        batchnorm_images=batchnorm_batches[1] if batchnorm_batches is not None and 0.0 < weight < 1.0 else 0,
+        strategy=strategy,
         reason=reason,
-        mix_holdout_correct={f"{w:g}": int(right.sum()) for w, right in correct.items()},
         finetune_holdout_accuracy=last.holdout_accuracy if last else None,
         finetune_holdout_loss=last.holdout_loss if last else None,
         train_resolution=train_size,
@@ -296,8 +275,9 @@ def _settle_auto(
         **{k: auto[k] for k in ("probe_holdout_accuracy", "probe_holdout_loss", "probe_l2", "probe_cv_accuracy")},
         probe_refit_images=refit_images,
         holdout_images=auto["holdout_images"],
+        holdout_disagreements=disagreements,
+        evidence_p=p,
         probe_seconds=auto["probe_seconds"],
-        mix_seconds=time.perf_counter() - started,
     )
     auto.clear()
     auto.update(decision.to_dict())
@@ -305,13 +285,9 @@ def _settle_auto(
 
 
 def _strategy_detail(trained: str, auto: dict[str, Any] | None) -> str:
-    if not auto:
-        return trained
-    if auto["mix"] == 0.0:
+    if auto and auto["strategy"] == "feature_extract":
         return f"feature_extract: linear probe on the frozen backbone (L2 {auto['probe_l2']:g})"
-    if auto["mix"] == 1.0:
-        return trained
-    return f"WiSE-FT mix: {auto['mix']:g} x fine-tune ({trained}) + {1 - auto['mix']:g} x linear probe"
+    return trained
 
 
 def _describe_head_init(info: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import torch
 
 from edgetl.backbones import get_backbone
 from edgetl.profile import FinetuneConfig
-from edgetl.training.auto import MIX_PRIOR, choose_mix, fit_linear_probe, mix_states, sign_test_p, stratified_folds
+from edgetl.training.auto import decide, fit_linear_probe, sign_test_p, stratified_folds
 from edgetl.training.datasets import ImageListDataset, eval_transform, train_transform
 from edgetl.training.epochs import auto_epochs
 from edgetl.training.strategies import make_strategy
@@ -197,39 +197,32 @@ def _right(count: int, images: int, first: int = 0) -> torch.Tensor:
     return right
 
 
-def test_auto_does_not_flip_to_an_end_on_a_small_holdout_difference() -> None:
-    # The case that made the choice continuous: 48 holdout images, the probe two ahead of the fine-tune.
+def test_auto_does_not_flip_to_the_probe_on_a_small_holdout_difference() -> None:
+    # The case that made the rule: 48 holdout images, the probe 36 right, the fine-tune 34 (disagreeing on 4 + 2).
     images = 48
-    correct = {0.0: _right(36, images), 0.25: _right(36, images), 0.5: _right(35, images), 0.75: _right(35, images),
-               1.0: _right(34, images, first=2)}  # fmt: skip
-    weight, reason = choose_mix(correct)
-    assert weight == MIX_PRIOR, reason  # a one-image lead of the probe over the mix moves nothing
-    assert "probe 36" in reason and "fine-tune 34" in reason and "48 holdout images" in reason
-    # A one-image lead of either end, in either direction: still the mix.
-    for end in (0.0, 1.0):
-        assert choose_mix({**correct, end: _right(36, images)})[0] == MIX_PRIOR
+    probe = _right(36, images)
+    tuned = _right(34, images, first=4)
+    strategy, reason, p = decide(probe, tuned)
+    assert strategy == "full", reason
+    assert p == pytest.approx(22 / 64)  # 4 of 6 disagreements for the probe: P(X >= 4 | 6, 1/2)
+    assert "36" in reason and "34" in reason and "48 holdout images" in reason and "not clearly better" in reason
+    # One image ahead, or a tie: still the fine-tune.
+    assert decide(_right(35, images), _right(34, images))[0] == "full"
+    assert decide(_right(34, images), _right(34, images))[0] == "full"
 
 
-def test_auto_moves_to_an_end_only_on_clear_evidence() -> None:
+def test_auto_keeps_the_probe_only_on_clear_evidence() -> None:
     images = 60
-    mix = _right(40, images)
-    tuned = mix | _right(8, images, first=40)  # right on 8 more images, wrong on none the mix gets
-    weight, reason = choose_mix({0.0: _right(30, images), 0.25: mix, 0.5: mix, 0.75: mix, 1.0: tuned})
-    assert weight == 1.0 and "p = 0.004" in reason, reason  # 8 of 8 disagreements: 0.5 ** 8
-    probe = mix | _right(6, images, first=40)
-    weight, _ = choose_mix({0.0: probe, 0.25: mix, 0.5: mix, 0.75: mix, 1.0: _right(20, images)})
-    assert weight == 0.0
+    tuned = _right(40, images)
+    probe = tuned | _right(6, images, first=40)  # right on 6 more images, wrong on none the fine-tune gets
+    strategy, reason, p = decide(probe, tuned)
+    assert strategy == "feature_extract" and p == pytest.approx(1 / 64) and "clearly better" in reason
+    assert decide(None, None) == ("full", "no holdout images to compare on: the fine-tune is kept", None)
 
 
-def test_sign_test_and_weight_mixing() -> None:
+def test_sign_test() -> None:
     assert sign_test_p(0, 0) == 1.0 and sign_test_p(5, 0) == pytest.approx(1 / 32)
     assert sign_test_p(3, 1) == pytest.approx(5 / 16)
-    probe = {"w": torch.zeros(3), "n": torch.tensor(4)}
-    tuned = {"w": torch.ones(3) * 2, "n": torch.tensor(9)}
-    mixed = mix_states(probe, tuned, 0.25)
-    assert torch.allclose(mixed["w"], torch.full((3,), 0.5)) and int(mixed["n"]) == 9
-    assert torch.equal(mix_states(probe, tuned, 0.0)["w"], probe["w"])
-    assert torch.equal(mix_states(probe, tuned, 1.0)["w"], tuned["w"])
 
 
 def test_auto_epochs_follow_the_image_budget() -> None:
@@ -315,8 +308,9 @@ def test_auto_ships_the_probe_refitted_on_train_and_holdout_when_it_clearly_won(
     assert set(ends) == {"probe", "finetune"} and torch.equal(
         ends["probe"][f"{head}.bias"], probe_state[f"{head}.bias"]
     )
-    assert auto["strategy"] == "feature_extract" and auto["mix"] == 0.0, auto["reason"]
-    assert auto["mix_holdout_correct"]["0"] == 12 and auto["mix_holdout_correct"]["1"] == 0
+    assert auto["strategy"] == "feature_extract", auto["reason"]
+    assert auto["holdout_disagreements"] == {"probe_only": 12, "finetune_only": 0}
+    assert auto["evidence_p"] == pytest.approx(0.5**12)
     assert auto["probe_refit_images"] == 20 and "refitted on train + holdout (20 images)" in auto["reason"]
     # The backbone is the probe's (frozen) one; only the head was refitted.
     state = built.model.state_dict()
