@@ -27,7 +27,7 @@ def _overrides(tmp_path: Path) -> Path:
     tiny = tiny_profile(Path("unused"), Path("unused"))
     overrides = {key: tiny[key] for key in ("export", "optimize", "benchmark")}
     overrides["data"] = {"holdout_fraction": 0.2}
-    overrides["finetune"] = {"epochs": 1, "batch_size": 8, "threads": 2, "train_resolution": 96}
+    overrides["finetune"] = {"epochs": 1, "batch_size": 8, "threads": 1}
     path = tmp_path / "overrides.yaml"
     path.write_text(yaml.safe_dump(overrides))
     return path
