@@ -115,10 +115,16 @@ def tune(
     space is printed when the search starts and recorded in tune/trials.json. Writes <run>/tune/ and, at the end,
     builds the pick into <run> and evaluates it on val once.
     """
+    import math
+
     from edgetl.console import Log
+    from edgetl.errors import UserInputError
     from edgetl.report.compose import print_table
     from edgetl.tune import TuneOptions, run_tune
     from edgetl.tune.progress import TrialProgress
+
+    if not math.isfinite(heartbeat) or not 1 <= heartbeat <= 86_400:
+        raise UserInputError(f"--heartbeat {heartbeat}: expected seconds between 1 and 86400")
 
     log = Log(quiet=quiet)
     with TrialProgress(log, enabled=not quiet) as progress:

@@ -158,6 +158,8 @@ def scan_folder(
     for path in sorted(root.iterdir()):
         if path.is_file() and not path.name.startswith("."):
             problems.append(Problem(rel(path), "file outside any class folder, ignored"))
+        elif path.is_dir() and path.name.startswith("."):
+            problems.append(Problem(rel(path), "hidden folder, not a class: ignored", action="warning"))
     for label in found_classes:
         if label not in class_list:
             continue

@@ -31,7 +31,8 @@ def storage_url(url: str | None, tune_dir: Path) -> str:
 
 def redact(url: str) -> str:
     """The URL without its password, for reports and logs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    # Up to the last '@' before the path: a password with an unencoded '@' is hidden whole, not in part.
+    return re.sub(r"(://[^:/@]+):[^/]*@", r"\1:***@", url)
 
 
 def open_storage(url: str, heartbeat: float = HEARTBEAT_SECONDS) -> Any:

@@ -107,3 +107,12 @@ def test_a_fifo_in_a_class_folder_is_listed_and_skipped_without_blocking(tmp_pat
     scan = scan_folder(root, [".jpg"])
     assert scan.counts() == {"reds": 2, "blues": 2}
     assert any(p.rel == "reds/pipe.jpg" and "not a regular file" in p.reason for p in scan.problems)
+
+
+def test_a_hidden_folder_at_the_root_is_named_not_dropped_silently(tmp_path: Path) -> None:
+    root = make_image_folder(tmp_path / "data", {"reds": 2, "blues": 2})
+    shutil.copytree(root / "reds", root / ".ipynb_checkpoints")
+    scan = scan_folder(root, [".jpg"])
+    assert scan.classes == ["blues", "reds"]
+    (problem,) = [p for p in scan.problems if p.rel == ".ipynb_checkpoints"]
+    assert "hidden folder" in problem.reason and problem.action == "warning"

@@ -326,3 +326,19 @@ def test_a_trial_failing_for_a_stated_reason_is_one_line_not_a_traceback() -> No
     failed = [line for line in lines if "Trial 0 failed with parameters" in line]
     assert failed and "no model meets the accuracy budget" in failed[0]
     assert not any("Traceback" in line for line in lines)
+
+
+def test_redact_hides_a_password_with_an_unencoded_at_sign() -> None:
+    from edgetl.tune.study import redact
+
+    assert redact("postgresql://edgetl:p@ss@db.local:5432/study") == "postgresql://edgetl:***@db.local:5432/study"
+    assert redact("postgresql://edgetl:secret@db/x") == "postgresql://edgetl:***@db/x"
+    assert redact("sqlite:///tmp/a@b/study.db") == "sqlite:///tmp/a@b/study.db"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-5"])
+def test_heartbeat_must_be_a_sane_number_of_seconds(tmp_path: Path, capsys, value: str) -> None:
+    from tests.helpers import run_cli
+
+    code, _, err = run_cli(["tune", str(tmp_path / "p.yaml"), "--heartbeat", value], capsys)
+    assert code == 2 and "--heartbeat" in err and "storage" not in err, err
