@@ -117,9 +117,16 @@ def _check_integrity(root: Path, info: dict[str, Any], info_path: Path) -> None:
     against `model.sha256`, the other files only for presence.
     """
     model = info["model"]
-    recorded: dict[str, Any] = dict(info.get("files") or {})
+    files, companions = info.get("files") or {}, model.get("companions") or {}
+    for what, value in (("files", files), ("model.companions", companions)):
+        if not isinstance(value, dict):
+            raise ModelFileError(
+                f"{info_path}: {what} must map file names to SHA-256 digests, got {type(value).__name__}; copy the "
+                "bundle again from the run directory"
+            )
+    recorded: dict[str, Any] = dict(files)
     recorded.setdefault(model["file"], model.get("sha256"))
-    for name, digest in (model.get("companions") or {}).items():
+    for name, digest in companions.items():
         recorded.setdefault(name, digest)
     for relative in (layout.BUNDLE_LABELS, layout.BUNDLE_PREPROCESSING):
         recorded.setdefault(relative, None)

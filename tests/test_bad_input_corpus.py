@@ -794,6 +794,20 @@ def case_engine_verify_incomplete_bundle_json(env: Env) -> Call:
     return Call(["engine", "verify", str(folder)], (str(folder / "bundle.json"), "model"))
 
 
+@case
+def case_engine_verify_bundle_files_as_a_list(env: Env) -> Call:
+    folder = env.base / "bundle"
+    folder.mkdir()
+    info = {
+        "schema": "edgetl.bundle/1",
+        "model": {"file": "model.onnx", "artifact": "onnx_int8"},
+        "target": {"name": "x86-cpu", "runtime": "onnxruntime"},
+        "files": ["model.onnx", "labels.txt"],
+    }
+    (folder / "bundle.json").write_text(json.dumps(info))
+    return Call(["engine", "verify", str(folder)], (str(folder / "bundle.json"), "files must map file names"))
+
+
 # -- the CLI test ------------------------------------------------------------------------------
 
 
