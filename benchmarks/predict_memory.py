@@ -2,8 +2,8 @@
 
     python benchmarks/predict_memory.py --run runs/suite/hymenoptera [--images 2000] [--batch-size 32 1 300]
 
-Takes `--images` real photos from every dataset under the data home (`../shared/datasets`; cycled if there are
-fewer), links them into one folder, and runs `edgetl predict RUN FOLDER --format jsonl` in a fresh process per
+Takes the first `--images` image files under the data home (`../shared/datasets`, sorted by path, so several
+datasets and sizes; cycled if there are fewer), links them into one folder, and runs `edgetl predict RUN FOLDER --format jsonl` in a fresh process per
 batch size. The figure is the process's own peak resident memory (VmHWM from /proc, Linux), and the rows
 predicted are counted. Writes `benchmarks/results/predict_memory.{json,md}`, naming the CPU.
 """
@@ -76,8 +76,8 @@ def render(result: dict[str, Any]) -> str:
         "# `edgetl predict`: peak memory over many real images",
         "",
         f"Machine: {machine['cpu']}, {machine['usable_cpus']} CPUs. Run: `{result['run']}` (deployed "
-        f"`{result['artifact']}`). {result['images']} real images from `{result['data_home']}` (every dataset, "
-        f"{result['total_megapixels']:.0f} megapixels in all). Peak RSS is the predict process's own VmHWM.",
+        f"`{result['artifact']}`). {result['images']} real images, the first under `{result['data_home']}` by path "
+        f"({result['total_megapixels']:.0f} megapixels in all). Peak RSS is the predict process's own VmHWM.",
         "",
         "| batch size | images predicted | peak RSS | wall |",
         "|---|---|---|---|",
