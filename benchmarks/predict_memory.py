@@ -3,9 +3,10 @@
     python benchmarks/predict_memory.py --run runs/suite/hymenoptera [--images 2000] [--batch-size 32 1 300]
 
 Takes the first `--images` image files under the data home (`../shared/datasets`, sorted by path, so several
-datasets and sizes; cycled if there are fewer), links them into one folder, and runs `edgetl predict RUN FOLDER --format jsonl` in a fresh process per
-batch size. The figure is the process's own peak resident memory (VmHWM from /proc, Linux), and the rows
-predicted are counted. Writes `benchmarks/results/predict_memory.{json,md}`, naming the CPU.
+datasets and sizes; cycled if there are fewer), links them into one folder, and runs
+`edgetl predict RUN FOLDER --format jsonl` in a fresh process per batch size. The figure is the process's own
+peak resident memory (VmHWM from /proc, Linux), and the rows predicted are counted. Writes
+`benchmarks/results/predict_memory.{json,md}`, naming the CPU.
 """
 
 from __future__ import annotations
