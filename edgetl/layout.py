@@ -31,7 +31,7 @@ EXECUTORCH_DIR = "models/executorch"  # one .pte per precision
 TRAINING_HISTORY = "training/history.json"
 TRAINING_HISTORY_CSV = "training/history.csv"
 TRAINING_CURVES = "training/curves.png"
-# `strategy: auto`'s two ends (the kept model is a mix of them), for re-examining its choice.
+# `strategy: auto`'s two candidates (one of them is the kept model), so its choice can be re-examined.
 AUTO_CANDIDATES = {"probe": "training/candidates/probe.pt", "finetune": "training/candidates/finetune.pt"}
 
 EXPORT_PARITY = "export/parity.json"
