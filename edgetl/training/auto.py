@@ -1,4 +1,4 @@
-"""`strategy: auto` (the default): measure two candidates on the holdout; keep the fine-tune unless the probe is clearly better.
+"""`strategy: auto` (the default): two candidates on the holdout; the fine-tune unless the probe is clearly better.
 
 Thresholds on data size and probe accuracy guessed wrong on data nobody tuned them for (issue 12:
 a frozen backbone on blood-cell microscopy gave 69.6 % where a full fine-tune gave 96.3 %). So
