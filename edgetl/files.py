@@ -100,6 +100,14 @@ def owned_path(root: Path, relative: str) -> Path | None:
     return root / pure
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` if it exists, else its nearest existing ancestor: where a write to `path` would have to start."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(path.anchor or ".")
+
+
 def first_symlinked_folder(root: Path) -> Path | None:
     """The first folder under `root` that is a symbolic link (not followed), or None."""
     for folder, subfolders, _ in os.walk(root, followlinks=False):

@@ -22,6 +22,7 @@ from edgetl.console import Log
 from edgetl.errors import BudgetExceeded, ProfileError
 from edgetl.files import (
     first_symlinked_folder,
+    nearest_existing,
     owned_path,
     publish_file,
     read_json,
@@ -180,8 +181,7 @@ def check_run_dir(run_dir: Path, loaded: LoadedProfile) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise ProfileError(f"{loaded.path}: output_dir {run_dir} exists and is not a directory")
     # Refuse here what would otherwise fail as an OSError deep inside the build (exit 1, no hint).
-    missing = _first_missing(run_dir)
-    existing = missing.parent if missing is not None else run_dir
+    existing = nearest_existing(run_dir)
     if not existing.is_dir():
         raise ProfileError(f"{loaded.path}: output_dir {run_dir} cannot be created: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -17,7 +17,7 @@ from typing import Any
 from edgetl import layout
 from edgetl.backends import ARTIFACTS
 from edgetl.errors import ModelFileError, UserInputError
-from edgetl.files import read_json
+from edgetl.files import nearest_existing, read_json
 from edgetl.report.regression import (
     Check,
     Tolerances,
@@ -39,14 +39,6 @@ class BenchOutcome:
     @property
     def passed(self) -> bool:
         return passed(self.checks)
-
-
-def _file_in_the_way(path: Path) -> Path | None:
-    """The first existing ancestor of `path` that is not a folder (so `path` could never be written), or None."""
-    for parent in path.absolute().parents:
-        if parent.exists():
-            return None if parent.is_dir() else parent
-    return None
 
 
 def _manifest(run_dir: Path) -> dict[str, Any]:
@@ -118,8 +110,8 @@ def bench(
     if junit is not None and Path(junit).is_dir():
         raise UserInputError(f"--junit {junit}: is a folder, expected the path of an XML file")
     for option, path in (("--junit", junit), ("--output", report_dir)):
-        blocker = _file_in_the_way(Path(path)) if path is not None else None
-        if blocker is not None:
+        blocker = nearest_existing(Path(path).absolute().parent) if path is not None else None
+        if blocker is not None and not blocker.is_dir():
             raise UserInputError(f"{option} {path}: {blocker} is a file, not a folder (Not a directory)")
     _manifest(run_dir)
     # Read the baseline first: a wrong --baseline fails at once, before minutes of measuring and writing bench/.

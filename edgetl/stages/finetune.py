@@ -233,7 +233,7 @@ def _settle_auto(
     """
     import torch
 
-    from edgetl.training.auto import AutoDecision, decide, fit_linear_probe, holdout_correct
+    from edgetl.training.auto import AutoDecision, decide, disagreements, fit_linear_probe, holdout_correct
 
     last = outcome.history[-1] if outcome.history else None
     tuned_state = copy.deepcopy(built.model.state_dict())
@@ -258,12 +258,7 @@ def _settle_auto(
         refit_images += len(held)
         reason += f"; it was refitted on train + holdout ({refit_images} images)"
     log(f"strategy auto: {reason}")
-    disagreements = {"probe_only": 0, "finetune_only": 0}
-    if probe_right is not None and tuned_right is not None:
-        disagreements = {
-            "probe_only": int((probe_right & ~tuned_right).sum()),
-            "finetune_only": int((tuned_right & ~probe_right).sum()),
-        }
+    probe_only, finetune_only = (0, 0) if p is None else disagreements(probe_right, tuned_right)
     decision = AutoDecision(
         strategy=strategy,
         reason=reason,
@@ -275,7 +270,7 @@ def _settle_auto(
         **{k: auto[k] for k in ("probe_holdout_accuracy", "probe_holdout_loss", "probe_l2", "probe_cv_accuracy")},
         probe_refit_images=refit_images,
         holdout_images=auto["holdout_images"],
-        holdout_disagreements=disagreements,
+        holdout_disagreements={"probe_only": probe_only, "finetune_only": finetune_only},
         evidence_p=p,
         probe_seconds=auto["probe_seconds"],
     )

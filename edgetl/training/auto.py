@@ -168,6 +168,11 @@ def sign_test_p(wins: int, losses: int) -> float:
     return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
 
 
+def disagreements(probe_right: torch.Tensor, tuned_right: torch.Tensor) -> tuple[int, int]:
+    """Holdout images only the probe got right, and only the fine-tune got right."""
+    return int((probe_right & ~tuned_right).sum()), int((tuned_right & ~probe_right).sum())
+
+
 def decide(probe_right: torch.Tensor | None, tuned_right: torch.Tensor | None) -> tuple[str, str, float | None]:
     """The fine-tune unless the probe is clearly better on the holdout; (strategy, reason, sign-test p).
 
@@ -175,8 +180,7 @@ def decide(probe_right: torch.Tensor | None, tuned_right: torch.Tensor | None) -
     """
     if probe_right is None or tuned_right is None or len(probe_right) == 0:
         return "full", "no holdout images to compare on: the fine-tune is kept", None
-    wins = int((probe_right & ~tuned_right).sum())
-    losses = int((tuned_right & ~probe_right).sum())
+    wins, losses = disagreements(probe_right, tuned_right)
     p = sign_test_p(wins, losses)
     measured = (
         f"on {len(probe_right)} holdout images the fine-tune got {int(tuned_right.sum())} right, the linear probe "
