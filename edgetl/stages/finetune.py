@@ -58,7 +58,8 @@ class FinetuneStage(Stage):
         from edgetl.backbones.registry import get_backbone
         from edgetl.training.checkpoint import save_checkpoint
         from edgetl.training.curves import plot_curves
-        from edgetl.training.datasets import ImageListDataset, eval_transform, train_transform
+        from edgetl.training.datasets import ImageListDataset, ResizingSchedule, eval_transform, train_transform
+        from edgetl.training.epochs import describe_sizes, planned_epochs, progressive_sizes
         from edgetl.training.strategies import make_strategy
         from edgetl.training.trainer import Trainer, initialise_head
 
@@ -99,11 +100,21 @@ class FinetuneStage(Stage):
             head_init = initialise_head(built, classes, cfg.head_init if pretrained else "random")
         log(_describe_head_init(head_init))
         train_size = cfg.train_resolution or pre.crop
-
+        sizes = [train_size]
         if cfg.augmentation.enabled:
-            augment = train_transform(pre, cfg.augmentation, train_size)
+            ramp = cfg.progressive_resizing
+            sizes = progressive_sizes(
+                train_size, planned_epochs(cfg.epochs, len(train_labels)), ramp.start_scale, ramp.full_from
+            )
+            schedule = ResizingSchedule(sizes, lambda side: train_transform(pre, cfg.augmentation, side))
             train_set = ImageListDataset(
-                train_paths, train_labels, augment, preload_side=pre.resize, seed=profile.seed, decode=pre.decode
+                train_paths,
+                train_labels,
+                schedule.transform(len(sizes)),
+                preload_side=pre.resize,
+                seed=profile.seed,
+                decode=pre.decode,
+                schedule=schedule,
             )
         else:  # exactly the runtime's preprocessing, computed once per image
             train_set = ImageListDataset(
@@ -111,7 +122,7 @@ class FinetuneStage(Stage):
             )
         log(
             f"strategy {'auto, candidate ' if auto else ''}{strategy.describe()}; {len(train_paths)} training images "
-            f"at {train_size} px, {len(holdout_paths)} holdout images"
+            f"at {describe_sizes(sizes)}, {len(holdout_paths)} holdout images"
             + (f"; {ctx.dist.world_size} processes" if ctx.dist.enabled else "")
         )
         trainer = Trainer(
@@ -154,6 +165,7 @@ class FinetuneStage(Stage):
             "strategy": strategy_name,
             "strategy_detail": _strategy_detail(outcome.strategy, auto),
             "train_resolution": train_size,
+            "train_resolutions": describe_sizes(sizes),
             "auto": auto,
             "pretrained_weights": str(built.weights_file) if built.weights_file else None,
             "pretrained_weights_sha256": built.weights_sha256,
@@ -306,6 +318,7 @@ def _history_csv(outcome: Any) -> str:
         "holdout_accuracy",
         "lr",
         "seconds",
+        "train_resolution",
     ]
     writer.writerow(columns)
     for record in outcome.history:

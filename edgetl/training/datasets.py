@@ -60,6 +60,27 @@ def _shrink(image: Image.Image, side: int) -> Image.Image:
 
 
 Key = int | tuple[int, int]  # an index, or (index, epoch) from GlobalBatchSampler
+Transform = Callable[[Image.Image], torch.Tensor]
+
+
+class ResizingSchedule:
+    """The training transform of each epoch when the crop side changes over training (progressive resizing).
+
+    `sizes[e - 1]` is epoch e's side (`edgetl.training.epochs.progressive_sizes`); `build(side)` makes the
+    transform at that side, once per distinct side. Epochs past the list keep the last side.
+    """
+
+    def __init__(self, sizes: list[int], build: Callable[[int], Transform]) -> None:
+        if not sizes:
+            raise ValueError("a resizing schedule needs at least one epoch")
+        self.sizes = sizes
+        self._by_size = {side: build(side) for side in sorted(set(sizes))}
+
+    def side(self, epoch: int) -> int:
+        return self.sizes[min(max(epoch, 1), len(self.sizes)) - 1]
+
+    def transform(self, epoch: int) -> Transform:
+        return self._by_size[self.side(epoch)]
 
 
 class ImageListDataset(torch.utils.data.Dataset):
@@ -70,24 +91,29 @@ class ImageListDataset(torch.utils.data.Dataset):
     the model's own (`Preprocessing.decode`: orientation and colour policy), so training sees the
     pixels the device will.
     `preload_side`: decode every image once and keep a copy resized to that shorter side (for
-    random augmentation). `memoize`: the transform is deterministic, so keep its output.
+    random augmentation). `memoize`: the transform is deterministic, so keep its output. `schedule`: a
+    transform per epoch (progressive resizing) used for (index, epoch) keys instead of `transform`.
     """
 
     def __init__(
         self,
         paths: list[Path],
         labels: list[int],
-        transform: Callable[[Image.Image], torch.Tensor],
+        transform: Transform,
         preload_side: int | None = None,
         memoize: bool = False,
         seed: int = 0,
         decode: Callable[[Path], Image.Image] = load_image,
+        schedule: ResizingSchedule | None = None,
     ) -> None:
+        if schedule is not None and memoize:
+            raise ValueError("a memoized dataset cannot change its transform by epoch")
         self.paths = paths
         self.decode = decode
         self.labels = labels
         self.transform = transform
         self.seed = seed
+        self.schedule = schedule
         self.preloaded: list[Image.Image] | None = None
         if preload_side and len(paths) <= PRELOAD_LIMIT:
             self.preloaded = [_shrink(decode(p), preload_side) for p in paths]
@@ -102,9 +128,10 @@ class ImageListDataset(torch.utils.data.Dataset):
         if self.memo is not None and index in self.memo:
             return self.memo[index], self.labels[index], seed
         image = self.preloaded[index] if self.preloaded is not None else self.decode(self.paths[index])
+        transform = self.schedule.transform(epoch) if self.schedule is not None and epoch else self.transform
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            tensor = self.transform(image)
+            tensor = transform(image)
         if self.memo is not None:
             self.memo[index] = tensor
         return tensor, self.labels[index], seed

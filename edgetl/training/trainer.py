@@ -32,7 +32,7 @@ from edgetl.files import atomic_path
 from edgetl.profile import FinetuneConfig
 from edgetl.training.datasets import FeatureDataset
 from edgetl.training.distributed import DistributedEnv
-from edgetl.training.epochs import auto_epochs
+from edgetl.training.epochs import planned_epochs
 from edgetl.training.sampling import GlobalBatchSampler
 from edgetl.training.strategies import Strategy
 
@@ -54,6 +54,7 @@ class EpochRecord:
     holdout_accuracy: float | None
     lr: float
     seconds: float
+    train_resolution: int | None = None  # crop side this epoch; None when training on cached features
 
 
 @dataclass
@@ -245,7 +246,7 @@ class Trainer:
         self.work_dir = work_dir
         self.dist = dist or DistributedEnv()
         self.on_epoch_end = on_epoch_end
-        self.epochs = cfg.epochs or auto_epochs(len(train_labels))
+        self.epochs = planned_epochs(cfg.epochs, len(train_labels))
         self.device = self.dist.device(cfg.device)
         self.amp_dtype = self._amp_dtype()
         self.cache_features = (
@@ -495,6 +496,7 @@ class Trainer:
                 holdout_accuracy=holdout_accuracy,
                 lr=max(group["lr"] for group in optimizer.param_groups),  # the head's
                 seconds=time.perf_counter() - epoch_started,
+                train_resolution=self._resolution(epoch),
             )
             run.history.append(record)
             value = {"holdout_loss": holdout_loss, "holdout_accuracy": holdout_accuracy}.get(monitor, train_loss)
@@ -502,8 +504,9 @@ class Trainer:
             if improved:
                 run.best_state = copy.deepcopy(self.built.model.state_dict())
             held = f"  holdout loss {holdout_loss:.4f} acc {holdout_accuracy:.1%}" if holdout_loss is not None else ""
+            side = f" at {record.train_resolution} px" if record.train_resolution else ""
             self.log(
-                f"epoch {epoch:>2}/{self.epochs}  train loss {train_loss:.4f} acc {train_accuracy:.1%}"
+                f"epoch {epoch:>2}/{self.epochs}{side}  train loss {train_loss:.4f} acc {train_accuracy:.1%}"
                 f"{held}  ({record.seconds:.1f} s){'  *best' if improved else ''}"
             )
             stop = run.stopper.should_stop
@@ -540,6 +543,11 @@ class Trainer:
             seconds=time.perf_counter() - started,
             resumed_from_epoch=run.resumed_from,
         )
+
+    def _resolution(self, epoch: int) -> int | None:
+        """The crop side of this epoch's training images, where a resizing schedule sets it."""
+        schedule = None if self.cache_features else getattr(self.train_set, "schedule", None)
+        return None if schedule is None else int(schedule.side(epoch))
 
     def _evaluate_holdout(self, cached: torch.Tensor | None, loss: nn.Module) -> tuple[float | None, float | None]:
         if self.holdout is None or not len(self.holdout[0]):
