@@ -21,6 +21,7 @@ its predictions disagree with the reference. This module imports neither torch n
 
 from __future__ import annotations
 
+import math
 import shlex
 import shutil
 from collections.abc import Callable
@@ -68,7 +69,15 @@ class Bundle:
         return read_preprocessing(self.root / layout.BUNDLE_PREPROCESSING)
 
     def reference(self) -> dict[str, Any]:
-        return read_json(self.root / layout.BUNDLE_REFERENCE)
+        """reference/reference.json, checked: every reader indexes its images, labels and logits."""
+        path = self.root / layout.BUNDLE_REFERENCE
+        try:
+            data = read_json(path)
+        except (OSError, ValueError) as error:
+            raise ModelFileError(
+                f"{path}: unreadable ({error}); copy the bundle again from the run directory"
+            ) from None
+        return check_reference(data, path)
 
 
 def is_bundle(path: Path) -> bool:
@@ -96,18 +105,49 @@ def read_bundle(path: str | Path) -> Bundle:
     return Bundle(root, info)
 
 
-def inside(root: Path, relative: object, what: str) -> Path:
-    """`root / relative`, refused unless it is a relative path that stays inside the bundle (symlinks resolved)."""
+def inside(root: Path, relative: object, what: str, source: Path | None = None) -> Path:
+    """`root / relative`, refused unless it is a relative path that stays inside the bundle (symlinks resolved).
+
+    `source` is the file that named the path (default: bundle.json), so an error points at it.
+    """
+    named_in = source or root / layout.BUNDLE_INFO
     if not isinstance(relative, str) or not relative or Path(relative).is_absolute():
-        raise ModelFileError(f"{root / layout.BUNDLE_INFO}: {what} {relative!r} must be a path inside the bundle")
+        raise ModelFileError(f"{named_in}: {what} {relative!r} must be a path inside the bundle")
     path = root / relative
     try:
         path.resolve().relative_to(root.resolve())
     except ValueError:
         raise ModelFileError(
-            f"{root / layout.BUNDLE_INFO}: {what} {relative!r} points outside the bundle; refusing to open it"
+            f"{named_in}: {what} {relative!r} points outside the bundle; refusing to open it"
         ) from None
     return path
+
+
+def check_reference(data: object, path: Path) -> dict[str, Any]:
+    """reference.json's images: a non-empty list, each with a file, an integer label and finite logits of one width."""
+    again = "copy the bundle again from the run directory"
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list) or not images:
+        raise ModelFileError(f"{path}: images must be a non-empty list of reference images; {again}")
+    width = None
+    for index, item in enumerate(images):
+        where = f"{path}: images[{index}]"
+        if not isinstance(item, dict) or not isinstance(item.get("file"), str):
+            raise ModelFileError(f"{where} must be a mapping with a 'file' name; {again}")
+        logits = item.get("logits")
+        if not isinstance(logits, list) or not logits or not all(_finite_number(v) for v in logits):
+            raise ModelFileError(f"{where}.logits must be a non-empty list of finite numbers; {again}")
+        width = width or len(logits)
+        if len(logits) != width:
+            raise ModelFileError(f"{where}.logits has {len(logits)} values, images[0] has {width}; {again}")
+        label = item.get("label")
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < width:
+            raise ModelFileError(f"{where}.label must be a class index from 0 to {width - 1}, got {label!r}; {again}")
+    return data  # type: ignore[return-value]
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_integrity(root: Path, info: dict[str, Any], info_path: Path) -> None:
@@ -374,7 +414,8 @@ def reference_batch(bundle: Bundle) -> np.ndarray:
 
 def reference_images(bundle: Bundle) -> list[Path]:
     """The reference images reference.json names, each checked to lie inside the bundle."""
-    return [inside(bundle.root, item.get("file"), "reference image") for item in bundle.reference()["images"]]
+    source = bundle.root / layout.BUNDLE_REFERENCE
+    return [inside(bundle.root, item["file"], "reference image", source) for item in bundle.reference()["images"]]
 
 
 def build_engine_in_bundle(

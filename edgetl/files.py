@@ -108,6 +108,25 @@ def nearest_existing(path: Path) -> Path:
     return Path(path.anchor or ".")
 
 
+@contextlib.contextmanager
+def folders_kept_on_success(path: Path) -> Iterator[None]:
+    """Create `path` (and missing parents); if the block fails, remove what was created and is still empty.
+
+    A command refused after making its output folder (an unreachable database, say) leaves nothing behind.
+    """
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in created:  # deepest first; stops at the first one something was written into
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def first_symlinked_folder(root: Path) -> Path | None:
     """The first folder under `root` that is a symbolic link (not followed), or None."""
     for folder, subfolders, _ in os.walk(root, followlinks=False):

@@ -51,9 +51,18 @@ def _references(bundle: Bundle) -> tuple[dict[str, Any], np.ndarray, np.ndarray]
             f"{bundle.root / layout.BUNDLE_REFERENCE}: this bundle has no reference tensors (built by an older "
             "edgetl); rebuild it to verify a port"
         )
-    expected_inputs = np.load(inside(bundle.root, reference["inputs"]["file"], "reference inputs"), allow_pickle=False)
-    expected_logits = np.load(inside(bundle.root, reference["logits"]["file"], "reference logits"), allow_pickle=False)
-    return reference["tolerances"], expected_inputs, expected_logits
+    source = bundle.root / layout.BUNDLE_REFERENCE
+    arrays = []
+    for key in ("inputs", "logits"):
+        entry = reference.get(key)
+        path = inside(bundle.root, entry.get("file") if isinstance(entry, dict) else None, f"{key}.file", source)
+        try:
+            arrays.append(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as error:
+            raise ModelFileError(f"{path}: unreadable reference {key} ({error}); rebuild the bundle") from None
+    if not isinstance(reference["tolerances"], dict):
+        raise ModelFileError(f"{source}: tolerances must be a mapping; rebuild the bundle")
+    return reference["tolerances"], arrays[0], arrays[1]
 
 
 def _shape_check(path: Path, got: np.ndarray, expected: np.ndarray, what: str) -> np.ndarray:

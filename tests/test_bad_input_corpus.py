@@ -808,6 +808,86 @@ def case_engine_verify_bundle_files_as_a_list(env: Env) -> Call:
     return Call(["engine", "verify", str(folder)], (str(folder / "bundle.json"), "files must map file names"))
 
 
+def _bundle(env: Env) -> Path:
+    """A copy of the session build's device bundle."""
+    folder = env.base / "bundle"
+    shutil.copytree(env.built_run.run_dir / "bundle", folder)
+    return folder
+
+
+def _edit_reference(bundle: Path, edit: Callable[[dict], None]) -> Path:
+    """Edit reference/reference.json and record its new hash, so the reader itself (not the hash check) must refuse."""
+    path = bundle / "reference" / "reference.json"
+    reference = json.loads(path.read_text())
+    edit(reference)
+    path.write_text(json.dumps(reference))
+    info = json.loads((bundle / "bundle.json").read_text())
+    info["files"]["reference/reference.json"] = sha256_file(path)
+    (bundle / "bundle.json").write_text(json.dumps(info))
+    return path
+
+
+@case
+def case_bench_bundle_without_reference_images(env: Env) -> Call:
+    bundle = _bundle(env)
+    path = _edit_reference(bundle, lambda reference: reference.update(images=[]))
+    return Call(["bench", str(bundle)], (str(path), "images must be a non-empty list"))
+
+
+@case
+def case_bench_bundle_reference_label_not_an_integer(env: Env) -> Call:
+    bundle = _bundle(env)
+    path = _edit_reference(bundle, lambda reference: reference["images"][0].update(label="bees"))
+    return Call(["bench", str(bundle)], (str(path), "images[0].label must be a class index"))
+
+
+@case
+def case_bench_bundle_reference_image_outside(env: Env) -> Call:
+    bundle = _bundle(env)
+    outside = env.text("not yours", name="secret.jpg")
+    path = _edit_reference(bundle, lambda reference: reference["images"][0].update(file=f"../{outside.name}"))
+    return Call(["bench", str(bundle)], (str(path), "reference image", "points outside the bundle"))
+
+
+@case
+def case_bench_bundle_empty_engine_sidecar(env: Env) -> Call:
+    bundle = _bundle(env)
+    (bundle / "model.engine").write_bytes(b"not an engine")
+    (bundle / "model.engine.json").write_text("{}")
+    return Call(["bench", str(bundle)], (str(bundle / "model.engine.json"), "schema None"))
+
+
+def _edit_manifest(copy: Path, edit: Callable[[dict], Any]) -> None:
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps(edit(manifest)))
+
+
+@case
+def case_bench_manifest_not_a_mapping(env: Env) -> Call:
+    copy = env.model_files()
+    _edit_manifest(copy, lambda manifest: [manifest])
+    return Call(["bench", str(copy)], (str(copy / "manifest.json"), "not an edgetl manifest"))
+
+
+@case
+def case_bench_manifest_without_profile(env: Env) -> Call:
+    copy = env.model_files()
+    _edit_manifest(copy, lambda manifest: {key: value for key, value in manifest.items() if key != "profile"})
+    return Call(["bench", str(copy)], (str(copy / "manifest.json"), "profile.resolved missing"))
+
+
+@case
+def case_bench_manifest_profile_damaged(env: Env) -> Call:
+    copy = env.model_files()
+
+    def damage(manifest: dict) -> dict:
+        manifest["profile"]["resolved"]["finetune"]["epochs"] = "many"
+        return manifest
+
+    _edit_manifest(copy, damage)
+    return Call(["bench", str(copy)], (str(copy / "manifest.json"), "profile.resolved.finetune.epochs"))
+
+
 # -- the CLI test ------------------------------------------------------------------------------
 
 

@@ -18,19 +18,19 @@ import numpy as np
 
 from edgetl import layout
 from edgetl.bundle import Bundle, read_bundle, reference_images
-from edgetl.files import read_json, write_json_atomic, write_text_atomic
+from edgetl.files import write_json_atomic, write_text_atomic
 
 SCHEMA = "edgetl.bundle-bench/1"
 
 
 def bundle_models(bundle: Bundle) -> dict[str, Path]:
     """The bundle's model under its artefact name, plus the engine (trt_<precision>) when built."""
-    from edgetl.backends.tensorrt import engine_artifact
+    from edgetl.backends.tensorrt import engine_artifact, read_sidecar, sidecar_path
 
     models = {bundle.info["model"]["artifact"]: bundle.model_path}
-    sidecar = Path(str(bundle.engine_path) + ".json")
-    if bundle.engine_path.is_file() and sidecar.is_file():
-        models[engine_artifact(read_json(sidecar)["options"]["precision"])] = bundle.engine_path
+    engine = bundle.engine_path
+    if engine.is_file() and sidecar_path(engine).is_file():  # a damaged sidecar is one line naming it
+        models[engine_artifact(read_sidecar(engine).engine_options.precision)] = engine
     return models
 
 

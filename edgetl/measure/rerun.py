@@ -47,29 +47,50 @@ def _manifest(run_dir: Path) -> dict[str, Any]:
         raise ModelFileError(f"{run_dir}: not an edgetl run directory ({layout.MANIFEST} missing)")
     try:
         manifest = read_json(path)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise ModelFileError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(manifest, dict):
+        raise ModelFileError(f"{path}: not an edgetl manifest (a JSON {type(manifest).__name__}); rerun edgetl build")
     if not manifest.get("complete"):
         raise ModelFileError(f"{run_dir}: holds a partial build; run edgetl build first")
+    profile = manifest.get("profile")
+    if not isinstance(profile, dict) or not isinstance(profile.get("resolved"), dict):
+        raise ModelFileError(f"{path}: profile.resolved missing or not a mapping; rerun edgetl build")
+    for key in ("stages", "files"):
+        if not isinstance(manifest.get(key, {}), dict):
+            raise ModelFileError(f"{path}: {key} is not a mapping; rerun edgetl build")
     return manifest
+
+
+def _profile(manifest: dict[str, Any], path: Path) -> Any:
+    """The profile the run was built with, as recorded; a damaged record is one line naming the manifest."""
+    from pydantic import ValidationError
+
+    from edgetl.profile import Profile
+
+    try:
+        return Profile.model_validate(manifest["profile"]["resolved"])
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "profile"
+        raise ModelFileError(f"{path}: profile.resolved.{field}: {first['msg']}; rerun edgetl build") from None
 
 
 def measure_run(run_dir: Path, output: Path, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Benchmark the artefacts of `run_dir` again on this machine; write and return a new report."""
-    from edgetl.backends.tensorrt import engine_artifact
+    from edgetl.backends.tensorrt import engine_artifact, read_sidecar, sidecar_path
     from edgetl.measure.artifacts import measure_models
     from edgetl.preprocessing import read_preprocessing
-    from edgetl.profile import Profile
     from edgetl.report.compose import compose_report, publish_report
     from edgetl.stages.data import read_split, split_paths
 
     manifest = _manifest(run_dir)
-    profile = Profile.model_validate(manifest["profile"]["resolved"])
+    profile = _profile(manifest, run_dir / layout.MANIFEST)
     models = {name: run_dir / ARTIFACTS[name].file for name in profile.benchmarked_artifacts}
     engine = run_dir / layout.ENGINE
-    if engine.is_file() and Path(str(engine) + ".json").is_file():
+    if engine.is_file() and sidecar_path(engine).is_file():
         # An engine built into the run's bundle (during the build, or later with edgetl engine build).
-        models[engine_artifact(read_json(Path(str(engine) + ".json"))["options"]["precision"])] = engine
+        models[engine_artifact(read_sidecar(engine).engine_options.precision)] = engine
     missing = [str(path) for path in models.values() if not path.is_file()]
     if missing:
         raise ModelFileError(f"{run_dir}: artefact missing: {', '.join(missing)}")
@@ -83,7 +104,8 @@ def measure_run(run_dir: Path, output: Path, log: Callable[[str], None] = lambda
         )
     pre = read_preprocessing(run_dir / layout.PREPROCESSING)
     results = measure_models(models, images, labels, split["classes"], pre, profile.benchmark, log=log)
-    summaries = {name: stage.get("summary") or {} for name, stage in manifest.get("stages", {}).items()}
+    stages = manifest.get("stages", {}).items()
+    summaries = {name: (stage.get("summary") if isinstance(stage, dict) else None) or {} for name, stage in stages}
     # The build's decision stands: a re-measurement reports on what was shipped, it does not re-choose.
     report = compose_report(profile, results, summaries, manifest.get("deployed_artifact") or profile.deployed_artifact)
     output.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ import yaml
 
 from edgetl.console import Log
 from edgetl.errors import EdgeTLError, ProfileError, UserInputError
-from edgetl.files import write_text_atomic
+from edgetl.files import folders_kept_on_success, write_text_atomic
 from edgetl.profile import LoadedProfile, Profile, deep_merge, load_profile, parse_duration
 from edgetl.tune.pruning import COST_ATTR, CheaperTrialsPruner
 from edgetl.tune.results import TUNE_DIR
@@ -191,13 +191,14 @@ class Search:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # edgetl reports trials itself
         _one_line_trial_failures()
-        self.tune_dir.mkdir(parents=True, exist_ok=True)
-        storage = open_storage(self.url, self.options.heartbeat)
-        sampler = make_sampler(self.cfg.sampler, self.loaded.profile.seed, self.cfg.startup_trials)
-        directions = [OBJECTIVE_DIRECTIONS[name] for name in self.cfg.objectives]
-        study = open_study(
-            storage, self.study_name, directions, sampler, self.options.resume, self.signature(), str(self.loaded.path)
-        )
+        with folders_kept_on_success(self.tune_dir):  # a refused storage leaves no empty tune/ behind
+            storage = open_storage(self.url, self.options.heartbeat)
+            sampler = make_sampler(self.cfg.sampler, self.loaded.profile.seed, self.cfg.startup_trials)
+            directions = [OBJECTIVE_DIRECTIONS[name] for name in self.cfg.objectives]
+            where = str(self.loaded.path)
+            study = open_study(
+                storage, self.study_name, directions, sampler, self.options.resume, self.signature(), where
+            )
         if not study.trials:
             first = self.space.profile_values(self.loaded.profile)
             origin = "the profile's own values where they lie in the space"

@@ -15,8 +15,8 @@ import torch
 from edgetl.backbones import get_backbone
 from edgetl.profile import FinetuneConfig
 from edgetl.training.auto import decide, fit_linear_probe, sign_test_p, stratified_folds
-from edgetl.training.datasets import ImageListDataset, eval_transform, train_transform
-from edgetl.training.epochs import auto_epochs
+from edgetl.training.datasets import ImageListDataset, ResizingSchedule, eval_transform, train_transform
+from edgetl.training.epochs import auto_epochs, describe_sizes, progressive_sizes
 from edgetl.training.strategies import make_strategy
 from edgetl.training.trainer import Trainer, _param_groups
 from tests.helpers import make_dataset
@@ -227,6 +227,32 @@ def test_sign_test() -> None:
 
 def test_auto_epochs_follow_the_image_budget() -> None:
     assert auto_epochs(100) == 25 and auto_epochs(500) == 20 and auto_epochs(5000) == 8
+
+
+def test_progressive_sizes_ramp_to_full_size_in_stride_steps() -> None:
+    sizes = progressive_sizes(224, 25, 0.7, 0.6)
+    assert sizes == [160] * 4 + [192] * 7 + [224] * 14  # the default schedule over 25 epochs
+    assert describe_sizes(sizes) == "160 px (4 epochs), 192 px (7), 224 px (14)"
+    assert sizes == sorted(sizes) and all(side % 32 == 0 for side in sizes)
+    # Never below start_scale, always ends at the full side (even when it is not a multiple of 32).
+    assert progressive_sizes(240, 10, 0.7, 0.6) == [192, 192, 192, 224, 224, 240, 240, 240, 240, 240]
+    assert progressive_sizes(64, 8, 0.7, 0.6) == [64] * 8
+    # Off: start_scale 1, a single epoch, or a ramp that ends at the first epoch.
+    assert progressive_sizes(224, 10, 1.0, 0.6) == [224] * 10 and describe_sizes([224] * 10) == "224 px"
+    assert progressive_sizes(224, 1, 0.7, 0.6) == [224] and progressive_sizes(224, 2, 0.7, 0.6) == [224, 224]
+
+
+def test_resizing_schedule_gives_each_epoch_its_crop_side(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "a.jpg"
+    Image.new("RGB", (300, 260), (40, 90, 200)).save(path)
+    schedule = ResizingSchedule([64, 64, 96], lambda side: train_transform(PRE, FinetuneConfig().augmentation, side))
+    dataset = ImageListDataset([path], [0], schedule.transform(3), preload_side=PRE.resize, schedule=schedule)
+    assert [dataset[(0, epoch)][0].shape[-1] for epoch in (1, 2, 3, 9)] == [64, 64, 96, 96]
+    assert dataset[0][0].shape[-1] == 96  # a plain index (no epoch) gets the final transform
+    with pytest.raises(ValueError):
+        ImageListDataset([path], [0], eval_transform(PRE), memoize=True, schedule=schedule)
 
 
 def test_linear_probe_separates_separable_features_and_not_noise() -> None:

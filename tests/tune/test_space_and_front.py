@@ -342,3 +342,14 @@ def test_heartbeat_must_be_a_sane_number_of_seconds(tmp_path: Path, capsys, valu
 
     code, _, err = run_cli(["tune", str(tmp_path / "p.yaml"), "--heartbeat", value], capsys)
     assert code == 2 and "--heartbeat" in err and "storage" not in err, err
+
+
+def test_a_refused_storage_leaves_no_tune_folder_behind(tiny_data: Path, tmp_path: Path, capsys) -> None:
+    from tests.helpers import run_cli, tiny_profile, write_profile
+
+    run = tmp_path / "runs" / "t"
+    profile = write_profile(tmp_path / "p.yaml", tiny_profile(tiny_data, run, tune={"trials": 2}))
+    storage = "postgresql://edgetl:secret@127.0.0.1:9/study"  # nothing listens on port 9
+    code, _, err = run_cli(["tune", str(profile), "--storage", storage], capsys)
+    assert code == 2 and "storage postgresql+psycopg://edgetl:***@127.0.0.1:9/study" in err, err
+    assert "secret" not in err and not run.exists() and not run.parent.exists()
