@@ -21,11 +21,12 @@ its predictions disagree with the reference. This module imports neither torch n
 
 from __future__ import annotations
 
+import hashlib
 import math
 import shlex
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ class Bundle:
 
     root: Path
     info: dict[str, Any]
+    # The model file and its companions as they were hashed: runners load these, never the files again.
+    verified: dict[Path, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def model_path(self) -> Path:
@@ -101,8 +104,7 @@ def read_bundle(path: str | Path) -> Bundle:
     for section, key in (("model", "file"), ("model", "artifact"), ("target", "name"), ("target", "runtime")):
         if not isinstance(info.get(section), dict) or not isinstance(info[section].get(key), str):
             raise ModelFileError(f"{info_path}: {section}.{key} missing; copy the bundle again from the run directory")
-    _check_integrity(root, info, info_path)
-    return Bundle(root, info)
+    return Bundle(root, info, _check_integrity(root, info, info_path))
 
 
 def inside(root: Path, relative: object, what: str, source: Path | None = None) -> Path:
@@ -150,11 +152,12 @@ def _finite_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_integrity(root: Path, info: dict[str, Any], info_path: Path) -> None:
+def _check_integrity(root: Path, info: dict[str, Any], info_path: Path) -> dict[Path, bytes]:
     """Every file bundle.json names stays inside the bundle, exists, and has the SHA-256 recorded for it.
 
     Bundles written before `files` was recorded are still read: their model (and companions) are checked
-    against `model.sha256`, the other files only for presence.
+    against `model.sha256`, the other files only for presence. Returns the model's and its companions'
+    bytes as hashed, so that they, not the files reopened later, are what runs.
     """
     model = info["model"]
     files, companions = info.get("files") or {}, model.get("companions") or {}
@@ -170,15 +173,23 @@ def _check_integrity(root: Path, info: dict[str, Any], info_path: Path) -> None:
         recorded.setdefault(name, digest)
     for relative in (layout.BUNDLE_LABELS, layout.BUNDLE_PREPROCESSING):
         recorded.setdefault(relative, None)
+    runs = {model["file"], *companions}
+    verified: dict[Path, bytes] = {}
     for relative, digest in recorded.items():
         path = inside(root, relative, "file")
         if not path.is_file():
             raise ModelFileError(f"{path}: missing from the bundle; copy the whole bundle directory")
-        if digest is not None and sha256_file(path) != digest:
+        if digest is None:
+            continue
+        data = path.read_bytes() if relative in runs else None
+        if (hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)) != digest:
             raise ModelFileError(
                 f"{path}: its SHA-256 does not match the one in {info_path.name} (changed or damaged after the "
                 "build); copy the bundle again from the run directory"
             )
+        if data is not None:
+            verified[path] = data
+    return verified
 
 
 # Max |logit difference| a correct port may show when it runs the model on reference/inputs.npy: fp32

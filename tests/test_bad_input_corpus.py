@@ -656,6 +656,17 @@ def _rehash(copy: Path, name: str) -> None:
 
 
 @case
+def case_predict_model_with_external_data(env: Env) -> Call:
+    import onnx
+
+    copy = env.model_files()
+    model = copy / "models" / "model_int8.onnx"
+    onnx.save_model(onnx.load(model), model, save_as_external_data=True, location="weights.bin", size_threshold=0)
+    _rehash(copy, "models/model_int8.onnx")  # the .onnx matches: its weights live in an unhashed file
+    return Call(["predict", str(copy), str(env.image())], (str(model), "external data files", "cannot verify"))
+
+
+@case
 def case_predict_corrupt_preprocessing(env: Env) -> Call:
     copy = env.model_files()
     (copy / "preprocessing.json").write_text('{"resize": 256}')

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ class Runner(ABC):
     name: str
     # True when `timed_infer` uses the device's own clock (CUDA events) rather than the host's.
     has_device_timer: bool = False
+    # True when the runner can load verified bytes (`verified=`) instead of reopening its files.
+    loads_from_memory: bool = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -150,9 +152,18 @@ class Backend:
         module, _, attribute = self.runner.partition(":")
         return getattr(importlib.import_module(module), attribute)
 
-    def make_runner(self, path: Path, name: str, threads: int | None) -> Runner:
-        """A runner for one of this backend's files (not activated: that is where the runtime loads)."""
-        return self.runner_class()(path, name=name, threads=threads)
+    def make_runner(
+        self, path: Path, name: str, threads: int | None, verified: Mapping[Path, bytes] | None = None
+    ) -> Runner:
+        """A runner for one of this backend's files (not activated: that is where the runtime loads).
+
+        `verified`: the bytes of `path` (and its companions) as they were hashed; a runner that can load
+        from memory runs exactly those, so a file swapped after the check changes nothing.
+        """
+        runner_type = self.runner_class()
+        if verified and runner_type.loads_from_memory:
+            return runner_type(path, name=name, threads=threads, verified=verified)  # type: ignore[call-arg]
+        return runner_type(path, name=name, threads=threads)  # type: ignore[call-arg]
 
     def convert(self, source: Path, target: Path, options: dict[str, Any]) -> dict[str, Any]:
         if self.converter is None:

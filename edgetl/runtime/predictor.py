@@ -159,7 +159,7 @@ def _load_bundle(path: Path, artifact: str | None, threads: int | None) -> Predi
         runner: Runner = TensorRTRunner(bundle.engine_path, name="engine")
     else:
         name = bundle.info["model"]["artifact"]
-        runner = backend_for(name).make_runner(bundle.model_path, name, threads)
+        runner = backend_for(name).make_runner(bundle.model_path, name, threads, verified=bundle.verified)
     return Predictor(runner, bundle.preprocessing(), bundle.labels())
 
 
@@ -217,11 +217,9 @@ def load(source: str | Path, artifact: str | None = None, threads: int | None = 
     verified = _check_against_manifest(path, manifest, files)
     labels = _read_labels(path / layout.LABELS)
     preprocessing = read_preprocessing(path / layout.PREPROCESSING)
-    if ARTIFACTS[name].backend == "onnxruntime" and MODEL_FILES[name] in verified:
-        # The bytes that were hashed are the bytes that run: swapping the file after the check changes nothing.
-        runner: Runner = OnnxRuntimeRunner(model_path, name=name, threads=threads, model=verified[MODEL_FILES[name]])
-    else:
-        runner = backend_for(name).make_runner(model_path, name, threads)
+    # The bytes that were hashed are the bytes that run: swapping the file after the check changes nothing.
+    in_memory = {path / relative: data for relative, data in verified.items()}
+    runner = backend_for(name).make_runner(model_path, name, threads, verified=in_memory)
     return Predictor(runner, preprocessing, labels)
 
 

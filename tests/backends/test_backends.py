@@ -160,6 +160,13 @@ def test_openvino_ir_of_the_validated_int8_model_predicts_like_onnx_runtime(buil
     check = compare_with_reference(logits, bundle.reference(), min_agreement=100.0)
     assert check["passed"], check
     assert described["runtime"] == "openvino" and described["config"]["INFERENCE_PRECISION_HINT"] == "f32"
+    # Verified bytes are what runs: with them in memory, the files on disk are never reopened.
+    xml, weights = tmp_path / "model_int8.xml", tmp_path / "model_int8.bin"
+    verified = {xml: xml.read_bytes(), weights: weights.read_bytes()}
+    xml.write_text("<not-a-model/>")
+    weights.unlink()
+    with backend_for("openvino_int8").make_runner(xml, "openvino_int8", 1, verified=verified) as runner:
+        assert np.array_equal(runner.infer_any_batch(images), logits)
 
 
 @pytest.fixture(scope="module")

@@ -112,3 +112,21 @@ def test_the_quantizers_progress_bar_stays_out_of_the_build_log() -> None:
             assert bar._progress_bar.disable
     with progress_utils.ProgressBar(total_steps=500) as bar:  # put back afterwards
         assert not bar._progress_bar.disable
+
+
+@pytest.mark.parametrize("name", ["litert_int8", "executorch_int8"])
+def test_verified_bytes_run_and_the_file_is_not_reopened(arm64_run, tmp_path: Path, name: str) -> None:
+    from edgetl.backends import ARTIFACTS
+    from edgetl.preprocessing import read_preprocessing
+
+    source = arm64_run.run_dir / ARTIFACTS[name].file
+    copy = tmp_path / source.name
+    shutil.copyfile(source, copy)
+    split = read_split(arm64_run.run_dir / layout.SPLIT)
+    images = read_preprocessing(arm64_run.run_dir / layout.PREPROCESSING).batch(split_paths(split, "val")[0][:2])
+    with backend_for(name).make_runner(copy, name, 1) as runner:
+        expected = runner.infer_any_batch(images)
+    verified = {copy: copy.read_bytes()}
+    copy.write_bytes(b"not a model")  # swapped after the check: the verified bytes still run
+    with backend_for(name).make_runner(copy, name, 1, verified=verified) as runner:
+        assert runner.loads_from_memory and np.array_equal(runner.infer_any_batch(images), expected)

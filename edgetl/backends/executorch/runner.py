@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,17 @@ def native_log() -> Iterator[list[str]]:
 class ExecuTorchRunner(Runner):
     """One loaded `forward` method; `threads` XNNPACK threads while active (the pool is process-wide)."""
 
-    def __init__(self, path: str | Path, name: str | None = None, threads: int | None = None) -> None:
+    loads_from_memory = True
+
+    def __init__(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        threads: int | None = None,
+        verified: Mapping[Path, bytes] | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.model = (verified or {}).get(self.path)  # already-verified bytes of `path`: never reopen the file
         super().__init__(name or self.path.stem)
         self.threads = threads
         self._method: Any = None
@@ -64,7 +73,7 @@ class ExecuTorchRunner(Runner):
 
     def _activate(self) -> None:
         runtime, self._pool = import_runtime()
-        if not self.path.is_file():
+        if self.model is None and not self.path.is_file():
             raise ModelFileError(f"{self.path}: ExecuTorch program not found")
         with native_log():
             self._previous_threads = int(self._pool._threadpool_get_thread_count())
@@ -72,7 +81,7 @@ class ExecuTorchRunner(Runner):
                 self._pool._unsafe_reset_threadpool(self.threads)
         with native_log() as log:
             try:
-                self._method = runtime.load_program(self.path).load_method("forward")
+                self._method = runtime.load_program(self.model or self.path).load_method("forward")
             except (RuntimeError, ValueError) as error:
                 detail = log[-1] if log else first_line(error)
                 raise ModelFileError(f"{self.path}: ExecuTorch cannot load the program ({detail})") from None

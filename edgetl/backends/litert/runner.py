@@ -7,6 +7,7 @@ and returns the same float tensors (a device app does the same two steps, see th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,17 @@ def dequantize(values: np.ndarray, details: dict[str, Any]) -> np.ndarray:
 class LiteRTRunner(Runner):
     """One interpreter, `threads` XNNPACK threads, the model's own (fixed) batch size."""
 
-    def __init__(self, path: str | Path, name: str | None = None, threads: int | None = None) -> None:
+    loads_from_memory = True
+
+    def __init__(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        threads: int | None = None,
+        verified: Mapping[Path, bytes] | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.model = (verified or {}).get(self.path)  # already-verified bytes of `path`: never reopen the file
         super().__init__(name or self.path.stem)
         self.threads = threads
         self._interpreter: Any = None
@@ -55,10 +65,11 @@ class LiteRTRunner(Runner):
 
     def _activate(self) -> None:
         interpreter_type = import_interpreter()
-        if not self.path.is_file():
+        if self.model is None and not self.path.is_file():
             raise ModelFileError(f"{self.path}: LiteRT model not found")
         try:
-            self._interpreter = interpreter_type(model_path=str(self.path), num_threads=self.threads or None)
+            source = {"model_content": self.model} if self.model is not None else {"model_path": str(self.path)}
+            self._interpreter = interpreter_type(**source, num_threads=self.threads or None)
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise ModelFileError(f"{self.path}: LiteRT cannot load the model ({first_line(error)})") from None

@@ -5,6 +5,7 @@ Torch-free: this is what the core install runs on a device.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,18 @@ from edgetl.errors import ModelFileError, first_line
 class OnnxRuntimeRunner(Runner):
     """One InferenceSession, all graph optimizations, sequential execution, `threads` intra-op threads."""
 
+    loads_from_memory = True
+
     def __init__(
         self,
         path: str | Path,
         name: str | None = None,
         threads: int | None = None,
         providers: list[str] | None = None,
-        model: bytes | None = None,
+        verified: Mapping[Path, bytes] | None = None,
     ) -> None:
         self.path = Path(path)
-        self.model = model  # already-verified bytes of `path`: run these, never reopen the file
+        self.model = (verified or {}).get(self.path)  # already-verified bytes of `path`: never reopen the file
         super().__init__(name or self.path.stem)
         self.threads = threads
         self.providers = providers or ["CPUExecutionProvider"]
@@ -51,6 +54,12 @@ class OnnxRuntimeRunner(Runner):
             source = self.model if self.model is not None else str(self.path)
             self.session = ort.InferenceSession(source, options, providers=self.providers)
         except Exception as error:  # ORT raises its own exception types for corrupt/invalid models
+            if self.model is not None and "external" in str(error).lower():
+                # Verified bytes carry no path, so weights in separate files cannot load: and they were not hashed.
+                raise ModelFileError(
+                    f"{self.path}: the model keeps its weights in external data files, which edgetl cannot verify "
+                    "against the manifest; use the model edgetl exported (weights inside the .onnx file)"
+                ) from None
             raise ModelFileError(f"{self.path}: ONNX Runtime cannot load the model ({first_line(error)})") from None
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name

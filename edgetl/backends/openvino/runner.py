@@ -8,6 +8,7 @@ Q/DQ pairs in the IR, not from this hint.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,19 @@ def import_openvino() -> Any:
 class OpenVINORunner(Runner):
     """`threads` inference threads, one stream, PERFORMANCE_HINT=LATENCY, on `device` (default CPU)."""
 
+    loads_from_memory = True
+
     def __init__(
-        self, path: str | Path, name: str | None = None, threads: int | None = None, device: str = "CPU"
+        self,
+        path: str | Path,
+        name: str | None = None,
+        threads: int | None = None,
+        device: str = "CPU",
+        verified: Mapping[Path, bytes] | None = None,
     ) -> None:
         self.path = Path(path)
+        # Already-verified bytes of the .xml and its .bin: compiled from memory, the files are not reopened.
+        self.verified = {key: (verified or {}).get(key) for key in (self.path, self.path.with_suffix(".bin"))}
         super().__init__(name or self.path.stem)
         self.threads = threads
         self.device = device
@@ -51,11 +61,14 @@ class OpenVINORunner(Runner):
 
     def _activate(self) -> None:
         ov = import_openvino()
-        if not self.path.is_file() or not self.path.with_suffix(".bin").is_file():
+        xml, weights = self.verified.values()
+        in_memory = xml is not None and weights is not None
+        if not in_memory and (not self.path.is_file() or not self.path.with_suffix(".bin").is_file()):
             raise ModelFileError(f"{self.path}: OpenVINO IR not found (the .xml and its .bin must sit together)")
         core = ov.Core()
         try:
-            self._compiled = core.compile_model(str(self.path), self.device, self.config())
+            model = core.read_model(model=xml, weights=weights) if in_memory else str(self.path)
+            self._compiled = core.compile_model(model, self.device, self.config())
         except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
             raise ModelFileError(f"{self.path}: OpenVINO cannot compile the model ({first_line(error)})") from None
         self._request = self._compiled.create_infer_request()
