@@ -102,10 +102,9 @@ class FinetuneStage(Stage):
         train_size = cfg.train_resolution or pre.crop
         sizes = [train_size]
         if cfg.augmentation.enabled:
-            ramp = cfg.progressive_resizing
-            sizes = progressive_sizes(
-                train_size, planned_epochs(cfg.epochs, len(train_labels)), ramp.start_scale, ramp.full_from
-            )
+            if not strategy.backbone_frozen_throughout:  # a frozen backbone saves little and cannot adapt to the scale
+                ramp, epochs = cfg.progressive_resizing, planned_epochs(cfg.epochs, len(train_labels))
+                sizes = progressive_sizes(train_size, epochs, ramp.start_scale, ramp.full_from)
             schedule = ResizingSchedule(sizes, lambda side: train_transform(pre, cfg.augmentation, side))
             train_set = ImageListDataset(
                 train_paths,
