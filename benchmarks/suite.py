@@ -15,7 +15,7 @@ For each dataset folder (class folders under `train/`, and `val/`) under the dat
     cross-validation on the training images over a wide grid;
   - `finetune`: a strong full fine-tune at the deployed resolution (224 px): 25 epochs, colour
     jitter 0.3, crops 0.35-1, label smoothing 0.1, backbone lr x0.3, no early stopping: the
-    recipe of issue 12's best row.
+    strongest recipe measured when the defaults were last chosen.
   Reference rows change only with their recipe and the dataset, so they are cached in
   `benchmarks/results/suite_references.json` (keyed by both) and reused.
 
@@ -355,7 +355,7 @@ def references(
             continue
         print(f"suite: {dataset.name}: reference {kind} (not cached)", flush=True)
         rows[kind] = REFERENCES[kind](dataset, work, overrides, backbone)
-        cache[key] = rows[kind] | {"machine": describe_machine()["cpu"]}
+        cache[key] = rows[kind] | {"machine": cpu_label(describe_machine())}
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         cache_file.write_text(json.dumps(cache, indent=2, sort_keys=True) + "\n")
     return rows
@@ -398,6 +398,22 @@ def verdict(row: dict[str, Any]) -> dict[str, Any]:
     return checks
 
 
+def cpu_label(machine: dict[str, Any]) -> str:
+    """The CPU and the instruction set that moves these numbers most (int8 kernels, training speed)."""
+    flags = set(machine.get("cpu_flags", []))
+    if "amx_int8" in flags:
+        isa = "AMX"
+    elif "avx512_vnni" in flags:
+        isa = "AVX-512 VNNI"
+    elif "avx_vnni" in flags:
+        isa = "AVX-VNNI"
+    elif "avx2" in flags:
+        isa = "AVX2 only"
+    else:
+        isa = machine.get("architecture", "?")
+    return f"{machine['cpu']} ({isa})"
+
+
 def _pct(cell: dict[str, Any] | None) -> str:
     if not cell:
         return "-"
@@ -410,7 +426,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         "# Suite: a data-only profile on every dataset, next to reference recipes",
         "",
-        f"Machine: {machine['cpu']}, {machine['usable_cpus']} CPUs; edgetl {result['edgetl_version']} "
+        f"Written on {cpu_label(machine)}, {machine['usable_cpus']} CPUs; each row names the CPU it was measured on; "
+        f"edgetl {result['edgetl_version']} "
         f"(commits: {', '.join(sorted({str(r.get('commit')) for r in result['rows']}))}, per row in the JSON); "
         f"written {result['created']}. Val top-1 with 95 % bootstrap CIs; latency ratios are the report's own "
         "interleaved p50 at batch 1, 1 thread.",
@@ -423,15 +440,16 @@ def render(result: dict[str, Any]) -> str:
     lines += [
         "",
         "| dataset | row | fp32 top-1 | int8 top-1 | agreement | int8 vs ORT fp32 | int8 size vs fp32 | strategy "
-        "| regret | build s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| regret | build s | CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         default = row["default"]
         if "failed" in default:
             lines.append(
                 f"| {row['dataset']} | edgetl defaults | {_pct(default.get('fp32'))} | refused (exit "
-                f"{default.get('exit_code')}): {default['failed']} | | | | | | {default['build_seconds']:.0f} |"
+                f"{default.get('exit_code')}): {default['failed']} | | | | | | {default['build_seconds']:.0f} | "
+                f"{row.get('cpu', '-')} |"
             )
         else:
             int8 = default.get("int8") or {}
@@ -439,15 +457,15 @@ def render(result: dict[str, Any]) -> str:
                 f"| {row['dataset']} | edgetl defaults | {_pct(default['fp32'])} | {_pct(int8 or None)} | "
                 f"{int8.get('agreement', 0):.1%} | {int8.get('speedup_vs_onnx_fp32', 0):.2f}x | "
                 f"{int8.get('size_ratio_vs_onnx_fp32', 0):.2f}x | {default['strategy']} | "
-                f"{_regret_cell(default)} | {default['build_seconds']:.0f} |"
+                f"{_regret_cell(default)} | {default['build_seconds']:.0f} | {row.get('cpu', '-')} |"
             )
         for kind, ref in row["references"].items():
             cached = " (cached)" if ref.get("cached") else ""
             lines.append(
                 f"| {row['dataset']} | reference: {kind}{cached} | {_pct(ref['fp32'])} | | | | | | "
-                f"| {ref['seconds']:.0f} |"
+                f"| {ref['seconds']:.0f} | {ref.get('machine', '-')} |"
             )
-    lines += ["", "## Targets (issue 12)", ""]
+    lines += ["", "## Targets", ""]
     names = {
         "fp32_within_reference": f"fp32 within {WITHIN_REFERENCE_POINTS} points of the better reference",
         "int8_within_fp32": f"int8 within {INT8_WITHIN_POINTS} point of fp32",
@@ -557,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             "dataset": dataset.name,
             "commit": previous[dataset.name].get("commit") if args.references_only else commit,
+            "cpu": previous[dataset.name].get("cpu") if args.references_only else cpu_label(describe_machine()),
             "fingerprint": dataset_fingerprint(dataset),
             "default": default,
             "references": refs,
