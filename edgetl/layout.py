@@ -13,6 +13,8 @@ from __future__ import annotations
 
 # --- run directory --------------------------------------------------------------------------------
 MANIFEST = "manifest.json"  # written last: the build's commit point
+# edgetl's own state (stage cache, work folders, the lock); its presence marks a folder as a run directory.
+STATE_DIR = ".edgetl"
 PROFILE_COPY = "profile.yaml"
 LABELS = "labels.txt"
 PREPROCESSING = "preprocessing.json"

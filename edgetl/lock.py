@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from edgetl import layout
 from edgetl.errors import RunLockedError
 
 _WAIT = "wait for that build to finish or choose another output_dir; a dead process's lock on this host is taken over"
@@ -28,7 +29,7 @@ class RunLock:
     """Exclusive lock on a run directory; a lock left by a dead process on this host is taken over."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ".edgetl" / "lock"
+        self.path = run_dir / layout.STATE_DIR / "lock"
         self.held = False
 
     def acquire(self) -> None:

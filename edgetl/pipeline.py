@@ -211,7 +211,7 @@ def check_run_dir(run_dir: Path, loaded: LoadedProfile) -> None:
 
 def is_run_dir(folder: Path) -> bool:
     """An edgetl run directory: its `.edgetl/` folder, or a manifest.json with edgetl's schema."""
-    marker = folder / ".edgetl"
+    marker = folder / layout.STATE_DIR
     if marker.is_dir() and not marker.is_symlink():
         return True
     manifest = folder / layout.MANIFEST

@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
+from edgetl import layout
 from edgetl.console import Log
 from edgetl.files import canonical_json, read_json, remove_tree, sha256_file, sha256_text, write_json_atomic
 from edgetl.profile import LoadedProfile, Profile
@@ -87,11 +88,11 @@ class BuildContext:
 
     @property
     def cache_root(self) -> Path:
-        return self.shared_cache or self.run_dir / ".edgetl" / "cache"
+        return self.shared_cache or self.run_dir / layout.STATE_DIR / "cache"
 
     @property
     def work_root(self) -> Path:
-        return self.run_dir / ".edgetl" / "work"
+        return self.run_dir / layout.STATE_DIR / "work"
 
 
 class Stage(ABC):

@@ -34,7 +34,6 @@ def run_tune(profile_path: str | Path, options: TuneOptions, log: Log | None = N
     check_run_dir(loaded.output_dir, loaded)  # the same refusals as a build, before tune/ is written
     search = Search(loaded, options, log)
     study = search.open()
-    (loaded.output_dir / ".edgetl").mkdir(parents=True, exist_ok=True)  # marks the run directory as edgetl's
     log(
         f"study {search.study_name} in {redact(search.url)}: {search.total} trials, {len(search.space.parameters)} "
         f"parameters, objectives {', '.join(search.cfg.objectives)}; trial logs in {search.tune_dir / 'logs'}"

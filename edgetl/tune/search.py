@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from edgetl import layout
 from edgetl.console import Log
 from edgetl.errors import EdgeTLError, ProfileError, UserInputError
 from edgetl.files import folders_kept_on_success, write_text_atomic
@@ -191,7 +192,11 @@ class Search:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # edgetl reports trials itself
         _one_line_trial_failures()
-        with folders_kept_on_success(self.tune_dir):  # a refused storage leaves no empty tune/ behind
+        # The run directory is marked as edgetl's before anything else is written into it: a second worker
+        # starting now finds a run directory, not "a non-empty folder of someone else's". A refused storage
+        # leaves neither the marker nor an empty tune/ behind.
+        marker = self.loaded.output_dir / layout.STATE_DIR
+        with folders_kept_on_success(marker), folders_kept_on_success(self.tune_dir):
             storage = open_storage(self.url, self.options.heartbeat)
             sampler = make_sampler(self.cfg.sampler, self.loaded.profile.seed, self.cfg.startup_trials)
             directions = [OBJECTIVE_DIRECTIONS[name] for name in self.cfg.objectives]

@@ -353,3 +353,26 @@ def test_a_refused_storage_leaves_no_tune_folder_behind(tiny_data: Path, tmp_pat
     code, _, err = run_cli(["tune", str(profile), "--storage", storage], capsys)
     assert code == 2 and "storage postgresql+psycopg://edgetl:***@127.0.0.1:9/study" in err, err
     assert "secret" not in err and not run.exists() and not run.parent.exists()
+
+
+def test_the_run_directory_is_marked_before_a_worker_writes_into_it(
+    tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second worker that checks the folder while the first opens its study must see an edgetl run directory."""
+    import edgetl.tune.search as search_module
+    from edgetl.pipeline import is_run_dir
+    from tests.helpers import run_cli, tiny_profile, write_profile
+
+    run = tmp_path / "run"
+    profile = write_profile(tmp_path / "p.yaml", tiny_profile(tiny_data, run, tune={"trials": 2}))
+    seen: list[bool] = []
+
+    def refuse(url: str, heartbeat: float) -> None:  # the moment the first worker has written into run/
+        seen.append(any(run.iterdir()) and is_run_dir(run))
+        raise search_module.UserInputError("storage refused for the test")
+
+    monkeypatch.setattr(search_module, "open_storage", refuse)
+    code, _, err = run_cli(["tune", str(profile)], capsys)
+    assert code == 2 and "storage refused for the test" in err, err
+    assert seen == [True], "tune/ was written before the folder was marked as a run directory"
+    assert not run.exists(), "the refused start left its marker or tune/ behind"
