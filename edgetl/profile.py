@@ -651,6 +651,12 @@ class Profile(_Section):
             if fixed != "dynamic" and not self.tensorrt.min_batch <= fixed <= max_batch:
                 raise ValueError(f"export.batch_size {fixed} is outside tensorrt min_batch..max_batch")
         deployed = self.budgets.artifact or target.deployed_artifact(int8)
+        if self.budgets.artifact is None and deployed not in produced:
+            raise ValueError(
+                f"target {target.name} ships {deployed}, which this profile does not produce (convert.runtimes: "
+                f"{', '.join(self.convert_runtimes) or 'none'}); add {ARTIFACTS[deployed].backend} to "
+                f"convert.runtimes, or name the artefact to ship in budgets.artifact (one of {', '.join(produced)})"
+            )
         if deployed not in self.benchmarked_artifacts:
             raise ValueError(f"budgets apply to {deployed!r}, which benchmark.artifacts does not measure")
         relative = [n for n in ("min_speedup", "max_size_ratio") if getattr(self.budgets, n) is not None]

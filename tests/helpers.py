@@ -225,3 +225,27 @@ EXIF_STORED = {
     7: [Image.Transpose.TRANSVERSE],
     8: [Image.Transpose.ROTATE_270],
 }
+
+
+def assert_verified_bytes_run(run_dir: Path, name: str, tmp_path: Path) -> None:
+    """The runner loads the verified bytes: the file swapped after the check changes nothing (LiteRT, ExecuTorch)."""
+    import shutil
+
+    import numpy as np
+
+    from edgetl import layout
+    from edgetl.backends import ARTIFACTS, backend_for
+    from edgetl.preprocessing import read_preprocessing
+    from edgetl.stages.data import read_split, split_paths
+
+    source = run_dir / ARTIFACTS[name].file
+    copy = tmp_path / source.name
+    shutil.copyfile(source, copy)
+    split = read_split(run_dir / layout.SPLIT)
+    images = read_preprocessing(run_dir / layout.PREPROCESSING).batch(split_paths(split, "val")[0][:2])
+    with backend_for(name).make_runner(copy, name, 1) as runner:
+        expected = runner.infer_any_batch(images)
+    verified = {copy: copy.read_bytes()}
+    copy.write_bytes(b"not a model")  # swapped after the check: the verified bytes still run
+    with backend_for(name).make_runner(copy, name, 1, verified=verified) as runner:
+        assert runner.loads_from_memory and np.array_equal(runner.infer_any_batch(images), expected)

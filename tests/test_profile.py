@@ -52,6 +52,16 @@ def test_wrong_literal_lists_allowed_values(tmp_path: Path) -> None:
     assert "'uint8' or 'int8'" in message and "int4" in message
 
 
+def test_a_target_whose_runtime_is_not_converted_says_how_to_ship_another(tmp_path: Path) -> None:
+    message = _errors(MINIMAL + "target: android-arm64\nconvert:\n  runtimes: [executorch]\n", tmp_path)
+    assert "target android-arm64 ships litert_int8, which this profile does not produce" in message, message
+    assert "add litert to convert.runtimes, or name the artefact to ship in budgets.artifact" in message
+    assert "executorch_int8" in message
+    executorch_only = "target: android-arm64\nconvert:\n  runtimes: [executorch]\n"
+    (tmp_path / "ok.yaml").write_text(MINIMAL + executorch_only + "budgets:\n  artifact: executorch_int8\n")
+    assert load_profile(tmp_path / "ok.yaml").profile.deployed_artifact == "executorch_int8"
+
+
 def test_every_problem_is_reported_on_its_own_line(tmp_path: Path) -> None:
     message = _errors(MINIMAL + "seed: abc\nbenchmark:\n  threads: 0\n", tmp_path)
     lines = message.splitlines()

@@ -17,7 +17,7 @@ from edgetl.stages.data import read_split, split_paths
 from edgetl.stages.package import _target_record
 from edgetl.targets import get_target
 from tests.backends.conftest import HAS_EXECUTORCH, data_root
-from tests.helpers import run_cli, tiny_profile, write_profile
+from tests.helpers import assert_verified_bytes_run, run_cli, tiny_profile, write_profile
 
 needs_executorch = pytest.mark.skipif(not HAS_EXECUTORCH, reason="executorch not installed (edgetl[executorch])")
 
@@ -26,13 +26,13 @@ def labels_of(run) -> list[str]:
     return (run.run_dir / layout.LABELS).read_text().splitlines()
 
 
-def test_executorch_programs_are_verified_against_pytorch_and_measured(arm64_run) -> None:
-    report = arm64_run.report
+def test_executorch_programs_are_verified_against_pytorch_and_measured(executorch_run) -> None:
+    report = executorch_run.report
     fp32, int8 = report["conversions"]["executorch_fp32"], report["conversions"]["executorch_int8"]
     assert fp32["parity"]["against"] == "torch_fp32" and fp32["parity"]["top1_agreement"] == 1.0
     assert fp32["parity"]["max_abs_logit_diff"] < 1e-3
     assert int8["parity"]["against"] == "torch_fp32" and int8["parity"]["images"] > 0
-    split = read_split(arm64_run.run_dir / layout.SPLIT)
+    split = read_split(executorch_run.run_dir / layout.SPLIT)
     pool, _ = split_paths(split, "calibration_pool")
     assert int8["calibration_images"] == min(len(pool), 8)  # the tiny profile's calibration count, never val
     assert "PT2E" in int8["quantization"] and "executorch" in int8["converter"]
@@ -44,34 +44,35 @@ def test_executorch_programs_are_verified_against_pytorch_and_measured(arm64_run
     assert sizes["executorch_int8"] < 0.4 * sizes["executorch_fp32"]  # int8 weights inside the delegate
 
 
-def test_runner_splits_batches_and_gives_back_the_thread_pool(arm64_run) -> None:
+def test_runner_splits_batches_and_gives_back_the_thread_pool(executorch_run) -> None:
     from executorch.extension.pybindings import portable_lib
 
     from edgetl.backends.executorch.runner import native_log
 
     with native_log():
         before = portable_lib._threadpool_get_thread_count()
-    pre = read_preprocessing(arm64_run.run_dir / layout.PREPROCESSING)
-    paths, _ = split_paths(read_split(arm64_run.run_dir / layout.SPLIT), "val")
+    pre = read_preprocessing(executorch_run.run_dir / layout.PREPROCESSING)
+    paths, _ = split_paths(read_split(executorch_run.run_dir / layout.SPLIT), "val")
     images = pre.batch(paths[:3])
-    path = arm64_run.run_dir / layout.EXECUTORCH_DIR / "model_fp32.pte"
+    path = executorch_run.run_dir / layout.EXECUTORCH_DIR / "model_fp32.pte"
     with backend_for("executorch_fp32").make_runner(path, "executorch_fp32", 1) as runner:
         assert runner.fixed_batch == 1 and runner.describe()["runtime"] == "executorch"
         logits = runner.infer_any_batch(images)
         one = runner.infer(images[1:2])
-    assert logits.shape == (3, len(labels_of(arm64_run))) and logits.dtype == np.float32
+    assert logits.shape == (3, len(labels_of(executorch_run))) and logits.dtype == np.float32
     np.testing.assert_allclose(logits[1:2], one, atol=1e-6)
     with native_log():
         assert portable_lib._threadpool_get_thread_count() == before
 
 
-def test_predict_runs_the_int8_program_from_the_run_directory(arm64_run, capsys) -> None:
-    paths, _ = split_paths(read_split(arm64_run.run_dir / layout.SPLIT), "val")
+def test_predict_runs_the_int8_program_from_the_run_directory(executorch_run, capsys) -> None:
+    paths, _ = split_paths(read_split(executorch_run.run_dir / layout.SPLIT), "val")
     image = paths[0]
-    code, out, err = run_cli(["predict", str(arm64_run.run_dir), str(image), "--artifact", "executorch_int8"], capsys)
+    command = ["predict", str(executorch_run.run_dir), str(image), "--artifact", "executorch_int8"]
+    code, out, err = run_cli(command, capsys)
     assert code == 0, err
     label = out.strip().split("\t")[1].split()[0]
-    assert label in labels_of(arm64_run)
+    assert label in labels_of(executorch_run)
 
 
 @needs_executorch
@@ -103,3 +104,7 @@ def test_a_bundle_tells_the_shipped_runtimes_device_steps() -> None:
     # A runtime without its own steps keeps the target's (ONNX Runtime on intel-cpu: the target says both).
     intel = get_target("intel-cpu")
     assert _target_record(intel, get_backend("onnxruntime"))["on_device"] == list(intel.on_device)
+
+
+def test_verified_bytes_run_and_the_file_is_not_reopened(executorch_run, tmp_path: Path) -> None:
+    assert_verified_bytes_run(executorch_run.run_dir, "executorch_int8", tmp_path)

@@ -17,7 +17,7 @@ from edgetl.backends.litert.runner import dequantize, quantize
 from edgetl.bundle import read_bundle
 from edgetl.stages.data import read_split, split_paths
 from tests.backends.conftest import data_root
-from tests.helpers import bundle_reference_check, run_cli, tiny_profile, write_profile
+from tests.helpers import assert_verified_bytes_run, bundle_reference_check, run_cli, tiny_profile, write_profile
 
 
 def test_int8_io_is_quantized_with_the_tensors_own_scale_and_zero_point() -> None:
@@ -46,18 +46,18 @@ def test_android_target_converts_to_litert_and_int8_follows_the_int8_switch(tmp_
     assert "litert_fp32" in no_int8.produced_artifacts and "litert_int8" not in no_int8.produced_artifacts
 
 
-def test_litert_build_converts_verifies_measures_and_ships_int8(arm64_run) -> None:
-    assert arm64_run.results["finetune"].skipped  # converted from the same checkpoint
-    report = arm64_run.report
+def test_litert_build_converts_verifies_measures_and_ships_int8(litert_run) -> None:
+    assert litert_run.results["finetune"].skipped  # converted from the same checkpoint
+    report = litert_run.report
     assert report["deployed_artifact"] == "litert_int8"
     conversions = report["conversions"]
     fp32, int8 = conversions["litert_fp32"], conversions["litert_int8"]
     assert fp32["parity"]["against"] == "torch_fp32" and fp32["parity"]["top1_agreement"] == 1.0
     assert fp32["parity"]["max_abs_logit_diff"] < 1e-3
     assert int8["parity"]["against"] == "litert_fp32" and int8["parity"]["images"] > 0
-    split = read_split(arm64_run.run_dir / layout.SPLIT)
+    split = read_split(litert_run.run_dir / layout.SPLIT)
     pool, _ = split_paths(split, "calibration_pool")
-    resolved = json.loads((arm64_run.run_dir / layout.MANIFEST).read_text())["profile"]["resolved"]
+    resolved = json.loads((litert_run.run_dir / layout.MANIFEST).read_text())["profile"]["resolved"]
     assert int8["calibration_images"] == min(len(pool), resolved["optimize"]["int8"]["calibration_images"])
     for name in ("litert_fp32", "litert_int8"):
         measured = report["artifacts"][name]
@@ -66,13 +66,13 @@ def test_litert_build_converts_verifies_measures_and_ships_int8(arm64_run) -> No
     fp32_size = report["artifacts"]["litert_fp32"]["size_bytes"]
     assert report["artifacts"]["litert_int8"]["size_bytes"] < 0.4 * fp32_size  # int8 weights, not a copy
 
-    int8_file = arm64_run.run_dir / layout.LITERT_DIR / "model_int8.tflite"
+    int8_file = litert_run.run_dir / layout.LITERT_DIR / "model_int8.tflite"
     with backend_for("litert_int8").make_runner(int8_file, "litert_int8", 1) as runner:
         assert runner.describe()["io"] == "int8" and runner.fixed_batch == 1
 
 
-def test_litert_bundle_reproduces_its_reference_and_benches(arm64_run, capsys) -> None:
-    bundle = read_bundle(arm64_run.run_dir / layout.BUNDLE_DIR)
+def test_litert_bundle_reproduces_its_reference_and_benches(litert_run, capsys) -> None:
+    bundle = read_bundle(litert_run.run_dir / layout.BUNDLE_DIR)
     assert bundle.info["model"]["file"] == "model.tflite" and bundle.info["target"]["runtime"] == "litert"
     assert bundle_reference_check(bundle.root)["max_abs_logit_diff"] < 1e-5
     code, _, _ = run_cli(["bench", str(bundle.root), "-q"], capsys)
@@ -114,19 +114,5 @@ def test_the_quantizers_progress_bar_stays_out_of_the_build_log() -> None:
         assert not bar._progress_bar.disable
 
 
-@pytest.mark.parametrize("name", ["litert_int8", "executorch_int8"])
-def test_verified_bytes_run_and_the_file_is_not_reopened(arm64_run, tmp_path: Path, name: str) -> None:
-    from edgetl.backends import ARTIFACTS
-    from edgetl.preprocessing import read_preprocessing
-
-    source = arm64_run.run_dir / ARTIFACTS[name].file
-    copy = tmp_path / source.name
-    shutil.copyfile(source, copy)
-    split = read_split(arm64_run.run_dir / layout.SPLIT)
-    images = read_preprocessing(arm64_run.run_dir / layout.PREPROCESSING).batch(split_paths(split, "val")[0][:2])
-    with backend_for(name).make_runner(copy, name, 1) as runner:
-        expected = runner.infer_any_batch(images)
-    verified = {copy: copy.read_bytes()}
-    copy.write_bytes(b"not a model")  # swapped after the check: the verified bytes still run
-    with backend_for(name).make_runner(copy, name, 1, verified=verified) as runner:
-        assert runner.loads_from_memory and np.array_equal(runner.infer_any_batch(images), expected)
+def test_verified_bytes_run_and_the_file_is_not_reopened(litert_run, tmp_path: Path) -> None:
+    assert_verified_bytes_run(litert_run.run_dir, "litert_int8", tmp_path)
