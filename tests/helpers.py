@@ -109,6 +109,10 @@ def tiny_profile(data_root: Path, output_dir: Path, **overrides: object) -> dict
             "throughput_iterations": 2,
             "eval_batch_size": 8,
             "batch_sizes": [1, 4],
+            # A fresh process per artefact for peak memory, and ONNX Runtime's GEMM peak, cost ~7 s a build:
+            # the tests that check them (the intel-cpu and arm64 builds) turn them on.
+            "memory": False,
+            "compute_peak": False,
         },
     }
     return deep_merge(base, overrides)

@@ -37,6 +37,7 @@ def _android_build(built_run, tmp_path_factory: pytest.TempPathFactory, runtime:
         target="android-arm64",
         convert={"runtimes": [runtime]},
         budgets={"artifact": f"{runtime}_int8"},  # the target ships LiteRT; an ExecuTorch-only build names its own
+        benchmark={"memory": True},  # their tests check each runtime's peak memory
     )
     return build(write_profile(base / "android.yaml", profile), log=Log(quiet=True))
 

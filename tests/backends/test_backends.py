@@ -182,7 +182,8 @@ def intel_run(built_run, tmp_path_factory: pytest.TempPathFactory):
     data_root = Path(
         json.loads((built_run.run_dir / "manifest.json").read_text())["profile"]["resolved"]["data"]["root"]
     )
-    profile = tiny_profile(data_root, base / "run", target="intel-cpu")
+    measured = {"memory": True, "compute_peak": True}  # peak memory and utilization are checked here
+    profile = tiny_profile(data_root, base / "run", target="intel-cpu", benchmark=measured)
     return build(write_profile(base / "intel.yaml", profile), log=Log(quiet=True))
 
 
@@ -196,6 +197,13 @@ def test_intel_cpu_build_measures_both_runtimes_and_ships_the_faster(intel_run, 
     assert decision["artifact"] == min(passing, key=lambda c: c["p50_ms"])["artifact"]
     ir = report["artifacts"]["openvino_int8"]
     assert ir["execution"]["runtime"] == "openvino" and ir["memory"]["model_rss_bytes"] > 0
+    # Measured, not estimated: a fresh process per artefact; utilization against the GEMM peak measured here.
+    for name in ("torch_fp32", "onnx_fp32", "onnx_int8", "openvino_int8"):
+        memory = report["artifacts"][name]["memory"]
+        assert memory["peak_rss_bytes"] >= memory["model_rss_bytes"] > 0, name
+    assert report["artifacts"]["torch_fp32"]["memory"]["runtime"] == "torch"
+    assert 0 < report["artifacts"]["onnx_int8"]["compute"]["utilization"]["fraction"] < 1.5
+    assert report["peaks"]["int8"]["gmacs_per_second"] > 0 and "MatMul" in report["peaks"]["int8"]["method"]
     assert ir["size_bytes"] > (intel_run.run_dir / layout.OPENVINO_DIR / "model_int8.xml").stat().st_size  # + .bin
     assert report["conversions"]["openvino_int8"]["parity"]["top1_agreement"] == 1.0
     manifest = json.loads((intel_run.run_dir / layout.MANIFEST).read_text())

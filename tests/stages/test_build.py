@@ -87,14 +87,9 @@ def test_report_has_statistics_per_class_and_measured_performance(built_run) -> 
     assert len(int8["latency_ms"]["samples"]) == 4
     assert [item["batch"] for item in int8["batch_sweep"]] == [1, 4]
     assert int8["execution"]["providers"] == ["CPUExecutionProvider"] and int8["execution"]["threads"] == 1
-    # Measured, not estimated: a fresh process per artefact, MACs counted on the shipped file.
+    # MACs counted on the shipped file (peak memory and utilization: the intel-cpu build's test).
     for name in ("torch_fp32", "onnx_fp32", "onnx_int8"):
-        entry = report["artifacts"][name]
-        assert entry["memory"]["peak_rss_bytes"] >= entry["memory"]["model_rss_bytes"] > 0, name
-        assert 3.0e8 < entry["compute"]["macs"] < 4.5e8, name  # EfficientNet-Lite0 at 224: ~0.39 GMACs
-    assert report["artifacts"]["torch_fp32"]["memory"]["runtime"] == "torch"
-    assert 0 < int8["compute"]["utilization"]["fraction"] < 1.5
-    assert report["peaks"]["int8"]["gmacs_per_second"] > 0 and "MatMul" in report["peaks"]["int8"]["method"]
+        assert 3.0e8 < report["artifacts"][name]["compute"]["macs"] < 4.5e8, name  # Lite0 at 224: ~0.39 GMACs
     for plot in ("report/tradeoff.png", "report/latency.png"):
         assert (run / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (run / "report.md").read_text()
