@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import make_dataset, tiny_profile
+from tests.helpers import deep_merge, make_dataset, tiny_profile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +28,9 @@ def _overrides(tmp_path: Path) -> Path:
     overrides = {key: tiny[key] for key in ("export", "optimize", "benchmark")}
     overrides["data"] = {"holdout_fraction": 0.2}
     overrides["finetune"] = {"epochs": 1, "batch_size": 8, "threads": 1}
+    # One epoch on 16 images can leave all-int8 short of the accuracy budget; the float fallback's speed-up
+    # price is a latency ratio, which a loaded machine (tests run in parallel) cannot measure reliably.
+    overrides["optimize"] = deep_merge(overrides["optimize"], {"int8": {"accuracy_aware": {"keep_speedup": None}}})
     path = tmp_path / "overrides.yaml"
     path.write_text(yaml.safe_dump(overrides))
     return path
