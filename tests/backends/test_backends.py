@@ -18,6 +18,7 @@ from edgetl.errors import ProfileError, UserInputError, VerificationError
 from edgetl.measure.select import choose_deployed
 from edgetl.profile import Profile, load_profile
 from edgetl.runtime import load
+from tests.backends.conftest import data_root
 from tests.helpers import bundle_reference_check, run_cli, tiny_profile, write_profile
 
 needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino not installed")
@@ -179,11 +180,8 @@ def intel_run(built_run, tmp_path_factory: pytest.TempPathFactory):
 
     base = tmp_path_factory.mktemp("intel")
     shutil.copytree(built_run.run_dir, base / "run")
-    data_root = Path(
-        json.loads((built_run.run_dir / "manifest.json").read_text())["profile"]["resolved"]["data"]["root"]
-    )
     measured = {"memory": True, "compute_peak": True}  # peak memory and utilization are checked here
-    profile = tiny_profile(data_root, base / "run", target="intel-cpu", benchmark=measured)
+    profile = tiny_profile(data_root(built_run.run_dir), base / "run", target="intel-cpu", benchmark=measured)
     return build(write_profile(base / "intel.yaml", profile), log=Log(quiet=True))
 
 
@@ -231,11 +229,9 @@ def test_intel_run_loads_either_runtime_by_artifact_name(intel_run) -> None:
 
 def test_a_runtime_missing_at_build_time_is_one_line_and_exit_2(built_run, tmp_path: Path, monkeypatch, capsys) -> None:
     shutil.copytree(built_run.run_dir, tmp_path / "run")
-    data_root = Path(
-        json.loads((built_run.run_dir / "manifest.json").read_text())["profile"]["resolved"]["data"]["root"]
-    )
     before = (tmp_path / "run" / layout.MANIFEST).read_bytes()
-    profile = write_profile(tmp_path / "p.yaml", tiny_profile(data_root, tmp_path / "run", target="intel-cpu"))
+    intel = tiny_profile(data_root(built_run.run_dir), tmp_path / "run", target="intel-cpu")
+    profile = write_profile(tmp_path / "p.yaml", intel)
     monkeypatch.setattr(Backend, "unavailable", lambda self: "openvino not installed (pip install 'edgetl[openvino]')")
     code, _, err = run_cli(["build", str(profile), "-q"], capsys)
     lines = err.strip().splitlines()
