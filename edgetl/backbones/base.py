@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,3 +79,21 @@ def count_macs(model: nn.Module, input_size: int) -> int:
             handle.remove()
         model.train(was_training)
     return total
+
+
+@contextmanager
+def out_of_place(model: nn.Module) -> Iterator[nn.Module]:
+    """The model with its in-place activations (`ReLU6(inplace=True)`, ...) switched to out-of-place, then restored.
+
+    For `torch.export` and the exporters built on it: their functionalization decomposes every in-place
+    op through a slow path (EfficientNet-Lite0's 33 in-place ReLU6: ONNX export 8.7 s -> 3.7 s on 2 AMD
+    EPYC cores). The exported graph is the same: identical nodes, identical outputs.
+    """
+    switched = [module for module in model.modules() if getattr(module, "inplace", False) is True]
+    for module in switched:
+        module.inplace = False  # type: ignore[assignment]
+    try:
+        yield model
+    finally:
+        for module in switched:
+            module.inplace = True  # type: ignore[assignment]

@@ -38,12 +38,19 @@ def export_onnx(model: Any, input_shape: tuple[int, int, int], batch: int | str,
     """Export with torch's dynamo exporter; returns an onnx.ModelProto. Its chatter is captured."""
     import torch
 
+    from edgetl.backbones.base import out_of_place
+
     example_batch = 2 if batch == "dynamic" else int(batch)
     example = torch.zeros((example_batch, *input_shape), dtype=torch.float32)
     dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if batch == "dynamic" else None
     chatter = io.StringIO()
     try:
-        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter), torch.no_grad():
+        with (
+            contextlib.redirect_stdout(chatter),
+            contextlib.redirect_stderr(chatter),
+            torch.no_grad(),
+            out_of_place(model),
+        ):
             program = torch.onnx.export(
                 model,
                 (example,),

@@ -132,3 +132,44 @@ def test_imagenet_class_matching() -> None:
     assert "widgets" in unmatched
     assert "ant" in unmatched, "two target classes must not share one ImageNet row"
     assert np.unique(list(found.values())).size == len(found)
+
+
+def test_export_switches_in_place_activations_off_and_back_and_the_graph_is_the_same() -> None:
+    """`out_of_place` only speeds the export up: same nodes, same weights, same outputs; flags restored."""
+    import contextlib
+
+    import onnxruntime as ort
+
+    import edgetl.backbones.base as backbone_base
+    from edgetl.stages.export import export_onnx
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU6(inplace=True),
+        torch.nn.Conv2d(8, 8, 1),
+        torch.nn.Hardswish(inplace=True),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 3),
+    ).eval()
+    faster = export_onnx(model, (3, 16, 16), "dynamic", 18)
+    assert [m.inplace for m in (model[2], model[4])] == [True, True], "the model is given back as it was"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backbone_base, "out_of_place", contextlib.nullcontext)
+        as_written = export_onnx(model, (3, 16, 16), "dynamic", 18)
+
+    def shape(proto):  # value names are the exporter's counters; what each node does is compared
+        return [(n.op_type, [a.SerializeToString() for a in n.attribute]) for n in proto.graph.node]
+
+    assert shape(faster) == shape(as_written)
+    assert [i.SerializeToString() for i in faster.graph.initializer] == [
+        i.SerializeToString() for i in as_written.graph.initializer
+    ]
+    images = np.random.default_rng(0).normal(size=(2, 3, 16, 16)).astype(np.float32)
+    outputs = [
+        ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": images})[0]
+        for p in (faster, as_written)
+    ]
+    np.testing.assert_array_equal(outputs[0], outputs[1])

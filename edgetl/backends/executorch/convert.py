@@ -24,6 +24,7 @@ def convert(source: Path, target: Path, options: dict[str, Any]) -> dict[str, An
     """Write `target` (.pte) from the checkpoint `source`, in `options["precision"]` (fp32 or int8)."""
     import torch
 
+    from edgetl.backbones.base import out_of_place
     from edgetl.training.checkpoint import load_checkpoint
 
     if not source.is_file():
@@ -33,7 +34,8 @@ def convert(source: Path, target: Path, options: dict[str, Any]) -> dict[str, An
     sample = (torch.zeros([1, *options["input_shape"]], dtype=torch.float32),)
     record: dict[str, Any] = {"from": source.name, "input": "float32 NCHW, batch 1"}
     try:
-        exported = torch.export.export(model, sample)
+        with out_of_place(model):
+            exported = torch.export.export(model, sample)
         if precision == "int8":
             exported, quantization = _quantize(exported, sample, options["calibration"])
             record.update(quantization)

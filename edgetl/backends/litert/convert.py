@@ -36,6 +36,7 @@ def convert_checkpoint(checkpoint: Path, target: Path, input_shape: list[int]) -
     """fp32 .tflite with the checkpoint's NCHW float input (the same tensor every runner takes)."""
     import torch
 
+    from edgetl.backbones.base import out_of_place
     from edgetl.training.checkpoint import load_checkpoint
 
     litert_torch = _import("litert_torch")
@@ -44,7 +45,8 @@ def convert_checkpoint(checkpoint: Path, target: Path, input_shape: list[int]) -
     shown = litert_torch.config.show_progress
     litert_torch.config.show_progress = False  # its progress tree would interleave with the build's log
     try:
-        litert_torch.convert(model, sample).export(str(target))
+        with out_of_place(model):
+            litert_torch.convert(model, sample).export(str(target))
     except Exception as error:  # the converter raises many types
         raise ModelFileError(f"{checkpoint}: litert-torch cannot convert the model ({first_line(error)})") from None
     finally:
