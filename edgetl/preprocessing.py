@@ -181,8 +181,14 @@ class Preprocessing:
         short, long = (width, height) if width <= height else (height, width)
         new_short, new_long = self.resize, int(self.resize * long / short)
         new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-        if (new_w, new_h) != (width, height):
-            image = image.resize((new_w, new_h), _PIL_RESAMPLE[self.interpolation])
+        # The contract's two passes, one call each: horizontal, then vertical. Given both sides at once,
+        # Pillow 13 picks the order itself (vertical first for some tall images), which moves pixels by
+        # one level from what earlier Pillow releases, and every port, compute.
+        resample = _PIL_RESAMPLE[self.interpolation]
+        if new_w != width:
+            image = image.resize((new_w, height), resample)
+        if new_h != height:
+            image = image.resize((new_w, new_h), resample)
         top = int(round((new_h - self.crop) / 2.0))
         left = int(round((new_w - self.crop) / 2.0))
         return image.crop((left, top, left + self.crop, top + self.crop))
