@@ -89,7 +89,7 @@ def test_report_has_statistics_per_class_and_measured_performance(built_run) -> 
     assert int8["execution"]["providers"] == ["CPUExecutionProvider"] and int8["execution"]["threads"] == 1
     # MACs counted on the shipped file (peak memory and utilization: the intel-cpu build's test).
     for name in ("torch_fp32", "onnx_fp32", "onnx_int8"):
-        assert 3.0e8 < report["artifacts"][name]["compute"]["macs"] < 4.5e8, name  # Lite0 at 224: ~0.39 GMACs
+        assert 1.0e8 < report["artifacts"][name]["compute"]["macs"] < 1.5e8, name  # Lite0 at 128: ~0.13 GMACs
     for plot in ("report/tradeoff.png", "report/latency.png"):
         assert (run / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (run / "report.md").read_text()

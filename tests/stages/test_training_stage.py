@@ -152,10 +152,10 @@ def test_auto_strategy_explains_its_choice(built_run, tmp_path: Path) -> None:
     assert summary["strategy"] == auto["strategy"]
     for name in ("probe", "finetune"):  # both ends are kept beside the mix, loadable as checkpoints
         assert (run / "training/candidates" / f"{name}.pt").is_file()
-    assert auto["train_resolution"] == summary["train_resolution"] == 224 and auto["epochs"] == 3
+    assert auto["train_resolution"] == summary["train_resolution"] == 128 and auto["epochs"] == 3
     # Progressive resizing: the first epoch on smaller crops, the rest at the deployed size, as recorded.
     history = json.loads((run / "training/history.json").read_text())["history"]
-    assert [record["train_resolution"] for record in history] == [160, 224, 224]
-    assert summary["train_resolutions"] == "160 px (1 epoch), 224 px (2)"
+    assert [record["train_resolution"] for record in history] == [96, 128, 128]
+    assert summary["train_resolutions"] == "96 px (1 epoch), 128 px (2)"
     assert summary["head_init"]["mode"] == "linear_probe"
     assert "strategy chosen by `auto`" in (run / "report.md").read_text()
