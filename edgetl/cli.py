@@ -464,14 +464,20 @@ def bundle_verify(
     ] = "reference-inputs",
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the comparison as JSON here")] = None,
 ) -> None:
-    """Compare a port's tensors and logits with the bundle's references (exit 4 when they differ)."""
+    """Compare a port's tensors and logits with the bundle's references (exit 4 when they differ).
+
+    Without --inputs and --logits, this machine's edgetl runtime is the port: run it on the device.
+    """
     from edgetl.errors import UserInputError
     from edgetl.files import write_json_atomic
-    from edgetl.port_check import check, describe, verify_port
+    from edgetl.port_check import check, describe, verify_here, verify_port
 
     if logits_from not in ("reference-inputs", "own-inputs"):
         raise UserInputError(f"--logits-from {logits_from!r}: expected reference-inputs or own-inputs")
-    result = verify_port(bundle, inputs, logits, logits_from)  # type: ignore[arg-type]
+    if inputs is None and logits is None:
+        result = verify_here(bundle)
+    else:
+        result = verify_port(bundle, inputs, logits, logits_from)  # type: ignore[arg-type]
     for line in describe(result):
         _plain(line)
     if json_out is not None:

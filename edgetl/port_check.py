@@ -8,18 +8,23 @@ A port has two places to go wrong, and they are checked separately so a failure 
   preprocessing instead (end to end): then only top-1 agreement is held to the tolerance.
 Tolerances are the ones the bundle states in `reference/reference.json`, not chosen here.
 Files are `.npy` (float32, any float dtype) or `.json` (a list of lists, or {"inputs"|"logits": ...}).
+
+Given neither file, this machine's own edgetl runtime is the port (`verify_here`): what a device runs
+after copying the bundle, to learn whether its decoder, its resize and its runtime's kernels reproduce
+the build machine's numbers (an arm64 board, another ONNX Runtime release).
 """
 
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from edgetl import layout
-from edgetl.bundle import Bundle, inside, read_bundle
+from edgetl.bundle import Bundle, inside, read_bundle, reference_batch
 from edgetl.errors import ModelFileError, UserInputError, VerificationError
 
 LogitsFrom = Literal["reference-inputs", "own-inputs"]
@@ -116,15 +121,55 @@ def verify_port(
         raise UserInputError("give --inputs (the port's preprocessed reference images) and/or --logits")
     bundle = read_bundle(bundle_dir)
     tolerances, expected_inputs, expected_logits = _references(bundle)
-    result: dict[str, Any] = {"bundle": str(bundle.root), "images": int(len(expected_logits))}
+    got_inputs = got_logits = None
     if inputs is not None:
-        got = _shape_check(inputs, load_port_array(inputs, "inputs"), expected_inputs, "inputs")
-        pixel_step = bundle.preprocessing().pixel_step()
-        result["inputs"] = compare_inputs(got, expected_inputs, float(tolerances["inputs_max_abs"]), pixel_step)
+        got_inputs = _shape_check(inputs, load_port_array(inputs, "inputs"), expected_inputs, "inputs")
     if logits is not None:
-        got = _shape_check(logits, load_port_array(logits, "logits"), expected_logits, "logits")
+        got_logits = _shape_check(logits, load_port_array(logits, "logits"), expected_logits, "logits")
+    return _compare(bundle, tolerances, expected_inputs, expected_logits, got_inputs, got_logits, logits_from)
+
+
+def verify_here(bundle_dir: str | Path, threads: int | None = None) -> dict[str, Any]:
+    """This machine's edgetl runtime as the port: its preprocessing of the reference images, and the
+    bundle's model (the runtime a device loads) on `reference/inputs.npy`, held to the bundle's tolerances."""
+    from edgetl.runtime import load
+
+    bundle = read_bundle(bundle_dir)
+    tolerances, expected_inputs, expected_logits = _references(bundle)
+    got_inputs = reference_batch(bundle)
+    predictor = load(bundle.root, threads=threads)
+    try:
+        got_logits = predictor.logits(expected_inputs)
+        runner = predictor.runner.describe()
+    finally:
+        predictor.close()
+    result = _compare(bundle, tolerances, expected_inputs, expected_logits, got_inputs, got_logits, "reference-inputs")
+    result["port"] = {
+        "what": "edgetl's own runtime on this machine",
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "python": platform.python_version(),
+        "runtime": {k: runner.get(k) for k in ("runtime", "version", "providers")},
+    }
+    return result
+
+
+def _compare(
+    bundle: Bundle,
+    tolerances: dict[str, Any],
+    expected_inputs: np.ndarray,
+    expected_logits: np.ndarray,
+    got_inputs: np.ndarray | None,
+    got_logits: np.ndarray | None,
+    logits_from: LogitsFrom,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"bundle": str(bundle.root), "images": int(len(expected_logits))}
+    if got_inputs is not None:
+        pixel_step = bundle.preprocessing().pixel_step()
+        result["inputs"] = compare_inputs(got_inputs, expected_inputs, float(tolerances["inputs_max_abs"]), pixel_step)
+    if got_logits is not None:
         result["logits"] = compare_logits(
-            got,
+            got_logits,
             expected_logits,
             float(tolerances["logits_max_abs"]),
             float(tolerances["min_top1_agreement"]),
@@ -137,6 +182,12 @@ def verify_port(
 def describe(result: dict[str, Any]) -> list[str]:
     """One line per check, for the terminal."""
     lines = []
+    if "port" in result:
+        port, runtime = result["port"], result["port"]["runtime"]
+        lines.append(
+            f"port: {port['what']} ({port['system']} {port['machine']}, Python {port['python']}, "
+            f"{runtime['runtime']} {runtime['version']})"
+        )
     if "inputs" in result:
         r = result["inputs"]
         lines.append(

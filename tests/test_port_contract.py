@@ -250,6 +250,29 @@ def test_in_graph_model_refuses_old_opsets_for_resizing(identity_model: Path, tm
 # -- edgetl bundle verify --------------------------------------------------------------------------
 
 
+def test_bundle_verify_without_a_port_checks_this_machines_runtime(
+    built_run, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """What a device runs after copying a bundle: its own decoding, resizing and runtime against the references."""
+    import platform
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(built_run.run_dir / "bundle", bundle)
+    code, out, err = run_cli(["bundle", "verify", str(bundle), "--json", str(tmp_path / "here.json")], capsys)
+    assert code == 0, out + err
+    result = json.loads((tmp_path / "here.json").read_text())
+    assert result["port"]["machine"] == platform.machine() and result["port"]["runtime"]["runtime"] == "onnxruntime"
+    assert result["inputs"]["values_differing"] == 0 and result["logits"]["passed"], result
+    assert out.startswith("port: edgetl's own runtime on this machine")
+    # A runtime whose kernels give other logits on this machine (simulated: classes swapped) fails with exit 4.
+    from edgetl.runtime.predictor import Predictor
+
+    real_logits = Predictor.logits
+    monkeypatch.setattr(Predictor, "logits", lambda self, batch: real_logits(self, batch)[:, ::-1].copy())
+    code, out, err = run_cli(["bundle", "verify", str(bundle)], capsys)
+    assert code == 4 and "logits do not match" in err and "FAIL" in out
+
+
 def test_bundle_verify_accepts_the_references_and_rejects_a_wrong_port(built_run, tmp_path: Path, capsys) -> None:
     bundle = built_run.run_dir / "bundle"
     inputs = np.load(bundle / "reference/inputs.npy")

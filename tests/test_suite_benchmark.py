@@ -25,7 +25,7 @@ def suite_module():
 def _overrides(tmp_path: Path) -> Path:
     """The tiny profile's speed settings, on top of each data-only profile (finetune keeps strategy auto)."""
     tiny = tiny_profile(Path("unused"), Path("unused"))
-    overrides = {key: tiny[key] for key in ("export", "optimize", "benchmark")}
+    overrides = {key: tiny[key] for key in ("backbone", "export", "optimize", "benchmark")}
     overrides["data"] = {"holdout_fraction": 0.2}
     overrides["finetune"] = {"epochs": 1, "batch_size": 8, "threads": 1}
     # One epoch on 16 images can leave all-int8 short of the accuracy budget; the float fallback's speed-up
