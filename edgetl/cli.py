@@ -386,12 +386,13 @@ def targets(
 
     for target_name in [name] if name else target_names():
         target = get_target(target_name)
-        verified = "verified on this build machine" if target.verified_here else "not verified here"
         _plain(
-            f"{target.name:<18} {target.runtime:<12} {'/'.join(target.precisions):<15} {target.description}; {verified}"
+            f"{target.name:<18} {target.runtime:<12} {'/'.join(target.precisions):<15} {target.description} "
+            f"[{target.verified.short}]"
         )
         if name is None:
             continue
+        _plain(f"  verified: {target.verified.detail}")
         _plain(f"  software: {target.software}")
         if target.device_memory_mb:
             _plain(f"  device memory: {target.device_memory_mb} MB")

@@ -35,6 +35,14 @@ class EngineDefaults:
 
 
 @dataclass(frozen=True)
+class Verification:
+    """How far edgetl has checked a target: `short` for the list, `detail` for `edgetl targets NAME`."""
+
+    short: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     description: str
@@ -59,6 +67,8 @@ class Target:
     software: str = ""
     on_device: tuple[str, ...] = field(default_factory=tuple)
     verified_here: bool = False
+    # What has run this target's bundles, and where (`edgetl targets` and the README's table say it).
+    verified: Verification = field(default_factory=lambda: Verification("not run", "no bundle for it has run yet"))
     notes: str = ""
 
     def deployed_artifact(self, int8_enabled: bool) -> str:
@@ -84,6 +94,21 @@ class Target:
             return installed_release() or self.engine.release
         return self.engine.release
 
+
+# What has run each family's bundles, and where (`Target.verified`).
+_VERIFIED_BUILD_MACHINE = Verification(
+    "run and measured here", "built, run and measured on the build machine (x86-64) by every build and the tests"
+)
+_ARM64_EMULATED = (
+    "its bundles run on arm64 in CI under emulation (qemu-user, Cortex-A76, Debian 12 Python 3.11): "
+    "bundle verify and predict agree with x86 on every image; not run on real {device}, and no latency "
+    "measured there"
+)
+_VERIFIED_TENSORRT = Verification(
+    "not run",
+    "TensorRT cannot run here; the engine options are checked against NVIDIA's trtexec option parser and "
+    "edgetl's TensorRT calls against its type stubs (a GPU check exists for a lent GPU machine)",
+)
 
 _ORT_STEPS = (
     "pip install edgetl   # core install: numpy, pillow, onnxruntime; no torch",
@@ -129,6 +154,7 @@ _TARGETS: dict[str, Target] = {
         software="ONNX Runtime >= 1.17",
         verified_here=True,
         notes="int8 uses QDQ with uint8 activations and per-channel int8 weights (MLAS u8s8 kernels).",
+        verified=_VERIFIED_BUILD_MACHINE,
     ),
     "intel-cpu": Target(
         name="intel-cpu",
@@ -151,6 +177,7 @@ _TARGETS: dict[str, Target] = {
             "kept, inference precision pinned to f32); which runtime is faster depends on the CPU, so the build "
             "measures both and ships the faster one that passes the accuracy checks."
         ),
+        verified=_VERIFIED_BUILD_MACHINE,
     ),
     "android-arm64": Target(
         name="android-arm64",
@@ -172,6 +199,9 @@ _TARGETS: dict[str, Target] = {
             "(XNNPACK); latency on the phone is not measured here: run `edgetl bench BUNDLE` on an arm64 board "
             "or LiteRT's benchmark_model on the phone. Not run on Android or an Edge TPU here."
         ),
+        verified=Verification(
+            "arm64, emulated", _ARM64_EMULATED.format(device="phones or boards (LiteRT int8, XNNPACK)")
+        ),
     ),
     "raspberry-pi-5": Target(
         name="raspberry-pi-5",
@@ -183,6 +213,7 @@ _TARGETS: dict[str, Target] = {
             "same QDQ int8 model as x86-cpu; the A76 has the dot-product instructions ORT's int8 kernels use. "
             "Latency in the report is from the build machine: measure on the Pi with `edgetl bench`."
         ),
+        verified=Verification("arm64, emulated", _ARM64_EMULATED.format(device="Pis (ONNX Runtime int8)")),
     ),
     "nvidia-gpu": Target(
         name="nvidia-gpu",
@@ -195,6 +226,7 @@ _TARGETS: dict[str, Target] = {
             "may run in fp16. When the build machine has TensorRT, the engine is built and benchmarked "
             "during `edgetl build`."
         ),
+        verified=_VERIFIED_TENSORRT,
     ),
     "jetson-orin-nano": Target(
         name="jetson-orin-nano",
@@ -206,6 +238,7 @@ _TARGETS: dict[str, Target] = {
         device_memory_mb=8192,
         software=_JETPACK_6,
         notes="Orin Nano has no DLA (Orin NX/AGX do: set tensorrt.dla_core there).",
+        verified=_VERIFIED_TENSORRT,
     ),
     "jetson-agx-orin": Target(
         name="jetson-agx-orin",
@@ -216,6 +249,7 @@ _TARGETS: dict[str, Target] = {
         device_memory_mb=32768,
         software=_JETPACK_6,
         notes="tensorrt.dla_core: 0 or 1 offloads to a DLA (fp16/int8 only) with GPU fallback for unsupported layers.",
+        verified=_VERIFIED_TENSORRT,
     ),
     "jetson-xavier-nx": Target(
         name="jetson-xavier-nx",
@@ -230,6 +264,7 @@ _TARGETS: dict[str, Target] = {
             "again against PyTorch; its trtexec has --memPoolSize but not --skipInference (--buildOnly). "
             "edgetl itself needs Python >= 3.10, which JetPack 5 does not have: build with the bundle's script."
         ),
+        verified=_VERIFIED_TENSORRT,
     ),
     "jetson-nano": Target(
         name="jetson-nano",
@@ -250,6 +285,7 @@ _TARGETS: dict[str, Target] = {
             "API (8.5+), which `edgetl engine build` uses, so the bundle's trtexec script (--workspace, --buildOnly) "
             "is the supported path; its parser reads ONNX up to opset 13, so the export is lowered from 18."
         ),
+        verified=_VERIFIED_TENSORRT,
     ),
 }
 

@@ -25,6 +25,12 @@ def test_version_backbones_and_targets(capsys) -> None:
     assert code == 0 and "efficientnet_lite0" in out and "resize 256" in out
     code, out, _ = run_cli(["targets"], capsys)
     assert code == 0 and "x86-cpu" in out
+    # Each target says how far it was checked: run here, on emulated arm64 (tests/backends/test_arm64.py), or not.
+    levels = {line.split()[0]: line.rsplit("[", 1)[1].rstrip("]") for line in out.splitlines()}
+    assert levels["x86-cpu"] == "run and measured here" and levels["raspberry-pi-5"] == "arm64, emulated"
+    assert levels["android-arm64"] == "arm64, emulated" and levels["jetson-orin-nano"] == "not run"
+    code, out, _ = run_cli(["targets", "raspberry-pi-5"], capsys)
+    assert "verified: its bundles run on arm64 in CI under emulation" in out and "no latency measured" in out
 
 
 def test_validate_ok_and_bad(capsys, tmp_path: Path) -> None:
