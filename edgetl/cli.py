@@ -223,6 +223,21 @@ def bench(
     across_machines: Annotated[
         bool, typer.Option("--across-machines", help="compare timings even if the machines differ")
     ] = False,
+    on: Annotated[
+        str | None,
+        typer.Option(
+            "--on",
+            help="measure the bundle on this device over SSH (user@host): copied there, measured by the device's "
+            "own edgetl, results brought back",
+        ),
+    ] = None,
+    remote_edgetl: Annotated[
+        str, typer.Option("--remote-edgetl", help="with --on: the command that runs edgetl on the device")
+    ] = "edgetl",
+    ssh_option: Annotated[
+        list[str] | None,
+        typer.Option("--ssh-option", help="with --on: an ssh/scp -o option (Port=2222, IdentityFile=...), repeatable"),
+    ] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Benchmark a finished run again; with --baseline, fail (exit 6) on an accuracy, latency or size regression."""
@@ -233,6 +248,9 @@ def bench(
     from edgetl.report.regression import Tolerances, counts, format_diff
 
     log = Log(quiet=quiet)
+    if on is not None:
+        _bench_remote(run_dir, on, remote_edgetl, ssh_option or [], baseline, output, log)
+        return
     if (run_dir / "bundle.json").is_file():  # on the device: measure the bundle itself
         _bench_bundle(run_dir, baseline, output, log)
         return
@@ -255,6 +273,30 @@ def bench(
     if not outcome.passed:
         failed = counts(outcome.checks)["fail"]
         raise RegressionFound(f"{failed} regression(s) against {baseline}")
+
+
+def _bench_remote(
+    source: Path,
+    on: str,
+    remote_edgetl: str,
+    ssh_options: list[str],
+    baseline: Path | None,
+    output: Path | None,
+    log: Log,
+) -> None:
+    from edgetl.errors import UserInputError
+    from edgetl.measure.on_device import render
+    from edgetl.measure.remote import bench_remote
+
+    if baseline is not None:
+        raise UserInputError("--on measures a bundle on a device; --baseline compares run directories")
+    bundle = source if (source / "bundle.json").is_file() else source / "bundle"
+    if not (bundle / "bundle.json").is_file():
+        raise UserInputError(f"{source}: --on needs a device bundle (or a run directory holding one in bundle/)")
+    results = bench_remote(
+        bundle, on, output, remote_edgetl, ssh_options, log=lambda message: log.stage("bench", message)
+    )
+    _out.print(render(results), markup=False)
 
 
 def _bench_bundle(bundle: Path, baseline: Path | None, output: Path | None, log: Log) -> None:

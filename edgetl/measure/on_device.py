@@ -84,8 +84,9 @@ def _reference_check(entry: dict[str, Any], reference: dict[str, Any], bundle: B
 
 def render(results: dict[str, Any]) -> str:
     machine = results["machine"]
+    where = f"`{results['measured_on']['ssh']}`" if "measured_on" in results else "this device"
     lines = [
-        f"# {results['bundle']['name']} on this device ({results['bundle']['target']} bundle)",
+        f"# {results['bundle']['name']} on {where} ({results['bundle']['target']} bundle)",
         "",
         f"{machine['cpu']}, {machine['usable_cpus']} CPUs, {machine['os']}. "
         f"{results['eval']['images']} reference images (a smoke test of accuracy, not an evaluation).",
