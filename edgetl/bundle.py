@@ -38,6 +38,7 @@ from edgetl.files import read_json, sha256_file, write_json_atomic, write_text_a
 from edgetl.preprocessing import Preprocessing, read_preprocessing
 
 BUNDLE_SCHEMA = "edgetl.bundle/1"
+DEVICE_CHOICE_SCHEMA = "edgetl.device-choice/1"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,41 @@ class Bundle:
 
     def labels(self) -> list[str]:
         return (self.root / layout.BUNDLE_LABELS).read_text(encoding="utf-8").splitlines()
+
+    def candidates(self) -> dict[str, Path]:
+        """The other models the device may choose between, by artefact name (empty for most bundles)."""
+        return {
+            c["artifact"]: inside(self.root, c["file"], "candidates.file", self.root / layout.BUNDLE_INFO)
+            for c in self.info.get("candidates") or []
+        }
+
+    def device_choice(self) -> str | None:
+        """The artefact `edgetl bench BUNDLE --select` chose on this device (device.json), or None.
+
+        A device.json is tied to the bundle.json it was measured with; a stale or foreign one is refused.
+        """
+        path = self.root / layout.BUNDLE_DEVICE_CHOICE
+        if not path.is_file():
+            return None
+        try:
+            data = read_json(path)
+        except (OSError, ValueError) as error:
+            raise ModelFileError(
+                f"{path}: unreadable ({error}); delete it or rerun `edgetl bench BUNDLE --select`"
+            ) from None
+        choices = {self.info["model"]["artifact"], *self.candidates()}
+        chosen = data.get("chosen") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or data.get("schema") != DEVICE_CHOICE_SCHEMA or chosen not in choices:
+            raise ModelFileError(
+                f"{path}: chosen must be one of {sorted(choices)} (schema {DEVICE_CHOICE_SCHEMA}); delete it or rerun "
+                "`edgetl bench BUNDLE --select`"
+            )
+        if data.get("bundle_sha256") != sha256_file(self.root / layout.BUNDLE_INFO):
+            raise ModelFileError(
+                f"{path}: measured for another bundle.json (the bundle was replaced since); rerun "
+                "`edgetl bench BUNDLE --select` or delete it"
+            )
+        return str(chosen)
 
     def preprocessing(self) -> Preprocessing:
         return read_preprocessing(self.root / layout.BUNDLE_PREPROCESSING)
@@ -173,7 +209,18 @@ def _check_integrity(root: Path, info: dict[str, Any], info_path: Path) -> dict[
         recorded.setdefault(name, digest)
     for relative in (layout.BUNDLE_LABELS, layout.BUNDLE_PREPROCESSING):
         recorded.setdefault(relative, None)
-    runs = {model["file"], *companions}
+    candidates = info.get("candidates") or []
+    if not isinstance(candidates, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("file"), str) and isinstance(c.get("companions", {}), dict)
+        for c in candidates
+    ):
+        raise ModelFileError(f"{info_path}: candidates must be a list of models; copy the bundle again")
+    for candidate in candidates:
+        recorded.setdefault(candidate["file"], candidate.get("sha256"))
+        for name, digest in (candidate.get("companions") or {}).items():
+            recorded.setdefault(name, digest)
+    runs = {model["file"], *companions, *(c["file"] for c in candidates)}
+    runs |= {name for c in candidates for name in (c.get("companions") or {})}
     verified: dict[Path, bytes] = {}
     for relative, digest in recorded.items():
         path = inside(root, relative, "file")
@@ -238,8 +285,14 @@ def write_bundle(
     precision: str,
     pixels: dict[str, Any],
     edgetl_version: str,
+    candidates: list[dict[str, Any]] | None = None,
+    shipped_rank: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Write a bundle into `out` (a stage's temporary folder); returns the files written, relative to out."""
+    """Write a bundle into `out` (a stage's temporary folder); returns the files written, relative to out.
+
+    `candidates` are the other artefacts a device may choose between (`edgetl bench BUNDLE --select`):
+    each goes to candidates/<artifact>/ with its build-machine rank, which is a guess for the device.
+    """
     out.mkdir(parents=True, exist_ok=True)
     # model.onnx, or model.xml + model.bin for an OpenVINO IR: one stem, the artefact's own suffixes.
     model_file = Path(layout.BUNDLE_MODEL).with_suffix(model.suffix).name
@@ -313,6 +366,34 @@ def write_bundle(
         "reference": {"file": layout.BUNDLE_REFERENCE, "images": len(references)},
         "pixels_model": pixels_record,
     }
+    if candidates:
+        info["model"]["build_machine"] = shipped_rank
+        info["candidates"] = []
+        for candidate in candidates:
+            folder = f"{layout.BUNDLE_CANDIDATES_DIR}/{candidate['artifact']}"
+            (out / folder).mkdir(parents=True, exist_ok=True)
+            stem = f"{folder}/{Path(layout.BUNDLE_MODEL).with_suffix(candidate['model'].suffix).name}"
+            shutil.copyfile(candidate["model"], out / stem)
+            extra = []
+            for companion in candidate["companions"]:
+                extra.append(str(Path(stem).with_suffix(companion.suffix)))
+                shutil.copyfile(companion, out / extra[-1])
+            files += [stem, *extra]
+            info["candidates"].append(
+                {
+                    "artifact": candidate["artifact"],
+                    "file": stem,
+                    "companions": {name: sha256_file(out / name) for name in extra},
+                    "sha256": sha256_file(out / stem),
+                    "runtime": candidate["runtime"],
+                    "precision": candidate["precision"],
+                    "build_machine": candidate["build_machine"],
+                }
+            )
+        info["candidates_note"] = (
+            "ranked by the build machine's latency, a guess for the device: `edgetl bench BUNDLE --select` on the "
+            "device measures the model and every candidate there and records its choice in device.json"
+        )
     if engine_options is not None:
         from edgetl.backends.tensorrt.build import trtexec_command
         from edgetl.backends.tensorrt.options import EngineOptions
@@ -362,9 +443,21 @@ def _readme(name: str, target: dict[str, Any], info: dict[str, Any]) -> str:
         if engine
         else ""
     )
+    candidates = info.get("candidates") or []
+    candidates_text = (
+        "\n## Which model runs: measured on the device\n\n"
+        f"The build ships `{info['model']['file']}` ({info['model']['artifact']}); "
+        + ", ".join(f"`{c['file']}` ({c['artifact']})" for c in candidates)
+        + " passed the same checks on the build machine. Which is fastest on this device is for the device to "
+        "measure: "
+        "`edgetl bench . --select` times them here (interleaved) and records the fastest that agrees with the "
+        "reference in `device.json`; `edgetl predict` and `edgetl.runtime.load` then use it.\n"
+        if candidates
+        else ""
+    )
     return (
         f"# {name}: device bundle for {target['name']}\n\n{target['description']}. Software: {target['software']}.\n"
-        f"{engine_text}\n## On the device\n\n{steps}\n\n"
+        f"{engine_text}\n## On the device\n\n{steps}\n{candidates_text}\n"
         f"Model input: `{info['model']['input_name']}` {info['model']['input_shape']} float32, preprocessed as in "
         f"`preprocessing.json`; output: logits in the order of `labels.txt`.\n"
         f"`reference/` holds {info['reference']['images']} val images and the logits `{info['model']['artifact']}` "

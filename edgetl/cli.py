@@ -238,22 +238,34 @@ def bench(
         list[str] | None,
         typer.Option("--ssh-option", help="with --on: an ssh/scp -o option (Port=2222, IdentityFile=...), repeatable"),
     ] = None,
+    select: Annotated[
+        bool,
+        typer.Option(
+            "--select",
+            help="bundle, on the device: also measure the bundle's candidate models and record the fastest that "
+            "agrees with the reference in device.json (predict then uses it)",
+        ),
+    ] = False,
     quiet: QuietOption = False,
 ) -> None:
     """Benchmark a finished run again; with --baseline, fail (exit 6) on an accuracy, latency or size regression."""
     from edgetl.console import Log
-    from edgetl.errors import RegressionFound
+    from edgetl.errors import RegressionFound, UserInputError
     from edgetl.measure.rerun import bench as run_bench
     from edgetl.report.compose import print_table
     from edgetl.report.regression import Tolerances, counts, format_diff
 
     log = Log(quiet=quiet)
     if on is not None:
+        if select:
+            raise UserInputError("--select records the device's choice in its own copy of the bundle: run it there")
         _bench_remote(run_dir, on, remote_edgetl, ssh_option or [], baseline, output, log)
         return
     if (run_dir / "bundle.json").is_file():  # on the device: measure the bundle itself
-        _bench_bundle(run_dir, baseline, output, log)
+        _bench_bundle(run_dir, baseline, output, log, select)
         return
+    if select:
+        raise UserInputError(f"{run_dir}: --select measures a device bundle's candidates; give the bundle directory")
     tolerances = Tolerances(accuracy_points, latency_relative, latency_percentile, size_relative, throughput_relative)
     outcome = run_bench(
         run_dir,
@@ -299,7 +311,7 @@ def _bench_remote(
     _out.print(render(results), markup=False)
 
 
-def _bench_bundle(bundle: Path, baseline: Path | None, output: Path | None, log: Log) -> None:
+def _bench_bundle(bundle: Path, baseline: Path | None, output: Path | None, log: Log, select: bool = False) -> None:
     from edgetl.errors import UserInputError, VerificationError
     from edgetl.measure.on_device import bench_bundle, compare, render
 
@@ -307,9 +319,12 @@ def _bench_bundle(bundle: Path, baseline: Path | None, output: Path | None, log:
         raise UserInputError(
             f"{bundle}: --baseline compares run directories; a bundle is checked against its reference"
         )
-    results = bench_bundle(bundle, output=output, log=lambda message: log.stage("bench", message))  # type: ignore[attr-defined]
+    results = bench_bundle(bundle, output=output, log=lambda message: log.stage("bench", message), select=select)  # type: ignore[attr-defined]
     _out.print(render(results), markup=False)
-    failed = compare(results)
+    candidates = {entry["artifact"] for entry in results.get("selection", {}).get("ranking_here", [])}
+    candidates.discard(results["bundle"]["model"])
+    # A candidate that disagrees is simply not chosen; the bundle's own model disagreeing is a failure.
+    failed = [name for name in compare(results) if name not in candidates]
     if failed:
         raise VerificationError(f"{bundle}: {', '.join(failed)} disagree with the build machine's reference logits")
 

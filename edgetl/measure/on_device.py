@@ -10,6 +10,7 @@ Accuracy on 32 reference images is a smoke test, not an evaluation: the build's 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from edgetl import layout
-from edgetl.bundle import Bundle, read_bundle, reference_images
-from edgetl.files import write_json_atomic, write_text_atomic
+from edgetl.backends import backend_for
+from edgetl.bundle import DEVICE_CHOICE_SCHEMA, Bundle, read_bundle, reference_images
+from edgetl.errors import UserInputError, VerificationError
+from edgetl.files import sha256_file, write_json_atomic, write_text_atomic
 
 SCHEMA = "edgetl.bundle-bench/1"
 
@@ -40,8 +43,14 @@ def bench_bundle(
     threads: int = 1,
     iterations: int = 100,
     log: Callable[[str], None] = lambda message: None,
+    select: bool = False,
 ) -> dict[str, Any]:
-    """Measure every model in the bundle on this device; write bench.json and bench.md into `output`."""
+    """Measure every model in the bundle on this device; write bench.json and bench.md into `output`.
+
+    With `select`, the bundle's candidates are measured too (those whose runtime is installed here), in
+    the same interleaved run, and the fastest one that agrees with the reference is recorded in the
+    bundle's device.json: `edgetl predict` and `edgetl.runtime.load` use it from then on.
+    """
     from edgetl.measure.artifacts import measure_models
     from edgetl.profile import BenchmarkConfig
 
@@ -50,6 +59,19 @@ def bench_bundle(
     paths = reference_images(bundle)
     labels = [int(item["label"]) for item in reference["images"]]
     models = bundle_models(bundle)
+    not_installed: dict[str, str] = {}
+    if select:
+        if not bundle.candidates():
+            raise UserInputError(
+                f"{bundle.root}: --select needs a bundle with candidates (built for a device that is not the build "
+                "machine: raspberry-pi-5, android-arm64); this one has only its model"
+            )
+        for name, path in bundle.candidates().items():
+            missing = [m for m in backend_for(name).requires if importlib.util.find_spec(m) is None]
+            if missing:
+                not_installed[name] = f"{', '.join(missing)} not installed here"
+            else:
+                models[name] = path
     batches = sorted({1, min(8, len(paths))})
     cfg = BenchmarkConfig(
         threads=threads,
@@ -65,12 +87,56 @@ def bench_bundle(
         entry["file"] = str(models[name].relative_to(bundle.root))
         entry["reference_check"] = _reference_check(entry, reference, bundle)
     results["schema"] = SCHEMA
-    results["bundle"] = {"name": bundle.info["name"], "target": bundle.info["target"]["name"]}
+    results["bundle"] = {
+        "name": bundle.info["name"],
+        "target": bundle.info["target"]["name"],
+        "model": bundle.info["model"]["artifact"],
+    }
+    if select:
+        results["selection"] = _select(bundle, results, not_installed)
     out = Path(output) if output else bundle.root / "bench"
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / layout.BUNDLE_BENCH_JSON, results)
     write_text_atomic(out / layout.BUNDLE_BENCH_MD, render(results))
     return results
+
+
+def _select(bundle: Bundle, results: dict[str, Any], not_installed: dict[str, str]) -> dict[str, Any]:
+    """The fastest measured model that agrees with the reference, written to the bundle's device.json."""
+    measured = results["artifacts"]
+    eligible = [n for n, a in measured.items() if a["reference_check"]["passed"] and not n.startswith("trt_")]
+    if not eligible:
+        raise VerificationError(f"{bundle.root}: no model of the bundle agrees with its reference on this device")
+    ranked = sorted(eligible, key=lambda n: measured[n]["latency_ms"]["p50"])
+    chosen = ranked[0]
+    shipped = bundle.info["model"]["artifact"]
+    guess = {shipped: bundle.info["model"].get("build_machine")}
+    guess |= {c["artifact"]: c.get("build_machine") for c in bundle.info.get("candidates") or []}
+    reason = f"fastest on this device: {chosen} p50 {measured[chosen]['latency_ms']['p50']:.3f} ms"
+    if len(ranked) > 1:
+        second = ranked[1]
+        ratio = measured[second]["latency_ms"]["p50"] / measured[chosen]["latency_ms"]["p50"]
+        reason += f", {ratio:.2f}x faster than {second}, measured interleaved in one run"
+    selection = {
+        "schema": DEVICE_CHOICE_SCHEMA,
+        "chosen": chosen,
+        "reason": reason,
+        "machine": results["machine"],
+        "bundle_sha256": sha256_file(bundle.root / layout.BUNDLE_INFO),
+        "ranking_here": [
+            {
+                "artifact": name,
+                "p50_ms": measured[name]["latency_ms"]["p50"],
+                "agreement": measured[name]["reference_check"]["agreement"],
+                "passed": measured[name]["reference_check"]["passed"],
+                "build_machine": guess.get(name),
+            }
+            for name in sorted(measured, key=lambda n: measured[n]["latency_ms"]["p50"])
+        ],
+        "not_measured": not_installed,
+    }
+    write_json_atomic(bundle.root / layout.BUNDLE_DEVICE_CHOICE, selection)
+    return selection
 
 
 def _reference_check(entry: dict[str, Any], reference: dict[str, Any], bundle: Bundle) -> dict[str, Any]:
@@ -104,6 +170,15 @@ def render(results: dict[str, Any]) -> str:
             f"{check['agreement']:.1f}% {'ok' if check['passed'] else 'FAIL'} | {latency['p50']:.2f} | "
             f"{latency['p90']:.2f} | {latency['p99']:.2f} | {rate} |"
         )
+    selection = results.get("selection")
+    if selection:
+        lines += [
+            "",
+            f"**Chosen on this device: {selection['chosen']}** ({selection['reason']}); recorded in "
+            f"`{layout.BUNDLE_DEVICE_CHOICE}`, which `edgetl predict` and `edgetl.runtime.load` follow.",
+        ]
+        for name, why in selection["not_measured"].items():
+            lines.append(f"- {name} not measured: {why}")
     return "\n".join(lines) + "\n"
 
 

@@ -37,6 +37,32 @@ def deployable(measured: dict[str, dict[str, Any]]) -> list[str]:
     return [name for name in measured if ARTIFACTS[name].backend != "torch" and ARTIFACTS[name].stage != "package"]
 
 
+def device_candidates(results: dict[str, Any], profile: Profile) -> list[dict[str, Any]]:
+    """Artefacts a device may choose between itself, ranked by this build machine's p50 (a guess for the device).
+
+    Only for targets whose device is not the build machine and runs a converted or ONNX artefact (not a
+    TensorRT engine, which is built for one GPU): every deployable artefact that passes the profile's
+    budgets and the runtime-agreement check. `edgetl bench BUNDLE --select` measures them on the device.
+    """
+    from edgetl.targets import get_target
+
+    target = get_target(profile.target)
+    if target.x86_cpu or target.uses_tensorrt:
+        return []
+    measured = results["artifacts"]
+    floor = profile.benchmark.min_runtime_agreement
+    passing = []
+    for name in deployable(measured):
+        view = budget_view(measured, name, profile.benchmark.baseline)
+        failed = [b.message for b in evaluate_budgets(profile.budgets, {name: view}, name) if not b.passed]
+        agreement = runtime_agreement(measured, name)
+        if failed or (agreement is not None and agreement[1] < floor):
+            continue
+        passing.append({"artifact": name, "p50_ms": view["latency_ms"]["p50"], "accuracy": view["accuracy"]})
+    ranked = sorted(passing, key=lambda c: c["p50_ms"])
+    return [{**c, "build_machine_rank": rank} for rank, c in enumerate(ranked, 1)]
+
+
 def choose_deployed(results: dict[str, Any], profile: Profile) -> dict[str, Any]:
     """The deployment decision with every candidate's measurements and why it won or lost."""
     measured = results["artifacts"]

@@ -279,6 +279,15 @@ def deployment_lines(report: dict[str, Any]) -> list[str]:
                 f"  - `{candidate['artifact']}`: p50 {candidate['p50_ms']:.3f} ms, top-1 {candidate['accuracy']:.1%}"
                 f"{same}; {verdict}"
             )
+    device_candidates = (decision or {}).get("device_candidates") or []
+    if len(device_candidates) > 1:
+        ranking = ", ".join(f"`{c['artifact']}` {c['p50_ms']:.3f} ms" for c in device_candidates)
+        lines.append(
+            f"- the bundle also carries the other models that pass the checks, ranked by **this build machine** "
+            f"({report.get('machine', {}).get('cpu', 'its CPU')}): {ranking}. That ranking is a guess for "
+            f"`{package['target']}`: run `edgetl bench <bundle> --select` on the device to measure them there and "
+            "record its own choice"
+        )
     for name, conversion in (report.get("conversions") or {}).items():
         parity = conversion.get("parity")
         measured = (

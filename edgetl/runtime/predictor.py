@@ -145,8 +145,21 @@ def _load_bundle(path: Path, artifact: str | None, threads: int | None) -> Predi
     from edgetl.bundle import read_bundle
 
     bundle = read_bundle(path)
+    candidates = bundle.candidates()
+    if artifact is None:
+        artifact = bundle.device_choice()  # what `edgetl bench BUNDLE --select` chose on this device, if it ran
+    if artifact == bundle.info["model"]["artifact"]:
+        artifact = "model"
+    if artifact in candidates:
+        runner: Runner = backend_for(artifact).make_runner(
+            candidates[artifact], artifact, threads, verified=bundle.verified
+        )
+        return Predictor(runner, bundle.preprocessing(), bundle.labels())
     if artifact not in (None, "onnx", "model", "engine"):
-        raise UserInputError(f"artifact {artifact!r}: a bundle holds 'model' (alias 'onnx') and, once built, 'engine'")
+        raise UserInputError(
+            f"artifact {artifact!r}: a bundle holds 'model' (alias 'onnx'), once built 'engine'"
+            + (f", and the candidates {', '.join(sorted(candidates))}" if candidates else "")
+        )
     use_engine = artifact == "engine" or (artifact is None and bundle.runtime == "tensorrt")
     if use_engine:
         if not bundle.engine_path.is_file():
@@ -156,7 +169,7 @@ def _load_bundle(path: Path, artifact: str | None, threads: int | None) -> Predi
             )
         from edgetl.backends.tensorrt.runner import TensorRTRunner
 
-        runner: Runner = TensorRTRunner(bundle.engine_path, name="engine")
+        runner = TensorRTRunner(bundle.engine_path, name="engine")
     else:
         name = bundle.info["model"]["artifact"]
         runner = backend_for(name).make_runner(bundle.model_path, name, threads, verified=bundle.verified)

@@ -39,7 +39,7 @@ class BenchmarkStage(Stage):
 
     def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
         from edgetl.measure.artifacts import measure_models
-        from edgetl.measure.select import choose_deployed
+        from edgetl.measure.select import choose_deployed, device_candidates
         from edgetl.preprocessing import read_preprocessing
 
         pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))
@@ -56,6 +56,7 @@ class BenchmarkStage(Stage):
             log=lambda message: ctx.log.stage(self.name, message),
         )
         results["deployment"] = choose_deployed(results, ctx.profile)
+        results["deployment"]["device_candidates"] = device_candidates(results, ctx.profile)
         ctx.log.stage(self.name, f"deploying {results['deployment']['artifact']}: {results['deployment']['reason']}")
         write_json_atomic(out / layout.BENCHMARK_RESULTS, results)
         return {
@@ -64,4 +65,5 @@ class BenchmarkStage(Stage):
                 for name, a in results["artifacts"].items()
             },
             "deployed": results["deployment"]["artifact"],
+            "device_candidates": results["deployment"]["device_candidates"],
         }

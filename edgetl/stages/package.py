@@ -124,11 +124,41 @@ class PackageStage(Stage):
             "package": profile_section(ctx.profile, "package"),
             "artifact": artifact,
             "model": [stage.files[item.file], *(stage.files.get(c) for c in item.companions)],
+            "candidates": [(name, ctx.artifact_digest(name)) for name in self._candidate_names(ctx, artifact)],
             "split": ctx.results["data"].files[layout.SPLIT],
             "engine_here": tensorrt_unavailable_reason(target),
             "tensorrt_release": str(target.tensorrt_release()),
             "versions": package_versions("onnxruntime", "tensorrt"),
         }
+
+    @staticmethod
+    def _shipped_rank(ctx: BuildContext, shipped: str) -> dict[str, Any] | None:
+        ranked = ctx.results["benchmark"].summary.get("device_candidates") or []
+        entry = next((c for c in ranked if c["artifact"] == shipped), None)
+        return None if entry is None else {"p50_ms": entry["p50_ms"], "rank": entry["build_machine_rank"]}
+
+    @staticmethod
+    def _candidate_names(ctx: BuildContext, shipped: str) -> list[str]:
+        """The other artefacts the device may choose (the benchmark's device candidates), best guess first."""
+        ranked = ctx.results["benchmark"].summary.get("device_candidates") or []
+        return [c["artifact"] for c in ranked if c["artifact"] != shipped]
+
+    def _candidates(self, ctx: BuildContext, shipped: str) -> list[dict[str, Any]]:
+        ranked = {c["artifact"]: c for c in ctx.results["benchmark"].summary.get("device_candidates") or []}
+        candidates = []
+        for name in self._candidate_names(ctx, shipped):
+            model = ctx.artifact_path(name)
+            candidates.append(
+                {
+                    "artifact": name,
+                    "model": model,
+                    "companions": [model.with_suffix(Path(c).suffix) for c in ARTIFACTS[name].companions],
+                    "runtime": backend_for(name).name,
+                    "precision": ARTIFACTS[name].precision,
+                    "build_machine": {"p50_ms": ranked[name]["p50_ms"], "rank": ranked[name]["build_machine_rank"]},
+                }
+            )
+        return candidates
 
     def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
         from edgetl import onnx_tools
@@ -170,6 +200,8 @@ class PackageStage(Stage):
             precision=ARTIFACTS[artifact].precision,
             pixels=pixels,
             edgetl_version=__version__,
+            candidates=self._candidates(ctx, artifact),
+            shipped_rank=self._shipped_rank(ctx, artifact),
         )
         ctx.log.stage(
             self.name,

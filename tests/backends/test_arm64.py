@@ -94,3 +94,53 @@ def test_android_litert_bundle_verifies_and_predicts_like_x86_on_arm64(arm64, li
     assert json.loads((bundle / "bundle.json").read_text())["model"]["artifact"] == "litert_int8"
     figures = _check_on_arm64(arm64, bundle, _val_images(litert_run.run_dir), tmp_path)
     print("android-arm64 (LiteRT int8) on arm64 vs x86:", figures)
+
+
+def test_the_device_chooses_between_the_bundles_candidates_and_predict_follows(
+    raspberry_pi_run, tmp_path: Path, capsys
+) -> None:
+    """A Pi is not the build machine: the bundle carries every model that passed, ranked here as a guess."""
+    from tests.helpers import run_cli
+
+    info = json.loads((raspberry_pi_run.run_dir / "bundle/bundle.json").read_text())
+    assert info["model"]["artifact"] == "onnx_int8" and info["model"]["build_machine"]["rank"] >= 1
+    (candidate,) = info["candidates"]
+    assert candidate["artifact"] == "onnx_fp32" and candidate["file"] == "candidates/onnx_fp32/model.onnx"
+    assert candidate["sha256"] == info["files"][candidate["file"]] and "guess" in info["candidates_note"]
+    assert "ranked by **this build machine**" in (raspberry_pi_run.run_dir / "report.md").read_text()
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(raspberry_pi_run.run_dir / "bundle", bundle)
+    code, out, err = run_cli(["bench", str(bundle), "--select", "--quiet"], capsys)
+    assert code == 0, err
+    choice = json.loads((bundle / "device.json").read_text())
+    measured = {entry["artifact"]: entry for entry in choice["ranking_here"]}
+    assert set(measured) == {"onnx_int8", "onnx_fp32"} and choice["chosen"] in measured
+    assert choice["chosen"] == min(measured, key=lambda name: measured[name]["p50_ms"])  # the fastest that agrees
+    assert measured["onnx_fp32"]["build_machine"]["rank"] == candidate["build_machine"]["rank"]
+    assert f"Chosen on this device: {choice['chosen']}" in out
+
+    # predict and edgetl.runtime follow device.json, whichever model it names.
+    choice["chosen"] = "onnx_fp32"
+    (bundle / "device.json").write_text(json.dumps(choice))
+    predictor = load(bundle)
+    try:
+        assert predictor.runner.name == "onnx_fp32"
+    finally:
+        predictor.close()
+    image = _val_images(raspberry_pi_run.run_dir)[0]
+    code, out, err = run_cli(["predict", str(bundle), str(image)], capsys)
+    assert code == 0 and out.startswith(str(image)), err
+
+    # A device.json naming no model of this bundle, or measured for another bundle.json: one line, exit 2.
+    for broken, message in (
+        ({"chosen": "onnx_fp16"}, "chosen must be one of"),
+        ({"bundle_sha256": "0" * 64}, "another"),
+    ):
+        (bundle / "device.json").write_text(json.dumps({**choice, **broken}))
+        code, _, err = run_cli(["predict", str(bundle), str(image)], capsys)
+        assert code == 2 and "device.json" in err and message in err and len(err.strip().splitlines()) == 1, err
+    (bundle / "device.json").unlink()
+    (bundle / candidate["file"]).write_bytes(b"not the model")  # a candidate is checked like the model
+    code, _, err = run_cli(["predict", str(bundle), str(image)], capsys)
+    assert code == 2 and "candidates/onnx_fp32/model.onnx" in err and "SHA-256" in err
