@@ -84,12 +84,7 @@ class Bundle:
         path = self.root / layout.BUNDLE_DEVICE_CHOICE
         if not path.is_file():
             return None
-        try:
-            data = read_json(path)
-        except (OSError, ValueError) as error:
-            raise ModelFileError(
-                f"{path}: unreadable ({error}); delete it or rerun `edgetl bench BUNDLE --select`"
-            ) from None
+        data = _read_json(path, "delete it or rerun `edgetl bench BUNDLE --select`")
         choices = {self.info["model"]["artifact"], *self.candidates()}
         chosen = data.get("chosen") if isinstance(data, dict) else None
         if not isinstance(data, dict) or data.get("schema") != DEVICE_CHOICE_SCHEMA or chosen not in choices:
@@ -110,13 +105,15 @@ class Bundle:
     def reference(self) -> dict[str, Any]:
         """reference/reference.json, checked: every reader indexes its images, labels and logits."""
         path = self.root / layout.BUNDLE_REFERENCE
-        try:
-            data = read_json(path)
-        except (OSError, ValueError) as error:
-            raise ModelFileError(
-                f"{path}: unreadable ({error}); copy the bundle again from the run directory"
-            ) from None
-        return check_reference(data, path)
+        return check_reference(_read_json(path, "copy the bundle again from the run directory"), path)
+
+
+def _read_json(path: Path, remedy: str) -> Any:
+    """A bundle's JSON file; unreadable or not JSON is one line naming it and what to do."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as error:
+        raise ModelFileError(f"{path}: unreadable ({error}); {remedy}") from None
 
 
 def is_bundle(path: Path) -> bool:
