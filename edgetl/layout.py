@@ -69,6 +69,7 @@ BUNDLE_BENCH_DIR = "bench"  # `edgetl bench BUNDLE` on the device
 BUNDLE_BENCH_JSON = "bench.json"
 BUNDLE_BENCH_MD = "bench.md"
 BUNDLE_CANDIDATES_DIR = "candidates"  # the other models a device may choose between (`edgetl bench BUNDLE --select`)
+DEVICE_DIR = "device"  # the bundle measured on the device over SSH (profile `on_device:`): bench.json, bench.md
 BUNDLE_DEVICE_CHOICE = "device.json"  # written on the device by `edgetl bench BUNDLE --select`: the model it chose
 
 # A TensorRT engine built into the run's bundle (during the build, or later on the device).

@@ -124,6 +124,10 @@ def build(
     if dist.is_main:
         check_run_dir(run_dir, loaded)
     stages = default_stages(until)
+    if until is None and loaded.profile.on_device is not None:
+        from edgetl.stages.device import DeviceStage
+
+        stages.append(DeviceStage())  # after the bundle: measured on the device itself, over SSH
     if any(stage.name == "convert" for stage in stages):
         check_converters(loaded.profile)  # in milliseconds, not after the fine-tune
     last_distributed = max((i for i, s in enumerate(stages) if s.distributed), default=-1)

@@ -581,6 +581,20 @@ class TrackingConfig(_Section):
     log_models: bool = Field(True, description="attach the deployed model and bundle to each MLflow run")
 
 
+class OnDeviceConfig(_Section):
+    """Measure the finished bundle on the device itself, over SSH, as the build's last step."""
+
+    ssh: Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\s-][^\s]*$")] = Field(
+        description="user@host (or a host from ~/.ssh/config) that runs `edgetl bench BUNDLE` for the report"
+    )
+    edgetl: Annotated[str, Field(min_length=1, max_length=1000)] = Field(
+        "edgetl", description="the command that runs edgetl on the device, e.g. '~/venv/bin/python -m edgetl'"
+    )
+    ssh_options: list[Annotated[str, Field(pattern=r"^[A-Za-z]+=.+$", max_length=1000)]] = Field(
+        default_factory=list, description="ssh/scp -o options (Port=2222, IdentityFile=...); keys, never passwords"
+    )
+
+
 class Profile(_Section):
     version: Literal[1] = 1
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -600,6 +614,9 @@ class Profile(_Section):
     budgets: BudgetsConfig = BudgetsConfig()
     tune: TuneConfig | None = Field(None, description="`edgetl tune` only: the search")
     tracking: TrackingConfig = TrackingConfig()
+    on_device: OnDeviceConfig | None = Field(
+        None, description="measure the bundle on the device over SSH after the build (`edgetl bench --on` inside build)"
+    )
 
     @field_validator("target")
     @classmethod

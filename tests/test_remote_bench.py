@@ -111,3 +111,30 @@ def test_an_unreachable_device_is_one_line_and_exit_2(built_run, ssh_options: li
     assert code == 2 and err.startswith("edgetl: error: ssh root@127.0.0.1:") and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(["bench", str(built_run.run_dir), "--on", "-oProxyCommand=x"], capsys)
     assert code == 2 and "expected user@host" in err
+
+
+def test_a_build_with_on_device_reports_the_devices_own_latency(
+    built_run, ssh_options: list[str], tmp_path: Path
+) -> None:
+    import json
+
+    from edgetl.console import Log
+    from edgetl.pipeline import build
+    from tests.backends.conftest import data_root
+    from tests.helpers import tiny_profile, write_profile
+
+    shutil.copytree(built_run.run_dir, tmp_path / "run")
+    on_device = {"ssh": "root@127.0.0.1", "edgetl": f"{sys.executable} -m edgetl", "ssh_options": ssh_options}
+    profile = tiny_profile(data_root(built_run.run_dir), tmp_path / "run", on_device=on_device)
+    outcome = build(write_profile(tmp_path / "p.yaml", profile), log=Log(quiet=True))
+    assert outcome.results["finetune"].skipped and not outcome.results["device"].skipped
+    report = json.loads((tmp_path / "run" / layout.REPORT_JSON).read_text())
+    measured = report["on_device"]
+    shipped = report["deployed_artifact"]
+    assert measured["ssh"] == "root@127.0.0.1" and measured["artifacts"][shipped]["passed"]
+    assert measured["artifacts"][shipped]["p50_ms"] > 0 and measured["machine"]["cpu"]
+    assert (tmp_path / "run" / layout.DEVICE_DIR / layout.BUNDLE_BENCH_JSON).is_file()
+    markdown = (tmp_path / "run" / layout.REPORT_MD).read_text()
+    assert "## Measured on the device: `root@127.0.0.1`" in markdown and "the build machine's" in markdown
+    again = build(write_profile(tmp_path / "p.yaml", profile), log=Log(quiet=True))
+    assert again.results["device"].skipped, "an unchanged bundle is not measured again"

@@ -22,6 +22,7 @@ from edgetl.report.regression import KNOWN_SCHEMAS
 from edgetl.report.sections import (
     data_lines,
     deployment_lines,
+    on_device_lines,
     per_class_lines,
     performance_lines,
     quantization_lines,
@@ -131,6 +132,7 @@ def compose_report(
         "fp16": (stages.get("optimize") or {}).get("fp16"),
         "data": stages.get("data"),
         "package": stages.get("package"),
+        "on_device": stages.get("device"),
         "conversions": (stages.get("convert") or {}).get("artifacts") or {},
         "deployment": results.get("deployment"),
         "tuning": tuning,
@@ -291,6 +293,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str] | None = None)
     lines += performance_lines(report)
     lines += quantization_lines(report)
     lines += deployment_lines(report)
+    lines += on_device_lines(report)
     lines += tuning_lines(report)
     lines += [
         "",

@@ -256,6 +256,32 @@ def _pixels_model_lines(pixels: dict[str, Any]) -> list[str]:
     ]
 
 
+def on_device_lines(report: dict[str, Any]) -> list[str]:
+    """The bundle measured on the device itself (profile `on_device:`): its figures, labelled with the device."""
+    measured = report.get("on_device")
+    if not measured:
+        return []
+    machine = measured.get("machine") or {}
+    lines = [
+        "",
+        f"## Measured on the device: `{measured['ssh']}`",
+        "",
+        f"{machine.get('cpu', 'unknown CPU')} ({machine.get('architecture', '?')}), {machine.get('usable_cpus', '?')} "
+        f"CPUs, {machine.get('os', '?')}: the bundle copied there and measured by its own `edgetl bench` (reference "
+        f"images, batch 1). These are the device's latencies; the tables above are the build machine's. Details: "
+        f"`{measured['bench']}`.",
+        "",
+        "| model | p50 ms on the device | p90 ms | agreement with the build machine's reference |",
+        "|---|---|---|---|",
+    ]
+    for name, entry in measured["artifacts"].items():
+        verdict = "ok" if entry["passed"] else "FAIL"
+        lines.append(
+            f"| {name} | {entry['p50_ms']:.2f} | {entry['p90_ms']:.2f} | {entry['agreement']:.1f}% {verdict} |"
+        )
+    return lines
+
+
 def deployment_lines(report: dict[str, Any]) -> list[str]:
     """Where the shipped model goes: the bundle, the engine (or why it was not built), what the CPU numbers mean."""
     package = report.get("package")
