@@ -138,3 +138,13 @@ def test_a_build_with_on_device_reports_the_devices_own_latency(
     assert "## Measured on the device: `root@127.0.0.1`" in markdown and "the build machine's" in markdown
     again = build(write_profile(tmp_path / "p.yaml", profile), log=Log(quiet=True))
     assert again.results["device"].skipped, "an unchanged bundle is not measured again"
+
+    # A device that does not answer fails the build in one line naming the profile, and the run stays as it was.
+    before = (tmp_path / "run" / layout.REPORT_JSON).read_bytes()
+    on_device["ssh_options"] = [o for o in ssh_options if not o.startswith("Port=")] + [f"Port={_free_port()}"]
+    unreachable = tiny_profile(data_root(built_run.run_dir), tmp_path / "run", on_device=on_device)
+    from edgetl.errors import UserInputError
+
+    with pytest.raises(UserInputError, match=r"p\.yaml: on_device: ssh root@127\.0\.0\.1: .*refused"):
+        build(write_profile(tmp_path / "p.yaml", unreachable), log=Log(quiet=True))
+    assert (tmp_path / "run" / layout.REPORT_JSON).read_bytes() == before

@@ -36,8 +36,9 @@ def _run(command: list[str], what: str, timeout: float) -> subprocess.CompletedP
 
 
 def _failed(done: subprocess.CompletedProcess[str], what: str) -> UserInputError:
-    reason = first_line(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit code {done.returncode}")
-    return UserInputError(f"{what}: {reason}")
+    """One line: the last thing ssh, scp or the device's edgetl said (its own error line), or the exit code."""
+    said = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    return UserInputError(f"{what}: {said[-1] if said else f'exit code {done.returncode}'}")
 
 
 def bench_remote(

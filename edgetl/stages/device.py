@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetl import layout
+from edgetl.errors import UserInputError
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
 
@@ -30,14 +31,17 @@ class DeviceStage(Stage):
         cfg = ctx.profile.on_device
         assert cfg is not None  # the pipeline adds this stage only when the profile asks for it
         bundle = ctx.results["package"].path(layout.BUNDLE_DIR)
-        results = bench_remote(
-            bundle,
-            cfg.ssh,
-            out / layout.DEVICE_DIR,
-            cfg.edgetl,
-            cfg.ssh_options,
-            log=lambda message: ctx.log.stage(self.name, message),
-        )
+        try:
+            results = bench_remote(
+                bundle,
+                cfg.ssh,
+                out / layout.DEVICE_DIR,
+                cfg.edgetl,
+                cfg.ssh_options,
+                log=lambda message: ctx.log.stage(self.name, message),
+            )
+        except UserInputError as error:  # name the profile field that sent the build there
+            raise UserInputError(f"{ctx.loaded.path}: on_device: {error.message}", hint=error.hint) from None
         return {
             "ssh": cfg.ssh,
             "machine": results.get("machine"),
