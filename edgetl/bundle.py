@@ -291,13 +291,7 @@ def write_bundle(
     each goes to candidates/<artifact>/ with its build-machine rank, which is a guess for the device.
     """
     out.mkdir(parents=True, exist_ok=True)
-    # model.onnx, or model.xml + model.bin for an OpenVINO IR: one stem, the artefact's own suffixes.
-    model_file = Path(layout.BUNDLE_MODEL).with_suffix(model.suffix).name
-    shutil.copyfile(model, out / model_file)
-    companion_files = []
-    for companion in companions:
-        companion_files.append(Path(model_file).with_suffix(companion.suffix).name)
-        shutil.copyfile(companion, out / companion_files[-1])
+    model_file, companion_files = _copy_model(model, companions, out, "")
     write_text_atomic(out / layout.BUNDLE_LABELS, "\n".join(labels) + "\n")
     write_json_atomic(out / layout.BUNDLE_PREPROCESSING, preprocessing.to_dict())
     files = [model_file, *companion_files, layout.BUNDLE_LABELS, layout.BUNDLE_PREPROCESSING]
@@ -368,13 +362,7 @@ def write_bundle(
         info["candidates"] = []
         for candidate in candidates:
             folder = f"{layout.BUNDLE_CANDIDATES_DIR}/{candidate['artifact']}"
-            (out / folder).mkdir(parents=True, exist_ok=True)
-            stem = f"{folder}/{Path(layout.BUNDLE_MODEL).with_suffix(candidate['model'].suffix).name}"
-            shutil.copyfile(candidate["model"], out / stem)
-            extra = []
-            for companion in candidate["companions"]:
-                extra.append(str(Path(stem).with_suffix(companion.suffix)))
-                shutil.copyfile(companion, out / extra[-1])
+            stem, extra = _copy_model(candidate["model"], candidate["companions"], out, folder)
             files += [stem, *extra]
             info["candidates"].append(
                 {
@@ -421,6 +409,18 @@ def write_bundle(
     info["files"] = {relative: sha256_file(out / relative) for relative in [*files, layout.BUNDLE_README]}
     write_json_atomic(out / layout.BUNDLE_INFO, info)
     return [*files, layout.BUNDLE_README, layout.BUNDLE_INFO]
+
+
+def _copy_model(model: Path, companions: list[Path], out: Path, folder: str) -> tuple[str, list[str]]:
+    """Copy a model into `out/folder` as model.onnx, or model.xml + model.bin for an OpenVINO IR (one stem,
+    the artefact's own suffixes); returns the model's and its companions' paths relative to `out`."""
+    stem = (Path(folder) / Path(layout.BUNDLE_MODEL).with_suffix(model.suffix).name).as_posix()
+    (out / stem).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, out / stem)
+    copies = [Path(stem).with_suffix(companion.suffix).as_posix() for companion in companions]
+    for companion, copy in zip(companions, copies, strict=True):
+        shutil.copyfile(companion, out / copy)
+    return stem, copies
 
 
 def _readme(name: str, target: dict[str, Any], info: dict[str, Any]) -> str:

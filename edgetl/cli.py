@@ -249,6 +249,7 @@ def bench(
     quiet: QuietOption = False,
 ) -> None:
     """Benchmark a finished run again; with --baseline, fail (exit 6) on an accuracy, latency or size regression."""
+    from edgetl.bundle import is_bundle
     from edgetl.console import Log
     from edgetl.errors import RegressionFound, UserInputError
     from edgetl.measure.rerun import bench as run_bench
@@ -261,7 +262,7 @@ def bench(
             raise UserInputError("--select records the device's choice in its own copy of the bundle: run it there")
         _bench_remote(run_dir, on, remote_edgetl, ssh_option or [], baseline, output, log)
         return
-    if (run_dir / "bundle.json").is_file():  # on the device: measure the bundle itself
+    if is_bundle(run_dir):  # on the device: measure the bundle itself
         _bench_bundle(run_dir, baseline, output, log, select)
         return
     if select:
@@ -296,14 +297,15 @@ def _bench_remote(
     output: Path | None,
     log: Log,
 ) -> None:
+    from edgetl.bundle import is_bundle
     from edgetl.errors import UserInputError
     from edgetl.measure.on_device import render
     from edgetl.measure.remote import bench_remote
 
     if baseline is not None:
         raise UserInputError("--on measures a bundle on a device; --baseline compares run directories")
-    bundle = source if (source / "bundle.json").is_file() else source / "bundle"
-    if not (bundle / "bundle.json").is_file():
+    bundle = source if is_bundle(source) else source / layout.BUNDLE_DIR
+    if not is_bundle(bundle):
         raise UserInputError(f"{source}: --on needs a device bundle (or a run directory holding one in bundle/)")
     results = bench_remote(
         bundle, on, output, remote_edgetl, ssh_options, log=lambda message: log.stage("bench", message)
@@ -321,10 +323,7 @@ def _bench_bundle(bundle: Path, baseline: Path | None, output: Path | None, log:
         )
     results = bench_bundle(bundle, output=output, log=lambda message: log.stage("bench", message), select=select)  # type: ignore[attr-defined]
     _out.print(render(results), markup=False)
-    candidates = {entry["artifact"] for entry in results.get("selection", {}).get("ranking_here", [])}
-    candidates.discard(results["bundle"]["model"])
-    # A candidate that disagrees is simply not chosen; the bundle's own model disagreeing is a failure.
-    failed = [name for name in compare(results) if name not in candidates]
+    failed = compare(results)
     if failed:
         raise VerificationError(f"{bundle}: {', '.join(failed)} disagree with the build machine's reference logits")
 

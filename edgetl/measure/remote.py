@@ -56,6 +56,7 @@ def bench_remote(
     bundle = read_bundle(bundle_dir)  # refuse a damaged bundle here, before copying it anywhere
     options = [part for option in ssh_options for part in ("-o", option)]
     ssh = ["ssh", "-o", "BatchMode=yes", *options, destination]
+    scp = ["scp", "-q", "-o", "BatchMode=yes", *options]
     where = f"ssh {destination}"
 
     made = _run([*ssh, "mktemp -d -t edgetl-bench.XXXXXX"], where, 60)
@@ -65,30 +66,24 @@ def bench_remote(
     try:
         log(f"copying the bundle to {destination}:{remote}")
         copied = _run(
-            ["scp", "-q", "-r", "-o", "BatchMode=yes", *options, str(bundle.root), f"{destination}:{remote}/bundle"],
-            f"scp to {destination}",
-            timeout,
+            [*scp, "-r", str(bundle.root), f"{destination}:{remote}/bundle"], f"scp to {destination}", timeout
         )
         if copied.returncode != 0:
             raise _failed(copied, f"scp to {destination}")
         log(f"measuring on {destination} with `{remote_edgetl} bench`")
-        command = f"cd {shlex.quote(remote)} && {remote_edgetl} bench bundle --output bench --quiet"
+        command = f"cd {shlex.quote(remote)} && {remote_edgetl} bench bundle --output {layout.BUNDLE_BENCH_DIR} --quiet"
         measured = _run([*ssh, command], f"{where}: {remote_edgetl} bench", timeout)
         if measured.returncode not in (0, _REFERENCE_DISAGREES):
             raise _failed(measured, f"{where}: {remote_edgetl} bench")
-        out = Path(output) if output else bundle.root / "bench" / _folder_name(destination)
+        out = Path(output) if output else bundle.root / layout.BUNDLE_BENCH_DIR / _folder_name(destination)
         out.mkdir(parents=True, exist_ok=True)
-        fetched = _run(
-            ["scp", "-q", "-o", "BatchMode=yes", *options, f"{destination}:{remote}/bench/{layout.BUNDLE_BENCH_JSON}",
-             str(out / (layout.BUNDLE_BENCH_JSON + ".partial"))],
-            f"scp from {destination}",
-            300,
-        )  # fmt: skip
+        partial = out / (layout.BUNDLE_BENCH_JSON + ".partial")
+        remote_json = f"{destination}:{remote}/{layout.BUNDLE_BENCH_DIR}/{layout.BUNDLE_BENCH_JSON}"
+        fetched = _run([*scp, remote_json, str(partial)], f"scp from {destination}", 300)
         if fetched.returncode != 0:
             raise _failed(fetched, f"scp from {destination}")
     finally:
         _run([*ssh, f"rm -rf {shlex.quote(remote)}"], where, 60)
-    partial = out / (layout.BUNDLE_BENCH_JSON + ".partial")
     try:
         results = json.loads(partial.read_text())
     except (OSError, ValueError) as error:
@@ -97,7 +92,7 @@ def bench_remote(
         partial.unlink(missing_ok=True)
     if not isinstance(results, dict) or not isinstance(results.get("artifacts"), dict):
         raise UserInputError(f"{destination}: its bench.json is not an edgetl bundle benchmark")
-    results["measured_on"] = {"ssh": destination, "edgetl": remote_edgetl, "machine": results.get("machine")}
+    results["measured_on"] = {"ssh": destination, "edgetl": remote_edgetl}  # the device itself: results["machine"]
     from edgetl.measure.on_device import render
 
     write_json_atomic(out / layout.BUNDLE_BENCH_JSON, results)

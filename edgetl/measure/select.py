@@ -37,6 +37,25 @@ def deployable(measured: dict[str, dict[str, Any]]) -> list[str]:
     return [name for name in measured if ARTIFACTS[name].backend != "torch" and ARTIFACTS[name].stage != "package"]
 
 
+def evaluate_candidate(measured: dict[str, dict[str, Any]], name: str, profile: Profile) -> dict[str, Any]:
+    """One artefact's measurements against the profile's budgets and the runtime-agreement floor."""
+    floor = profile.benchmark.min_runtime_agreement
+    view = budget_view(measured, name, profile.benchmark.baseline)
+    failed = [b.message for b in evaluate_budgets(profile.budgets, {name: view}, name) if not b.passed]
+    agreement = runtime_agreement(measured, name)
+    if agreement is not None and agreement[1] < floor:
+        failed.append(f"agrees with {agreement[0]} on {agreement[1]:.1f} % of val images (< {floor:g} %)")
+    return {
+        "artifact": name,
+        "p50_ms": view["latency_ms"]["p50"],
+        "accuracy": view["accuracy"],
+        "size_bytes": view["size_bytes"],
+        "runtime_agreement": None if agreement is None else {"with": agreement[0], "percent": agreement[1]},
+        "passed": not failed,
+        "failed": failed,
+    }
+
+
 def device_candidates(results: dict[str, Any], profile: Profile) -> list[dict[str, Any]]:
     """Artefacts a device may choose between itself, ranked by this build machine's p50 (a guess for the device).
 
@@ -50,45 +69,22 @@ def device_candidates(results: dict[str, Any], profile: Profile) -> list[dict[st
     if target.x86_cpu or target.uses_tensorrt:
         return []
     measured = results["artifacts"]
-    floor = profile.benchmark.min_runtime_agreement
-    passing = []
-    for name in deployable(measured):
-        view = budget_view(measured, name, profile.benchmark.baseline)
-        failed = [b.message for b in evaluate_budgets(profile.budgets, {name: view}, name) if not b.passed]
-        agreement = runtime_agreement(measured, name)
-        if failed or (agreement is not None and agreement[1] < floor):
-            continue
-        passing.append({"artifact": name, "p50_ms": view["latency_ms"]["p50"], "accuracy": view["accuracy"]})
-    ranked = sorted(passing, key=lambda c: c["p50_ms"])
-    return [{**c, "build_machine_rank": rank} for rank, c in enumerate(ranked, 1)]
+    evaluated = [evaluate_candidate(measured, name, profile) for name in deployable(measured)]
+    ranked = sorted((c for c in evaluated if c["passed"]), key=lambda c: c["p50_ms"])
+    return [
+        {"artifact": c["artifact"], "p50_ms": c["p50_ms"], "accuracy": c["accuracy"], "build_machine_rank": rank}
+        for rank, c in enumerate(ranked, 1)
+    ]
 
 
 def choose_deployed(results: dict[str, Any], profile: Profile) -> dict[str, Any]:
     """The deployment decision with every candidate's measurements and why it won or lost."""
     measured = results["artifacts"]
-    baseline = profile.benchmark.baseline
     default = profile.deployed_artifact
     mode = profile.deploy_mode
     floor = profile.benchmark.min_runtime_agreement
     names = deployable(measured) if mode == "fastest" else [default]
-    candidates = []
-    for name in names:
-        view = budget_view(measured, name, baseline)
-        failed = [b.message for b in evaluate_budgets(profile.budgets, {name: view}, name) if not b.passed]
-        agreement = runtime_agreement(measured, name)
-        if agreement is not None and agreement[1] < floor:
-            failed.append(f"agrees with {agreement[0]} on {agreement[1]:.1f} % of val images (< {floor:g} %)")
-        candidates.append(
-            {
-                "artifact": name,
-                "p50_ms": view["latency_ms"]["p50"],
-                "accuracy": view["accuracy"],
-                "size_bytes": view["size_bytes"],
-                "runtime_agreement": None if agreement is None else {"with": agreement[0], "percent": agreement[1]},
-                "passed": not failed,
-                "failed": failed,
-            }
-        )
+    candidates = [evaluate_candidate(measured, name, profile) for name in names]
     if mode == "target":
         only = candidates[0]
         if only["runtime_agreement"] is not None and only["runtime_agreement"]["percent"] < floor:

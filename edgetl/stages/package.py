@@ -132,19 +132,17 @@ class PackageStage(Stage):
         }
 
     @staticmethod
-    def _shipped_rank(ctx: BuildContext, shipped: str) -> dict[str, Any] | None:
+    def _device_ranking(ctx: BuildContext) -> dict[str, dict[str, Any]]:
+        """The benchmark's device candidates, best build-machine guess first: artefact -> {p50_ms, rank}."""
         ranked = ctx.results["benchmark"].summary.get("device_candidates") or []
-        entry = next((c for c in ranked if c["artifact"] == shipped), None)
-        return None if entry is None else {"p50_ms": entry["p50_ms"], "rank": entry["build_machine_rank"]}
+        return {c["artifact"]: {"p50_ms": c["p50_ms"], "rank": c["build_machine_rank"]} for c in ranked}
 
-    @staticmethod
-    def _candidate_names(ctx: BuildContext, shipped: str) -> list[str]:
+    def _candidate_names(self, ctx: BuildContext, shipped: str) -> list[str]:
         """The other artefacts the device may choose (the benchmark's device candidates), best guess first."""
-        ranked = ctx.results["benchmark"].summary.get("device_candidates") or []
-        return [c["artifact"] for c in ranked if c["artifact"] != shipped]
+        return [name for name in self._device_ranking(ctx) if name != shipped]
 
     def _candidates(self, ctx: BuildContext, shipped: str) -> list[dict[str, Any]]:
-        ranked = {c["artifact"]: c for c in ctx.results["benchmark"].summary.get("device_candidates") or []}
+        ranking = self._device_ranking(ctx)
         candidates = []
         for name in self._candidate_names(ctx, shipped):
             model = ctx.artifact_path(name)
@@ -155,7 +153,7 @@ class PackageStage(Stage):
                     "companions": [model.with_suffix(Path(c).suffix) for c in ARTIFACTS[name].companions],
                     "runtime": backend_for(name).name,
                     "precision": ARTIFACTS[name].precision,
-                    "build_machine": {"p50_ms": ranked[name]["p50_ms"], "rank": ranked[name]["build_machine_rank"]},
+                    "build_machine": ranking[name],
                 }
             )
         return candidates
@@ -201,7 +199,7 @@ class PackageStage(Stage):
             pixels=pixels,
             edgetl_version=__version__,
             candidates=self._candidates(ctx, artifact),
-            shipped_rank=self._shipped_rank(ctx, artifact),
+            shipped_rank=self._device_ranking(ctx).get(artifact),
         )
         ctx.log.stage(
             self.name,
