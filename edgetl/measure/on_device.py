@@ -61,12 +61,13 @@ def bench_bundle(
     models = bundle_models(bundle)
     not_installed: dict[str, str] = {}
     if select:
-        if not bundle.candidates():
+        candidates = bundle.candidates()
+        if not candidates:
             raise UserInputError(
                 f"{bundle.root}: --select needs a bundle with candidates (built for a device that is not the build "
                 "machine: raspberry-pi-5, android-arm64); this one has only its model"
             )
-        for name, path in bundle.candidates().items():
+        for name, path in candidates.items():
             missing = [m for m in backend_for(name).requires if importlib.util.find_spec(m) is None]
             if missing:
                 not_installed[name] = f"{', '.join(missing)} not installed here"
