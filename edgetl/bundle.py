@@ -284,11 +284,15 @@ def write_bundle(
     edgetl_version: str,
     candidates: list[dict[str, Any]] | None = None,
     shipped_rank: dict[str, Any] | None = None,
+    web_app: bool = False,
+    web_runtime: Any = None,
 ) -> list[str]:
     """Write a bundle into `out` (a stage's temporary folder); returns the files written, relative to out.
 
     `candidates` are the other artefacts a device may choose between (`edgetl bench BUNDLE --select`):
     each goes to candidates/<artifact>/ with its build-machine rank, which is a guess for the device.
+    `web_app` adds web/ (the page and module that run model_pixels.onnx in onnxruntime-web), with
+    `web_runtime` (an `edgetl.web.WebRuntime`) copied into it when there is one.
     """
     out.mkdir(parents=True, exist_ok=True)
     model_file, companion_files = _copy_model(model, companions, out, "")
@@ -357,6 +361,17 @@ def write_bundle(
         "reference": {"file": layout.BUNDLE_REFERENCE, "images": len(references)},
         "pixels_model": pixels_record,
     }
+    if web_app:
+        from edgetl.web import write_web_app
+
+        if not pixels.get("made"):
+            raise ValueError("a web bundle needs model_pixels.onnx")  # the profile check makes this unreachable
+        files += write_web_app(out, web_runtime)
+        info["web"] = {
+            "page": f"{layout.BUNDLE_WEB_DIR}/{layout.BUNDLE_WEB_PAGE}",
+            "runtime": f"{layout.BUNDLE_WEB_DIR}/{layout.BUNDLE_WEB_RUNTIME}",
+            "onnxruntime_web": web_runtime.version if web_runtime is not None else None,
+        }
     if candidates:
         info["model"]["build_machine"] = shipped_rank
         info["candidates"] = []

@@ -71,6 +71,12 @@ BUNDLE_BENCH_MD = "bench.md"
 BUNDLE_CANDIDATES_DIR = "candidates"  # the other models a device may choose between (`edgetl bench BUNDLE --select`)
 DEVICE_DIR = "device"  # the bundle measured on the device over SSH (profile `on_device:`): bench.json, bench.md
 BUNDLE_DEVICE_CHOICE = "device.json"  # written on the device by `edgetl bench BUNDLE --select`: the model it chose
+BUNDLE_WEB_DIR = "web"  # the web target's page and JavaScript module (model_pixels.onnx in onnxruntime-web)
+BUNDLE_WEB_PAGE = "index.html"
+BUNDLE_WEB_RUNTIME = "runtime.json"  # in web/: where the page loads onnxruntime-web from, and its version
+BUNDLE_WEB_ORT_DIR = "ort"  # in web/: the bundle's own copy of onnxruntime-web (WASM build), when the build had one
+BROWSER_DIR = "browser"  # the web bundle checked and timed in headless Chromium on the build machine
+BROWSER_RESULTS = "browser.json"
 
 # A TensorRT engine built into the run's bundle (during the build, or later on the device).
 ENGINE = f"{BUNDLE_DIR}/{BUNDLE_ENGINE}"

@@ -37,6 +37,7 @@ from edgetl.profile import LoadedProfile, load_profile
 from edgetl.report.compose import compose_report, publish_report
 from edgetl.stages.base import BuildContext, Stage, StageResult, execute, prune_cache
 from edgetl.stages.convert import check_converters
+from edgetl.targets import get_target
 from edgetl.training.distributed import DistributedEnv
 
 MANIFEST_SCHEMA = "edgetl.manifest/1"
@@ -124,6 +125,10 @@ def build(
     if dist.is_main:
         check_run_dir(run_dir, loaded)
     stages = default_stages(until)
+    if until is None and get_target(loaded.profile.target).browser:
+        from edgetl.stages.browser import BrowserStage
+
+        stages.append(BrowserStage())  # after the bundle: the shipped page in Chromium on this machine
     if until is None and loaded.profile.on_device is not None:
         from edgetl.stages.device import DeviceStage
 

@@ -595,6 +595,26 @@ class OnDeviceConfig(_Section):
     )
 
 
+class WebConfig(_Section):
+    """The web target: where onnxruntime-web comes from, and the browser that checks and times the page."""
+
+    onnxruntime_web: Path | None = Field(
+        None,
+        description="onnxruntime-web's npm package folder (or its dist/) to ship in the bundle; default: "
+        "$EDGETL_ONNXRUNTIME_WEB, edgetl's cache, or the pinned release downloaded from the npm registry",
+    )
+    chromium: Annotated[str, Field(min_length=1, max_length=1000)] = Field(
+        "auto",
+        description="the browser that runs the bundle's page on the build machine: 'auto' (chromium or chrome on "
+        "PATH, or $EDGETL_CHROMIUM; skipped with a warning when there is none), a path or command, or 'off'",
+    )
+    threads: list[Annotated[int, Field(ge=1, le=64)]] = Field(
+        default_factory=list,
+        max_length=4,
+        description="WASM thread counts to time the page with; default: 1 and every core of the build machine",
+    )
+
+
 class Profile(_Section):
     version: Literal[1] = 1
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -614,6 +634,7 @@ class Profile(_Section):
     budgets: BudgetsConfig = BudgetsConfig()
     tune: TuneConfig | None = Field(None, description="`edgetl tune` only: the search")
     tracking: TrackingConfig = TrackingConfig()
+    web: WebConfig = WebConfig()
     on_device: OnDeviceConfig | None = Field(
         None, description="measure the bundle on the device over SSH after the build (`edgetl bench --on` inside build)"
     )
@@ -652,6 +673,12 @@ class Profile(_Section):
                 f"target {target.name}: TensorRT runs symmetric signed int8 only; set optimize.int8.activation_type "
                 "and weight_type to int8"
             )
+        if target.browser and self.package.pixels_model != "any_size":
+            raise ValueError(
+                f"target {target.name} runs model_pixels.onnx in the browser: set package.pixels_model: any_size"
+            )
+        if self.web != WebConfig() and not target.browser:
+            raise ValueError(f"the web section applies to the web target; target {target.name} uses {target.runtime}")
         if self.tensorrt != TensorRTConfig() and not target.uses_tensorrt:
             raise ValueError(
                 f"the tensorrt section applies to TensorRT targets; target {target.name} uses {target.runtime}"

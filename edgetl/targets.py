@@ -67,6 +67,9 @@ class Target:
     software: str = ""
     on_device: tuple[str, ...] = field(default_factory=tuple)
     verified_here: bool = False
+    # The device is a web browser: the bundle carries a page and a JavaScript module that run model_pixels.onnx
+    # in onnxruntime-web, and the build runs that page in Chromium here (the browser stage).
+    browser: bool = False
     # What has run this target's bundles, and where (`edgetl targets` and the README's table say it).
     verified: Verification = field(default_factory=lambda: Verification("not run", "no bundle for it has run yet"))
     notes: str = ""
@@ -201,6 +204,36 @@ _TARGETS: dict[str, Target] = {
         ),
         verified=Verification(
             "arm64, emulated", _ARM64_EMULATED.format(device="phones or boards (LiteRT int8, XNNPACK)")
+        ),
+    ),
+    "web": Target(
+        name="web",
+        description="Web browser with onnxruntime-web (WebAssembly SIMD; threads when cross-origin isolated)",
+        runtime="onnxruntime-web",
+        precisions=("fp32", "int8"),
+        deploy_int8="onnx_int8",
+        deploy_float="onnx_fp32",
+        browser=True,
+        software="a browser with WebAssembly SIMD (Chrome/Edge 91+, Firefox 89+, Safari 16.4+); onnxruntime-web "
+        "(a copy ships in the bundle's web/ort/)",
+        on_device=(
+            "serve the bundle directory over http(s): `edgetl serve BUNDLE_DIR` on this machine, or any static server "
+            "(send COOP/COEP headers for multithreaded WebAssembly)",
+            "open web/index.html: pick images or start the camera; everything runs in the tab",
+            "in an app: import { loadClassifier } from './web/edgetl-web.mjs' and pass it onnxruntime-web",
+        ),
+        notes=(
+            "The page decodes the image (EXIF orientation, sRGB, alpha over white) and hands uint8 RGB pixels to "
+            "model_pixels.onnx, which resizes, crops and normalises in the graph. The build runs the shipped page in "
+            "headless Chromium on the build machine: labels on every val image against `edgetl predict`, and the "
+            "page's latency per WASM thread count (the build machine's browser, not the user's device). WebAssembly "
+            "has no int8 dot-product instructions of the kind x86 VNNI or Arm dotprod give: int8 is smaller to "
+            "download but may be slower than fp32 there; the report shows both."
+        ),
+        verified=Verification(
+            "run here, in Chromium",
+            "the shipped page runs in headless Chromium on the build machine in every web build and in CI: labels "
+            "agree with edgetl predict on every val image; not run in Firefox, Safari or a phone's browser",
         ),
     ),
     "raspberry-pi-5": Target(

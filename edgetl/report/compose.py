@@ -20,6 +20,7 @@ from edgetl.profile import Profile
 from edgetl.report.budgets import budget_view, evaluate_budgets
 from edgetl.report.regression import KNOWN_SCHEMAS
 from edgetl.report.sections import (
+    browser_lines,
     data_lines,
     deployment_lines,
     on_device_lines,
@@ -133,6 +134,7 @@ def compose_report(
         "data": stages.get("data"),
         "package": stages.get("package"),
         "on_device": stages.get("device"),
+        "browser": stages.get("browser"),
         "conversions": (stages.get("convert") or {}).get("artifacts") or {},
         "deployment": results.get("deployment"),
         "tuning": tuning,
@@ -293,6 +295,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str] | None = None)
     lines += performance_lines(report)
     lines += quantization_lines(report)
     lines += deployment_lines(report)
+    lines += browser_lines(report)
     lines += on_device_lines(report)
     lines += tuning_lines(report)
     lines += [

@@ -256,6 +256,50 @@ def _pixels_model_lines(pixels: dict[str, Any]) -> list[str]:
     ]
 
 
+def browser_lines(report: dict[str, Any]) -> list[str]:
+    """The web bundle's own page in headless Chromium on the build machine: agreement with predict, latency."""
+    measured = report.get("browser")
+    if not measured:
+        return []
+    lines = ["", "## Measured in the browser", ""]
+    if not measured.get("checked"):
+        return [*lines, f"The page was not run in a browser: {measured.get('reason')}."]
+    machine = measured.get("machine") or {}
+    lines += [
+        f"The bundle's page (`bundle/web/index.html`) in headless {measured['browser']} on the build machine "
+        f"({machine.get('cpu', 'unknown CPU')}), onnxruntime-web WebAssembly"
+        + (", cross-origin isolated" if measured["cross_origin_isolated"] else ", not cross-origin isolated (1 thread)")
+        + ". This is the build machine's browser, not the user's device.",
+        "",
+        f"- labels: the page agrees with `edgetl predict` on {measured['agreement']}/{measured['images']} val images "
+        f"({measured['agreement_percent']:.1f}%); max |logit diff| {measured['max_abs_logit_diff']:.3g} (the page's "
+        f"in-graph resize vs the PIL path); {measured['correct']}/{measured['images']} correct "
+        f"(predict: {measured['predict_correct']})",
+    ]
+    for case in measured.get("disagreements") or []:
+        lines.append(
+            f"  - {case['image']}: page {case['page']} (margin {case['page_margin']:.3g}), predict {case['predict']} "
+            f"(margin {case['predict_margin']:.3g})"
+        )
+    end = measured.get("end_to_end") or {}
+    if end.get("p50_ms") is not None:
+        lines.append(
+            f"- decode + classify one val image in the page: p50 {end['p50_ms']:.1f} ms ({end['threads']} thread(s))"
+        )
+    lines += [
+        "",
+        "| model | shipped | WASM threads | p50 ms | p90 ms | model download |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in measured.get("latency") or []:
+        lines.append(
+            f"| {row['artifact']} | {'yes' if row['shipped'] else 'no'} | {row['threads']} | {row['p50_ms']:.2f} | "
+            f"{row['p90_ms']:.2f} | {row['model_bytes'] / 1e6:.2f} MB |"
+        )
+    lines += ["", f"Method: {measured['method']}."]
+    return lines
+
+
 def on_device_lines(report: dict[str, Any]) -> list[str]:
     """The bundle measured on the device itself (profile `on_device:`): its figures, labelled with the device."""
     measured = report.get("on_device")

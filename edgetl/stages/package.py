@@ -129,7 +129,22 @@ class PackageStage(Stage):
             "engine_here": tensorrt_unavailable_reason(target),
             "tensorrt_release": str(target.tensorrt_release()),
             "versions": package_versions("onnxruntime", "tensorrt"),
+            "web": profile_section(ctx.profile, "web") if target.browser else None,
+            "web_runtime": self._web_runtime(ctx).identity() if self._web_runtime(ctx) else None,
         }
+
+    @staticmethod
+    def _web_runtime(ctx: BuildContext) -> Any:
+        """The onnxruntime-web copy a web bundle ships (found, cached or downloaded once), or None."""
+        from edgetl.errors import UserInputError
+        from edgetl.web import find_web_runtime
+
+        if not get_target(ctx.profile.target).browser:
+            return None
+        try:
+            return find_web_runtime(ctx.profile.web.onnxruntime_web)
+        except UserInputError as error:  # name the profile that sent the build there
+            raise type(error)(f"{ctx.loaded.path}: {error.message}", hint=error.hint) from None
 
     @staticmethod
     def _device_ranking(ctx: BuildContext) -> dict[str, dict[str, Any]]:
@@ -138,7 +153,12 @@ class PackageStage(Stage):
         return {c["artifact"]: {"p50_ms": c["p50_ms"], "rank": c["build_machine_rank"]} for c in ranked}
 
     def _candidate_names(self, ctx: BuildContext, shipped: str) -> list[str]:
-        """The other artefacts the device may choose (the benchmark's device candidates), best guess first."""
+        """The other artefacts the device may choose (the benchmark's device candidates), best guess first.
+
+        None for a browser: a page cannot run `edgetl bench --select`; the browser stage times them instead.
+        """
+        if get_target(ctx.profile.target).browser:
+            return []
         return [name for name in self._device_ranking(ctx) if name != shipped]
 
     def _candidates(self, ctx: BuildContext, shipped: str) -> list[dict[str, Any]]:
@@ -200,7 +220,17 @@ class PackageStage(Stage):
             edgetl_version=__version__,
             candidates=self._candidates(ctx, artifact),
             shipped_rank=self._device_ranking(ctx).get(artifact),
+            web_app=target.browser,
+            web_runtime=self._web_runtime(ctx),
         )
+        if target.browser:
+            runtime = self._web_runtime(ctx)
+            ctx.log.stage(
+                self.name,
+                f"web page with onnxruntime-web {runtime.version} from {runtime.source}"
+                if runtime
+                else "web page loads onnxruntime-web from a CDN: no local copy (offline build)",
+            )
         ctx.log.stage(
             self.name,
             f"device bundle for {target.name}: {artifact}, {len(references)} reference images, {len(files)} files",
