@@ -443,7 +443,7 @@ def targets(
     for target_name in [name] if name else target_names():
         target = get_target(target_name)
         _plain(
-            f"{target.name:<18} {target.runtime:<12} {'/'.join(target.precisions):<15} {target.description} "
+            f"{target.name:<18} {target.runtime:<15} {'/'.join(target.precisions):<15} {target.description} "
             f"[{target.verified.short}]"
         )
         if name is None:
@@ -540,6 +540,34 @@ def bundle_verify(
     if json_out is not None:
         write_json_atomic(json_out, result)
     check(result)
+
+
+@app.command()
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="a web target's bundle directory (<run>/bundle)", show_default=False)],
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="0: any free port")] = 8000,
+    host: Annotated[
+        str, typer.Option("--host", help="address to listen on; 0.0.0.0 lets other devices on the network open it")
+    ] = "127.0.0.1",
+) -> None:
+    """Serve a web bundle's page with the headers multithreaded WebAssembly needs (Ctrl-C stops)."""
+    from edgetl.bundle import read_bundle
+    from edgetl.errors import UserInputError
+    from edgetl.measure.browser import BundleServer
+
+    info = read_bundle(bundle).info
+    if not info.get("web"):
+        raise UserInputError(
+            f"{bundle}: this bundle has no web page (target {info['target']['name']}); build it with target: web"
+        )
+    try:
+        server = BundleServer(bundle, port=port, host=host)
+    except OSError as error:
+        raise UserInputError(f"--host {host} --port {port}: cannot listen there ({error.strerror})") from None
+    _plain(f"serving {bundle} at {server.url}/{info['web']['page']} (cross-origin isolated; Ctrl-C stops)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        _plain("browsers allow the camera only on https or localhost: from another device, pick image files")
+    server.serve_forever()
 
 
 data_app = typer.Typer(help="Inspect image folders before building.", no_args_is_help=True)

@@ -449,7 +449,7 @@ def check_web_bundle(
         with bundle_pages(bundle, paths, settings, executable, models, timeout_s) as (browser, server, sessions):
             log(f"{browser.version}: the bundle's page on {len(paths)} val images")
             page = _classify_all(browser, server, sessions[0], len(paths))
-            log(f"timing {len(settings)} page settings ({len(models) + 1} models x threads {thread_counts})")
+            log(f"timing {', '.join([shipped, *models])} in the page with WASM threads {thread_counts}")
             samples, end_to_end = _time_pages(browser, server, sessions, rounds, runs_per_round) if paths else ([], [])
             isolated = bool(browser.evaluate(sessions[0], "crossOriginIsolated"))
             actual_threads = [browser.evaluate(session, "window.edgetl.threads()") for session in sessions]

@@ -117,6 +117,13 @@ class Stage(ABC):
 _COMMON_CODE = ("stages/base.py", "files.py", "preprocessing.py", "paths.py")
 
 
+_SOURCE_SUFFIXES = (".py", ".mjs", ".html")  # Python, and the web page a web bundle ships (edgetl/web/assets)
+
+
+def _source_files(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.suffix in _SOURCE_SUFFIXES and path.is_file()]
+
+
 @cache
 def code_digest(parts: tuple[str, ...] | None = None) -> str:
     """Digest of edgetl source (all of it, or the listed modules/subpackages): a code change invalidates caches.
@@ -126,12 +133,12 @@ def code_digest(parts: tuple[str, ...] | None = None) -> str:
     """
     package = Path(__file__).resolve().parents[1]
     if parts is None:
-        paths = sorted(package.rglob("*.py"))
+        paths = sorted(_source_files(package))
     else:
         paths = []
         for part in (*_COMMON_CODE, *parts):
             target = package / part
-            paths += sorted(target.rglob("*.py")) if target.is_dir() else [target]
+            paths += sorted(_source_files(target)) if target.is_dir() else [target]
         paths = sorted(set(paths))
     digest = hashlib.sha256()
     for path in paths:
