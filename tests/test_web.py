@@ -71,7 +71,7 @@ def test_a_local_onnxruntime_web_is_found_with_its_version_or_refused_in_one_lin
     for given in (package, package / "dist"):
         runtime = find_web_runtime(given)
         assert runtime is not None and runtime.folder == package / "dist" and runtime.version == "1.31.1"
-    with pytest.raises(UserInputError, match=r"web.onnxruntime_web: .* missing ort-wasm-simd-threaded.wasm"):
+    with pytest.raises(UserInputError, match=r"web.onnxruntime_web: .*\(missing ort-wasm-simd-threaded.wasm\)"):
         (package / "dist" / "ort-wasm-simd-threaded.wasm").unlink()
         find_web_runtime(package)
 

@@ -16,6 +16,7 @@ import pytest
 
 from edgetl import layout
 from edgetl.bundle import read_bundle
+from edgetl.files import sha256_file
 from edgetl.measure.browser import BrowserError, check_web_bundle, find_chromium
 from edgetl.runtime import load
 from tests.backends.conftest import data_root
@@ -105,6 +106,9 @@ def test_a_broken_page_fails_with_what_the_browser_said(web_run, tmp_path: Path)
     shutil.copytree(web_run.run_dir / layout.BUNDLE_DIR, broken)
     runtime = broken / "web" / "runtime.json"
     runtime.write_text(json.dumps({**json.loads(runtime.read_text()), "module": "ort/missing.mjs"}))
+    info = json.loads((broken / layout.BUNDLE_INFO).read_text())  # a consistent bundle whose page cannot load
+    info["files"]["web/runtime.json"] = sha256_file(runtime)
+    (broken / layout.BUNDLE_INFO).write_text(json.dumps(info))
     images = _val_images(web_run.run_dir)[:1]
     with pytest.raises(BrowserError, match="missing.mjs|Failed to fetch|404"):
         check_web_bundle(broken, images, [0], chromium, timeout_s=60)
