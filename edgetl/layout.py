@@ -80,4 +80,7 @@ BROWSER_RESULTS = "browser.json"
 
 # A TensorRT engine built into the run's bundle (during the build, or later on the device).
 ENGINE = f"{BUNDLE_DIR}/{BUNDLE_ENGINE}"
+# ONNX metadata keys of every exported model: a bare .onnx carries its labels and preprocessing.
+METADATA_LABELS = "edgetl.labels"
+METADATA_PREPROCESSING = "edgetl.preprocessing"
 INPUT_NAME = "input"  # the ONNX graph input every exported model has

@@ -12,8 +12,8 @@ import onnx
 from edgetl import __version__
 from edgetl.errors import ModelFileError, VerificationError, first_line
 from edgetl.files import atomic_path
+from edgetl.layout import METADATA_LABELS, METADATA_PREPROCESSING
 from edgetl.preprocessing import Preprocessing
-from edgetl.runtime.predictor import METADATA_LABELS, METADATA_PREPROCESSING
 
 
 def load_model(path: Path) -> onnx.ModelProto:

@@ -387,14 +387,14 @@ def _classify_all(browser: Chromium, server: BundleServer, session: str, count: 
 
 
 def _time_pages(
-    browser: Chromium, server: BundleServer, sessions: list[str], rounds: int, runs_per_round: int
+    browser: Chromium, server: BundleServer, sessions: list[str], rounds: int, runs_per_round: int, warmup: int
 ) -> tuple[list[list[float]], list[float]]:
     """Model latency per tab, the tabs taking turns round by round; and decode-to-label in the first tab."""
     url = json.dumps(server.image_url(0))
     samples: list[list[float]] = [[] for _ in sessions]
     end_to_end: list[float] = []
     for session in sessions:  # warm-up: the first runs allocate and pick kernels
-        browser.evaluate(session, f"window.edgetl.timeModel({url}, 3)")
+        browser.evaluate(session, f"window.edgetl.timeModel({url}, {max(1, warmup)})")
     for _ in range(rounds):
         for session, collected in zip(sessions, samples, strict=True):
             collected += browser.evaluate(session, f"window.edgetl.timeModel({url}, {runs_per_round})")
@@ -415,6 +415,7 @@ def check_web_bundle(
     threads: Sequence[int] | None = None,
     rounds: int = 5,
     runs_per_round: int = 20,
+    warmup: int = 3,
     timeout_s: float = 120.0,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
@@ -450,7 +451,9 @@ def check_web_bundle(
             log(f"{browser.version}: the bundle's page on {len(paths)} val images")
             page = _classify_all(browser, server, sessions[0], len(paths))
             log(f"timing {', '.join([shipped, *models])} in the page with WASM threads {thread_counts}")
-            samples, end_to_end = _time_pages(browser, server, sessions, rounds, runs_per_round) if paths else ([], [])
+            samples, end_to_end = (
+                _time_pages(browser, server, sessions, rounds, runs_per_round, warmup) if paths else ([], [])
+            )
             isolated = bool(browser.evaluate(sessions[0], "crossOriginIsolated"))
             actual_threads = [browser.evaluate(session, "window.edgetl.threads()") for session in sessions]
             if browser.page_errors:
@@ -505,7 +508,8 @@ def check_web_bundle(
             "p50_ms": _percentile(end_to_end, 50) if end_to_end else None,
             "what": "classify(file): decode the image in the browser + the model, one val image",
         },
-        "method": f"{rounds} interleaved rounds x {runs_per_round} runs per tab after 3 warm-up runs, batch 1, "
+        "method": f"{rounds} interleaved rounds x {runs_per_round} runs per tab after {max(1, warmup)} warm-up runs, "
+        "batch 1, "
         "performance.now() around session.run on one val image's decoded pixels; one tab per model and thread count",
         "per_image": [
             {"image": str(p), "page": int(a), "predict": int(b)}

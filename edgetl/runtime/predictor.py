@@ -18,12 +18,11 @@ from edgetl.backends import ARTIFACTS, backend_for
 from edgetl.backends.base import Runner
 from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner
 from edgetl.errors import ModelFileError, UserInputError, first_line
+from edgetl.layout import METADATA_LABELS, METADATA_PREPROCESSING
 from edgetl.preprocessing import Preprocessing, read_preprocessing
 
 # Artefacts a device can load from a run directory (everything but the training checkpoint) -> file.
 MODEL_FILES = {name: a.file for name, a in ARTIFACTS.items() if a.backend != "torch"}
-METADATA_LABELS = "edgetl.labels"
-METADATA_PREPROCESSING = "edgetl.preprocessing"
 
 
 @dataclass(frozen=True)

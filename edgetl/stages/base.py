@@ -9,14 +9,12 @@ nothing a later run could mistake for a result.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,6 +22,7 @@ from edgetl import layout
 from edgetl.console import Log
 from edgetl.files import canonical_json, read_json, remove_tree, sha256_file, sha256_text, write_json_atomic
 from edgetl.profile import LoadedProfile, Profile
+from edgetl.source import source_digest
 from edgetl.training.distributed import DistributedEnv
 
 STAGE_RECORD = "stage.json"
@@ -101,8 +100,6 @@ class Stage(ABC):
     version: ClassVar[int] = 1
     # Runs on every torchrun rank (the others only wait for rank 0 and read its cached result).
     distributed: ClassVar[bool] = False
-    # edgetl modules/subpackages (relative to the package) whose source the result depends on; None: all.
-    code: ClassVar[tuple[str, ...] | None] = None
 
     @abstractmethod
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
@@ -113,38 +110,14 @@ class Stage(ABC):
         """Write outputs under `out` and return a JSON-ready summary."""
 
 
-# Source every stage's result depends on, besides what it lists in `Stage.code`.
-_COMMON_CODE = ("stages/base.py", "files.py", "preprocessing.py", "paths.py")
+def stage_code_digest(stage: Stage) -> str:
+    """Digest of the edgetl source a stage runs: the import closure of its module (`edgetl.source`).
 
-
-_SOURCE_SUFFIXES = (".py", ".mjs", ".html")  # Python, and the web page a web bundle ships (edgetl/web/assets)
-
-
-def _source_files(folder: Path) -> list[Path]:
-    return [path for path in folder.rglob("*") if path.suffix in _SOURCE_SUFFIXES and path.is_file()]
-
-
-@cache
-def code_digest(parts: tuple[str, ...] | None = None) -> str:
-    """Digest of edgetl source (all of it, or the listed modules/subpackages): a code change invalidates caches.
-
-    Expensive stages list the code they run, so that editing, say, the benchmark harness does not
-    retrain the model; the others hash the whole package, as DVC would hash a stage's command.
+    Read from the imports, never from a list kept by hand: a change to any file the stage can reach
+    (a backbone for export and convert, a converter for convert) invalidates its cache, and a file it
+    cannot reach (the benchmark harness, for the fine-tune) does not.
     """
-    package = Path(__file__).resolve().parents[1]
-    if parts is None:
-        paths = sorted(_source_files(package))
-    else:
-        paths = []
-        for part in (*_COMMON_CODE, *parts):
-            target = package / part
-            paths += sorted(_source_files(target)) if target.is_dir() else [target]
-        paths = sorted(set(paths))
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.relative_to(package).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return source_digest(type(stage).__module__)
 
 
 def _complete(directory: Path) -> dict[str, Any] | None:
@@ -205,7 +178,7 @@ def _execute(stage: Stage, ctx: BuildContext, must_be_cached: bool = False) -> S
     payload = {
         "stage": stage.name,
         "stage_version": stage.version,
-        "code": code_digest(stage.code),
+        "code": stage_code_digest(stage),
         "inputs": stage.fingerprint_inputs(ctx),
     }
     fingerprint = sha256_text(canonical_json(payload))

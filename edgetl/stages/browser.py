@@ -45,6 +45,7 @@ class BrowserStage(Stage):
             "alternatives": {name: ctx.artifact_digest(name) for name in self._alternatives(ctx)},
             "split": ctx.results["data"].files[layout.SPLIT],
             "web": profile_section(ctx.profile, "web"),
+            "timing": [ctx.profile.benchmark.warmup, ctx.profile.benchmark.iterations, ctx.profile.benchmark.rounds],
             "chromium": chromium_version(chromium) if chromium else None,
             "cpus": ctx.profile.web.threads or None,
         }
@@ -70,6 +71,10 @@ class BrowserStage(Stage):
             chromium,
             alternatives=self._alternatives(ctx),
             threads=ctx.profile.web.threads or None,
+            # The same counts as every other latency in the report (benchmark.warmup, iterations, rounds).
+            rounds=ctx.profile.benchmark.rounds,
+            runs_per_round=-(-ctx.profile.benchmark.iterations // ctx.profile.benchmark.rounds),
+            warmup=ctx.profile.benchmark.warmup,
             log=lambda message: ctx.log.stage(self.name, message),
         )
         write_json_atomic(out / layout.BROWSER_DIR / layout.BROWSER_RESULTS, results)

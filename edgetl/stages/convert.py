@@ -41,7 +41,6 @@ def check_converters(profile: Profile) -> None:
 
 class ConvertStage(Stage):
     name = "convert"
-    code = ("stages/convert.py", "backends", "layout.py")
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         names = converted_artifacts(ctx.profile)

@@ -43,7 +43,6 @@ def _listing_digest(folders: list[Path]) -> str:
 
 class DataStage(Stage):
     name = "data"
-    code = ("stages/data.py", "data", "layout.py")
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         data = ctx.profile.data

@@ -103,19 +103,6 @@ def parity(torch_model: Any, onnx_path: Path, images: np.ndarray, tolerance: flo
 
 class ExportStage(Stage):
     name = "export"
-    code = (
-        "stages/data.py",
-        "stages/finetune.py",
-        "stages/export.py",
-        "onnx_tools.py",
-        "training",
-        "backbones",
-        "backends/base.py",
-        "backends/onnxruntime",
-        "backends/tensorrt/versions.py",
-        "opset_lowering.py",
-        "layout.py",
-    )
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         return {

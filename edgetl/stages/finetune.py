@@ -35,7 +35,6 @@ def seed_everything(seed: int) -> None:
 
 class FinetuneStage(Stage):
     name = "finetune"
-    code = ("stages/data.py", "stages/finetune.py", "data", "training", "backbones", "layout.py")
     distributed = True
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:

@@ -9,8 +9,8 @@ import onnx
 import pytest
 
 from edgetl.files import sha256_file
+from edgetl.layout import METADATA_LABELS, METADATA_PREPROCESSING
 from edgetl.preprocessing import read_preprocessing
-from edgetl.runtime.predictor import METADATA_LABELS, METADATA_PREPROCESSING
 
 
 def test_run_directory_has_every_artefact(built_run) -> None:
