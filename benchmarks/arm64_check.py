@@ -33,9 +33,9 @@ RESULTS = REPO / "benchmarks" / "results"
 
 def _val_images(run: Path) -> list[Path]:
     from edgetl import layout
-    from edgetl.stages.data import read_split, split_paths
+    from edgetl.data.split import read_split
 
-    return split_paths(read_split(run / layout.SPLIT), "val")[0]
+    return read_split(run / layout.SPLIT).paths("val")[0]
 
 
 def _predict(command: list[str]) -> list[dict[str, Any]]:

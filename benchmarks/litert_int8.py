@@ -23,12 +23,12 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._results import write_results  # noqa: E402
 from edgetl import layout  # noqa: E402
+from edgetl.backbones.checkpoint import load_checkpoint  # noqa: E402
 from edgetl.backends.litert.convert import convert_checkpoint, quantize_int8  # noqa: E402
 from edgetl.backends.litert.runner import LiteRTRunner  # noqa: E402
+from edgetl.data.split import read_split  # noqa: E402
 from edgetl.machine import describe_machine, package_versions  # noqa: E402
 from edgetl.preprocessing import read_preprocessing  # noqa: E402
-from edgetl.stages.data import read_split, split_paths  # noqa: E402
-from edgetl.training.checkpoint import load_checkpoint  # noqa: E402
 
 ROUNDS, RUNS = 5, 30
 
@@ -56,10 +56,10 @@ def main(run: Path) -> None:
 
     pre = read_preprocessing(run / layout.PREPROCESSING)
     split = read_split(run / layout.SPLIT)
-    root = Path(split["root"])
+    root = Path(split.root)
     listed = json.loads((run / layout.QUANTIZATION).read_text())["calibration_images"]
     calibration = pre.batch([root / p for p in listed])
-    val_paths, val_labels = split_paths(split, "val")
+    val_paths, val_labels = split.paths("val")
     val, labels = pre.batch(val_paths), np.array(val_labels)
     with torch.inference_mode():
         reference = load_checkpoint(run / layout.CHECKPOINT).build_model().eval()(torch.from_numpy(val)).numpy()

@@ -43,11 +43,11 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._results import write_results  # noqa: E402
 from edgetl.console import Log  # noqa: E402
+from edgetl.data.split import read_split  # noqa: E402
 from edgetl.machine import describe_machine, package_versions  # noqa: E402
 from edgetl.pipeline import build  # noqa: E402
 from edgetl.port_check import verify_port  # noqa: E402
 from edgetl.runtime import load  # noqa: E402
-from edgetl.stages.data import read_split, split_paths  # noqa: E402
 from tests.helpers import EXIF_STORED, WIDE_GAMUT_PRIMARIES, matrix_icc_profile  # noqa: E402
 
 NODE = REPO / "examples" / "node"
@@ -234,7 +234,7 @@ def main() -> None:
 
     run_dir = build(args.profile, output_dir=args.run_dir, log=Log()).run_dir
     split = read_split(run_dir / "data" / "split.json")
-    val, _ = split_paths(split, "val")
+    val, _ = split.paths("val")
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
         hard, kinds = hard_copy(val, work / "hard")

@@ -34,10 +34,10 @@ from edgetl import layout  # noqa: E402
 from edgetl.backends import ARTIFACTS, backend_for  # noqa: E402
 from edgetl.backends.base import Runner  # noqa: E402
 from edgetl.backends.pytorch.runner import TorchRunner  # noqa: E402
+from edgetl.data.split import read_split  # noqa: E402
 from edgetl.machine import describe_machine, package_versions  # noqa: E402
 from edgetl.measure.latency import measure_latency  # noqa: E402
 from edgetl.preprocessing import read_preprocessing  # noqa: E402
-from edgetl.stages.data import read_split, split_paths  # noqa: E402
 
 
 class StockOnnxRuntime(Runner):
@@ -135,8 +135,8 @@ def main() -> None:
     deployed = manifest["deployed_artifact"]
     pre = read_preprocessing(run / layout.PREPROCESSING)
     split = read_split(run / layout.SPLIT)
-    paths, labels = split_paths(split, "val")
-    pool, _ = split_paths(split, "calibration_pool")
+    paths, labels = split.paths("val")
+    pool, _ = split.paths("calibration_pool")
     val = pre.batch(paths)
     calibration = pre.batch(pool[: args.calibration])
     fp32 = run / layout.ONNX_FP32

@@ -28,15 +28,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._results import write_results  # noqa: E402
-from edgetl import onnx_tools  # noqa: E402
+from edgetl.data.split import read_split  # noqa: E402
 from edgetl.machine import describe_machine, int8_saturates  # noqa: E402
+from edgetl.onnx import tools as onnx_tools  # noqa: E402
 from edgetl.preprocessing import read_preprocessing  # noqa: E402
 from edgetl.quantization.accuracy_aware import TuningSet, infer_logits, model_feed  # noqa: E402
 from edgetl.quantization.adaround import adaround  # noqa: E402
 from edgetl.quantization.bias_correction import correct_biases  # noqa: E402
 from edgetl.quantization.calibration import ImageCalibrationReader, compute_ranges  # noqa: E402
 from edgetl.quantization.qdq import QuantSettings, prepare, quantize_with_ranges, resolve_float_nodes  # noqa: E402
-from edgetl.stages.data import read_split, split_paths  # noqa: E402
 
 CALIBRATION_IMAGES = 300
 TUNING_IMAGES = 300
@@ -55,8 +55,8 @@ def _scores(logits: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> di
 def measure_run(run: Path, work: Path, with_qat: bool) -> dict[str, Any]:
     pre = read_preprocessing(run / "preprocessing.json")
     split = read_split(run / "data" / "split.json")
-    pool, pool_labels = split_paths(split, "calibration_pool")
-    val, val_labels = split_paths(split, "val")
+    pool, pool_labels = split.paths("calibration_pool")
+    val, val_labels = split.paths("val")
     prepared = work / "prepared.onnx"
     prepare(run / "models" / "model_fp32.onnx", prepared)
     calibration = pool[:CALIBRATION_IMAGES]
@@ -127,12 +127,12 @@ def measure_run(run: Path, work: Path, with_qat: bool) -> dict[str, Any]:
 
 def _qat_model(run: Path, work: Path, pre: Any, split: dict, calibration: list[Path], settings: QuantSettings) -> Path:
     """The optimize stage's QAT (defaults of optimize.int8.qat), exported to ONNX."""
+    from edgetl.onnx.export import export_onnx
     from edgetl.profile import QatConfig
     from edgetl.quantization.qat import qat_from_checkpoint
-    from edgetl.stages.export import export_onnx
 
     outcome, _, _ = qat_from_checkpoint(
-        run / "models" / "model.pt", split_paths(split, "train"), calibration, QatConfig(), ["first_conv"],
+        run / "models" / "model.pt", split.paths("train"), calibration, QatConfig(), ["first_conv"],
         False, settings.reduce_range, 0,
     )  # fmt: skip
     path = work / "qat_fp32.onnx"

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._results import write_results  # noqa: E402
+from edgetl.backbones.checkpoint import load_checkpoint  # noqa: E402
 from edgetl.backends.onnxruntime.runner import OnnxRuntimeRunner  # noqa: E402
 from edgetl.backends.pytorch.runner import TorchRunner  # noqa: E402
 from edgetl.console import Log  # noqa: E402
@@ -30,7 +31,6 @@ from edgetl.machine import describe_machine, package_versions  # noqa: E402
 from edgetl.measure.latency import measure_latency  # noqa: E402
 from edgetl.pipeline import build  # noqa: E402
 from edgetl.preprocessing import read_preprocessing  # noqa: E402
-from edgetl.training.checkpoint import load_checkpoint  # noqa: E402
 
 
 def legacy_export(model, path: Path) -> None:

@@ -26,13 +26,13 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._results import write_results  # noqa: E402
 from edgetl.backbones import get_backbone  # noqa: E402
+from edgetl.backbones.checkpoint import load_checkpoint  # noqa: E402
 from edgetl.backends.pytorch.runner import TorchRunner  # noqa: E402
 from edgetl.console import Log  # noqa: E402
+from edgetl.data.split import read_split  # noqa: E402
 from edgetl.errors import BackboneError  # noqa: E402
 from edgetl.machine import describe_machine  # noqa: E402
 from edgetl.pipeline import build  # noqa: E402
-from edgetl.stages.data import read_split, split_paths  # noqa: E402
-from edgetl.training.checkpoint import load_checkpoint  # noqa: E402
 
 # The cached / uncached pair trains the same 10 epochs (no early stopping) so only the caching differs.
 NO_AUGMENTATION = {"augmentation": {"enabled": False}, "epochs": 10, "early_stopping": {"patience": None}}
@@ -60,7 +60,7 @@ PLAN: dict[str, list[str]] = {
 def evaluate(run: Path) -> tuple[int, int]:
     checkpoint = load_checkpoint(run / "models/model.pt")
     split = read_split(run / "data/split.json")
-    paths, labels = split_paths(split, "val")
+    paths, labels = split.paths("val")
     runner = TorchRunner(checkpoint.build_model(), threads=None)
     runner.activate()
     correct = 0

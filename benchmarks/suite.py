@@ -44,11 +44,11 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._results import write_results  # noqa: E402
 from edgetl.console import Log  # noqa: E402
+from edgetl.data.split import read_split  # noqa: E402
 from edgetl.errors import EdgeTLError  # noqa: E402
 from edgetl.machine import describe_machine  # noqa: E402
 from edgetl.pipeline import build  # noqa: E402
 from edgetl.profile import deep_merge  # noqa: E402
-from edgetl.stages.data import read_split, split_paths  # noqa: E402
 from edgetl.stats import bootstrap_accuracy_ci  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -215,12 +215,12 @@ def reference_probe(dataset: Path, work: Path, overrides: dict, backbone: str) -
     from edgetl.training.auto import fit_linear_probe
 
     split = _split(dataset, work, overrides)
-    train_paths, train_labels = split_paths(split, "train")
-    holdout_paths, holdout_labels = split_paths(split, "holdout")
-    val_paths, val_labels = split_paths(split, "val")
+    train_paths, train_labels = split.paths("train")
+    holdout_paths, holdout_labels = split.paths("holdout")
+    val_paths, val_labels = split.paths("val")
     spec = get_backbone(backbone)
     pre = spec.pretrained.preprocessing
-    built = spec.build(num_classes=len(split["classes"]), pretrained=True)
+    built = spec.build(num_classes=len(split.classes), pretrained=True)
     built.model.eval()
     started = time.perf_counter()
 
@@ -261,13 +261,13 @@ def auto_decision_on_val(run_dir: Path, auto: dict[str, Any]) -> dict[str, Any] 
     (the fine-tune unless the probe got strictly more holdout images right) is scored beside it.
     """
     from edgetl import layout
-    from edgetl.training.checkpoint import load_checkpoint
+    from edgetl.backbones.checkpoint import load_checkpoint
 
     files = {name: run_dir / rel for name, rel in layout.AUTO_CANDIDATES.items()}
     if not all(path.is_file() for path in files.values()):
         return None
     split = read_split(run_dir / "data" / "split.json")
-    paths, labels = split_paths(split, "val")
+    paths, labels = split.paths("val")
     cells = {}
     for name, path in [*files.items(), ("kept", run_dir / layout.CHECKPOINT)]:
         checkpoint = load_checkpoint(path)
@@ -292,11 +292,11 @@ def auto_decision_on_val(run_dir: Path, auto: dict[str, Any]) -> dict[str, Any] 
 
 def checkpoint_accuracy(run_dir: Path) -> dict[str, Any]:
     """Val top-1 of a run's fine-tuned checkpoint, in PyTorch."""
+    from edgetl.backbones.checkpoint import load_checkpoint
     from edgetl.backends.pytorch.runner import TorchRunner
-    from edgetl.training.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(run_dir / "models" / "model.pt")
-    paths, labels = split_paths(read_split(run_dir / "data" / "split.json"), "val")
+    paths, labels = read_split(run_dir / "data" / "split.json").paths("val")
     runner = TorchRunner(checkpoint.build_model(), threads=None)
     runner.activate()
     predicted = np.concatenate(

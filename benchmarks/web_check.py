@@ -29,8 +29,8 @@ def check(run: Path, threads: list[int]) -> dict[str, Any]:
     from edgetl import layout
     from edgetl.backends import ARTIFACTS
     from edgetl.bundle import read_bundle
+    from edgetl.data.split import read_split
     from edgetl.measure.browser import check_web_bundle, find_chromium
-    from edgetl.stages.data import read_split, split_paths
 
     chromium = find_chromium()
     if chromium is None:
@@ -42,7 +42,7 @@ def check(run: Path, threads: list[int]) -> dict[str, Any]:
         for name, item in ARTIFACTS.items()
         if item.format == "onnx" and name != shipped and (run / item.file).is_file()
     }
-    paths, labels = split_paths(read_split(run / layout.SPLIT), "val")
+    paths, labels = read_split(run / layout.SPLIT).paths("val")
     result = check_web_bundle(bundle, paths, labels, chromium, alternatives=others, threads=threads, log=print)
     result.pop("per_image")
     return {"run": str(run), "shipped": shipped, **result}

@@ -26,13 +26,13 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._results import write_results  # noqa: E402
 from benchmarks.ptq import finished_runs  # noqa: E402
-from edgetl import onnx_tools  # noqa: E402
+from edgetl.data.split import read_split  # noqa: E402
 from edgetl.machine import describe_machine, int8_saturates  # noqa: E402
+from edgetl.onnx import tools as onnx_tools  # noqa: E402
 from edgetl.preprocessing import read_preprocessing  # noqa: E402
 from edgetl.quantization.accuracy_aware import TuningSet, infer_logits, model_feed  # noqa: E402
 from edgetl.quantization.calibration import ImageCalibrationReader, compute_ranges  # noqa: E402
 from edgetl.quantization.qdq import QuantSettings, prepare, quantize_with_ranges, resolve_float_nodes  # noqa: E402
-from edgetl.stages.data import read_split, split_paths  # noqa: E402
 
 CALIBRATION_IMAGES = 300
 
@@ -40,8 +40,8 @@ CALIBRATION_IMAGES = 300
 def measure_run(run: Path, work: Path) -> dict[str, Any]:
     pre = read_preprocessing(run / "preprocessing.json")
     split = read_split(run / "data" / "split.json")
-    pool, _ = split_paths(split, "calibration_pool")
-    val, val_labels = split_paths(split, "val")
+    pool, _ = split.paths("calibration_pool")
+    val, val_labels = split.paths("val")
     prepared = work / "prepared.onnx"
     prepare(run / "models" / "model_fp32.onnx", prepared)
     ranges = compute_ranges(prepared, ImageCalibrationReader(pool[:CALIBRATION_IMAGES], pre, 16, "input"), "minmax")

@@ -19,10 +19,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from edgetl.backbones.registry import backbone_names, unknown_backbone_message
 from edgetl.backends import ARTIFACTS, converted_runtimes, quantizes, unknown_artifact_message
+from edgetl.epochs import IMAGE_BUDGET, MAX_EPOCHS, MIN_EPOCHS
 from edgetl.errors import ProfileError, UserInputError
 from edgetl.files import sha256_text
 from edgetl.targets import Target, get_target, target_names, unknown_target_message
-from edgetl.training.epochs import IMAGE_BUDGET, MAX_EPOCHS, MIN_EPOCHS
 
 
 def _listable_artifact(name: str) -> str:

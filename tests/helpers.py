@@ -242,14 +242,14 @@ def assert_verified_bytes_run(run_dir: Path, name: str, tmp_path: Path) -> None:
 
     from edgetl import layout
     from edgetl.backends import ARTIFACTS, backend_for
+    from edgetl.data.split import read_split
     from edgetl.preprocessing import read_preprocessing
-    from edgetl.stages.data import read_split, split_paths
 
     source = run_dir / ARTIFACTS[name].file
     copy = tmp_path / source.name
     shutil.copyfile(source, copy)
     split = read_split(run_dir / layout.SPLIT)
-    images = read_preprocessing(run_dir / layout.PREPROCESSING).batch(split_paths(split, "val")[0][:2])
+    images = read_preprocessing(run_dir / layout.PREPROCESSING).batch(split.paths("val")[0][:2])
     with backend_for(name).make_runner(copy, name, 1) as runner:
         expected = runner.infer_any_batch(images)
     verified = {copy: copy.read_bytes()}

@@ -24,7 +24,7 @@ from PIL import Image, ImageCms
 from edgetl import layout
 from edgetl.backbones import get_backbone
 from edgetl.errors import ModelFileError
-from edgetl.ingraph_preprocessing import add_preprocessing, pixels_batch
+from edgetl.onnx.pixels import add_preprocessing, pixels_batch
 from edgetl.preprocessing import Preprocessing, load_image, read_preprocessing
 from tests.helpers import EXIF_STORED, WIDE_GAMUT_PRIMARIES, make_image, matrix_icc_profile, run_cli
 

@@ -118,13 +118,13 @@ def onnx_on_cuda(run_dir: Path) -> dict[str, Any]:
     import onnxruntime as ort
 
     from edgetl import layout
+    from edgetl.data.split import read_split
     from edgetl.preprocessing import read_preprocessing
-    from edgetl.stages.data import read_split, split_paths
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return {"skipped": f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (carry onnxruntime-gpu)"}
     pre = read_preprocessing(run_dir / layout.PREPROCESSING)
-    paths, _ = split_paths(read_split(run_dir / layout.SPLIT), "val")
+    paths, _ = read_split(run_dir / layout.SPLIT).paths("val")
     images = pre.batch(paths[:256])
     reference = ort.InferenceSession(str(run_dir / layout.ONNX_FP32), providers=["CPUExecutionProvider"])
     expected = reference.run(None, {layout.INPUT_NAME: images})[0]

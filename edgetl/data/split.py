@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from edgetl.data.check import ImageRecord
 from edgetl.errors import DataError
+from edgetl.files import read_json, write_json_atomic
 
 
 def stratified_split(
@@ -68,3 +72,57 @@ def check_disjoint(named: dict[str, list[str]], must_not_meet: list[tuple[str, s
         if shared:
             example = sorted(shared)[0]
             raise DataError(f"internal split error: {first} and {second} share {len(shared)} image(s), e.g. {example}")
+
+
+SPLIT_SCHEMA = "edgetl.split/1"
+SPLIT_SUBSETS = ("train", "holdout", "val", "calibration_pool")
+
+
+@dataclass(frozen=True)
+class Split:
+    """split.json: the image files of each subset, relative to `root`, with their class indices.
+
+    Written once by the data stage and read by every later stage, `edgetl bench` and the benchmarks;
+    this class is the only code that knows the file's layout.
+    """
+
+    root: Path
+    classes: list[str]
+    val_source: str  # where val came from: the dataset's own val folder, a split of train, a tune holdout
+    subsets: dict[str, list[tuple[str, int]]]
+
+    def paths(self, subset: str) -> tuple[list[Path], list[int]]:
+        """The subset's image paths and class indices, in the file's (class-sorted) order."""
+        entries = self.subsets[subset]
+        return [self.root / rel for rel, _ in entries], [label for _, label in entries]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SPLIT_SCHEMA,
+            "root": str(self.root),
+            "classes": list(self.classes),
+            "val_source": self.val_source,
+            **{name: [[rel, label] for rel, label in entries] for name, entries in self.subsets.items()},
+        }
+
+
+def read_split(path: Path) -> Split:
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("schema") != SPLIT_SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise DataError(f"{path}: unsupported split file schema {found!r}")
+    try:
+        return Split(
+            root=Path(data["root"]),
+            classes=[str(name) for name in data["classes"]],
+            val_source=str(data.get("val_source", "")),
+            subsets={
+                name: [(str(rel), int(label)) for rel, label in data[name]] for name in SPLIT_SUBSETS if name in data
+            },
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(f"{path}: damaged split file ({error}); rebuild with --force") from None
+
+
+def write_split(path: Path, split: Split) -> None:
+    write_json_atomic(path, split.to_dict())

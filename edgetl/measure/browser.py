@@ -426,7 +426,7 @@ def check_web_bundle(
     interleaved with the shipped one, so the report can say what shipping it instead would change.
     """
     from edgetl.bundle import read_bundle
-    from edgetl.ingraph_preprocessing import add_preprocessing
+    from edgetl.onnx.pixels import add_preprocessing
     from edgetl.runtime import load
 
     info = read_bundle(bundle)

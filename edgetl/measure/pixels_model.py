@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.ingraph_preprocessing import PixelsForm, pixels_batch
 from edgetl.machine import describe_machine
+from edgetl.onnx.pixels import PixelsForm, pixels_batch
 from edgetl.preprocessing import Preprocessing
 
 _ROUNDS = 5

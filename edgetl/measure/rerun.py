@@ -79,10 +79,10 @@ def _profile(manifest: dict[str, Any], path: Path) -> Any:
 def measure_run(run_dir: Path, output: Path, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Benchmark the artefacts of `run_dir` again on this machine; write and return a new report."""
     from edgetl.backends.tensorrt import engine_artifact, read_sidecar, sidecar_path
+    from edgetl.data.split import read_split
     from edgetl.measure.artifacts import measure_models
     from edgetl.preprocessing import read_preprocessing
     from edgetl.report.compose import compose_report, publish_report
-    from edgetl.stages.data import read_split, split_paths
 
     manifest = _manifest(run_dir)
     profile = _profile(manifest, run_dir / layout.MANIFEST)
@@ -95,7 +95,7 @@ def measure_run(run_dir: Path, output: Path, log: Callable[[str], None] = lambda
     if missing:
         raise ModelFileError(f"{run_dir}: artefact missing: {', '.join(missing)}")
     split = read_split(run_dir / layout.SPLIT)
-    images, labels = split_paths(split, "val")
+    images, labels = split.paths("val")
     absent = [p for p in images if not p.is_file()]
     if absent:
         raise ModelFileError(
@@ -103,7 +103,7 @@ def measure_run(run_dir: Path, output: Path, log: Callable[[str], None] = lambda
             hint="bench needs the dataset the run was built from at the same path",
         )
     pre = read_preprocessing(run_dir / layout.PREPROCESSING)
-    results = measure_models(models, images, labels, split["classes"], pre, profile.benchmark, log=log)
+    results = measure_models(models, images, labels, split.classes, pre, profile.benchmark, log=log)
     stages = manifest.get("stages", {}).items()
     summaries = {name: (stage.get("summary") if isinstance(stage, dict) else None) or {} for name, stage in stages}
     # The build's decision stands: a re-measurement reports on what was shipped, it does not re-choose.

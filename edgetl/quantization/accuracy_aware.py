@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.onnx_tools import cpu_session, with_outputs
+from edgetl.onnx.tools import cpu_session, with_outputs
 from edgetl.quantization.calibration import CalibrationResult
 from edgetl.quantization.qdq import QuantSettings, dequantized_read, quantize_with_ranges, quantized_compute_nodes
 from edgetl.stats import wilson_interval

@@ -249,8 +249,8 @@ def qat_from_checkpoint(
     """
     import numpy as np
 
+    from edgetl.backbones.checkpoint import load_checkpoint
     from edgetl.profile import AugmentationConfig
-    from edgetl.training.checkpoint import load_checkpoint
     from edgetl.training.datasets import ImageListDataset, train_transform
 
     checkpoint = load_checkpoint(checkpoint_path)

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from edgetl import layout
+from edgetl.data.split import read_split
 from edgetl.files import write_json_atomic
 from edgetl.machine import machine_signature, package_versions
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
-from edgetl.stages.data import read_split, split_paths
 
 
 class BenchmarkStage(Stage):
@@ -44,13 +44,13 @@ class BenchmarkStage(Stage):
 
         pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))
         split = read_split(ctx.results["data"].path(layout.SPLIT))
-        paths, labels = split_paths(split, "val")
+        paths, labels = split.paths("val")
 
         results = measure_models(
             self._models(ctx),
             paths,
             labels,
-            split["classes"],
+            split.classes,
             pre,
             ctx.profile.benchmark,
             log=lambda message: ctx.log.stage(self.name, message),

@@ -13,10 +13,10 @@ from typing import Any
 
 from edgetl import layout
 from edgetl.backends import ARTIFACTS
+from edgetl.data.split import read_split
 from edgetl.files import write_json_atomic
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
-from edgetl.stages.data import read_split, split_paths
 
 
 class BrowserStage(Stage):
@@ -63,7 +63,7 @@ class BrowserStage(Stage):
             ctx.log.warn(f"the web page was not run in a browser: {reason}")
             return {"checked": False, "reason": reason}
         split = read_split(ctx.results["data"].path(layout.SPLIT))
-        paths, labels = split_paths(split, "val")
+        paths, labels = split.paths("val")
         results = check_web_bundle(
             ctx.results["package"].path(layout.BUNDLE_DIR),
             paths,

@@ -17,12 +17,12 @@ import numpy as np
 
 from edgetl import layout
 from edgetl.backends import ARTIFACTS, backend_for, get_backend, quantizes
+from edgetl.data.split import read_split
 from edgetl.errors import DependencyError
 from edgetl.files import write_json_atomic
 from edgetl.machine import package_versions
 from edgetl.profile import Profile, profile_section
 from edgetl.stages.base import BuildContext, Stage
-from edgetl.stages.data import read_split, split_paths
 
 PARITY_IMAGES = 32
 
@@ -69,10 +69,10 @@ class ConvertStage(Stage):
 
         pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))
         split = read_split(ctx.results["data"].path(layout.SPLIT))
-        paths, _ = split_paths(split, "val")
+        paths, _ = split.paths("val")
         images = pre.batch(paths[:PARITY_IMAGES]) if paths else None
         # Converters that quantize (LiteRT int8) calibrate on the optimize stage's pool: train + holdout, never val.
-        pool, _ = split_paths(split, "calibration_pool")
+        pool, _ = split.paths("calibration_pool")
         calibration = pool[: ctx.profile.optimize.int8.calibration_images]
         options: dict[str, Any] = {"input_shape": list(pre.input_shape)}
         records: dict[str, Any] = {}

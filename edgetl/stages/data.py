@@ -13,14 +13,13 @@ from typing import Any
 from edgetl import layout
 from edgetl.data.check import ImageRecord, Problem
 from edgetl.data.report import check_profile_data, dataset_layout, locate_dataset
-from edgetl.data.split import calibration_pool, check_disjoint, stratified_split
+from edgetl.data.split import Split, calibration_pool, check_disjoint, stratified_split, write_split
 from edgetl.errors import DataError
-from edgetl.files import read_json, write_json_atomic, write_text_atomic
+from edgetl.files import write_json_atomic, write_text_atomic
 from edgetl.machine import package_versions
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
 
-SPLIT_SCHEMA = "edgetl.split/1"
 _SHOWN_PROBLEMS = 20
 
 
@@ -99,16 +98,8 @@ class DataStage(Stage):
 
         index = {label: i for i, label in enumerate(classes)}
         write_text_atomic(out / layout.LABELS, "\n".join(classes) + "\n")
-        write_json_atomic(
-            out / layout.SPLIT,
-            {
-                "schema": SPLIT_SCHEMA,
-                "root": str(root),
-                "classes": classes,
-                "val_source": val_source,
-                **{key: [[r.rel, index[r.label]] for r in value] for key, value in splits.items()},
-            },
-        )
+        subsets = {key: [(r.rel, index[r.label]) for r in value] for key, value in splits.items()}
+        write_split(out / layout.SPLIT, Split(root=root, classes=classes, val_source=val_source, subsets=subsets))
         counts = {key: _class_counts(value, classes) for key, value in splits.items() if key != "calibration_pool"}
         write_json_atomic(
             out / layout.DATA_CHECK,
@@ -140,16 +131,3 @@ def _class_counts(records: list[ImageRecord], classes: list[str]) -> dict[str, i
     for record in records:
         counts[record.label] += 1
     return counts
-
-
-def read_split(path: Path) -> dict[str, Any]:
-    split = read_json(path)
-    if split.get("schema") != SPLIT_SCHEMA:
-        raise DataError(f"{path}: unsupported split file schema {split.get('schema')!r}")
-    return split
-
-
-def split_paths(split: dict[str, Any], name: str) -> tuple[list[Path], list[int]]:
-    root = Path(split["root"])
-    entries = split[name]
-    return [root / rel for rel, _ in entries], [int(label) for _, label in entries]

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from edgetl import layout
+from edgetl.data.split import read_split
 from edgetl.files import write_json_atomic, write_text_atomic
 from edgetl.machine import package_versions
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
-from edgetl.stages.data import read_split, split_paths
 
 
 def seed_everything(seed: int) -> None:
@@ -54,11 +54,11 @@ class FinetuneStage(Stage):
     def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
         import torch
 
+        from edgetl.backbones.checkpoint import save_checkpoint
         from edgetl.backbones.registry import get_backbone
-        from edgetl.training.checkpoint import save_checkpoint
+        from edgetl.epochs import describe_sizes, planned_epochs, progressive_sizes
         from edgetl.training.curves import plot_curves
         from edgetl.training.datasets import ImageListDataset, ResizingSchedule, eval_transform, train_transform
-        from edgetl.training.epochs import describe_sizes, planned_epochs, progressive_sizes
         from edgetl.training.strategies import make_strategy
         from edgetl.training.trainer import Trainer, initialise_head
 
@@ -71,11 +71,11 @@ class FinetuneStage(Stage):
             torch.set_num_threads(max(1, torch.get_num_threads() // ctx.dist.world_size))
         log = (lambda m: ctx.log.stage(self.name, m)) if ctx.dist.is_main else (lambda m: None)
         split = read_split(ctx.results["data"].path(layout.SPLIT))
-        classes: list[str] = split["classes"]
+        classes: list[str] = split.classes
         spec = get_backbone(profile.backbone.name)
         pre = spec.preprocessing_at(profile.backbone.input_size)
-        train_paths, train_labels = split_paths(split, "train")
-        holdout_paths, holdout_labels = split_paths(split, "holdout")
+        train_paths, train_labels = split.paths("train")
+        holdout_paths, holdout_labels = split.paths("holdout")
         holdout = None
         if holdout_paths:
             holdout = (torch.from_numpy(pre.batch(holdout_paths)), torch.tensor(holdout_labels))

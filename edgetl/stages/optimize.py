@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 
 from edgetl import layout
+from edgetl.data.split import Split, read_split
 from edgetl.errors import BudgetExceeded, VerificationError
 from edgetl.files import write_json_atomic
 from edgetl.machine import package_versions
 from edgetl.profile import Profile, profile_section
 from edgetl.stages.base import BuildContext, Stage
-from edgetl.stages.data import read_split, split_paths
 from edgetl.targets import get_target
 
 _CALIBRATION_BATCH = 16
@@ -80,7 +80,7 @@ class OptimizeStage(Stage):
         return summary
 
     def _fp16(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
-        from edgetl import onnx_tools
+        from edgetl.onnx import tools as onnx_tools
         from edgetl.quantization.fp16 import convert_to_fp16
 
         source = ctx.results["export"].path(layout.ONNX_FP32)
@@ -94,7 +94,7 @@ class OptimizeStage(Stage):
         return record | {"size_bytes": target.stat().st_size, "size_ratio": ratio}
 
     def _int8(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
-        from edgetl import onnx_tools
+        from edgetl.onnx import tools as onnx_tools
         from edgetl.preprocessing import read_preprocessing
         from edgetl.quantization.accuracy_aware import (
             TuningSet,
@@ -110,7 +110,7 @@ class OptimizeStage(Stage):
         source = ctx.results["export"].path(layout.ONNX_FP32)
         pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))
         split = read_split(ctx.results["data"].path(layout.SPLIT))
-        pool, pool_labels = split_paths(split, "calibration_pool")
+        pool, pool_labels = split.paths("calibration_pool")
         calibration = pool[: cfg.calibration_images]
         available = (
             "" if len(calibration) == cfg.calibration_images else f" (all there are; {cfg.calibration_images} asked)"
@@ -238,7 +238,7 @@ class OptimizeStage(Stage):
             )
 
         model = onnx_tools.load_model(target)
-        onnx_tools.embed_metadata(model, split["classes"], pre, **{"edgetl.precision": "int8"})
+        onnx_tools.embed_metadata(model, split.classes, pre, **{"edgetl.precision": "int8"})
         onnx_tools.check(model, layout.ONNX_INT8)
         onnx_tools.save_model(model, target)
         try:
@@ -257,7 +257,7 @@ class OptimizeStage(Stage):
             "reduce_range": settings.reduce_range,
             "bias": "float (TensorRT fuses it)" if settings.symmetric else "int32",
             "calibration": calibration_summary,
-            "calibration_images": [str(p.relative_to(split["root"])) for p in calibration],
+            "calibration_images": [str(p.relative_to(split.root)) for p in calibration],
             "tuning": tuning_summary,
             "qat": qat_record,
             **weight_records,
@@ -375,7 +375,7 @@ class OptimizeStage(Stage):
         tuning: Any,
         budget: tuple[float, float | None, float | None],
         calibration: list[Path],
-        split: dict[str, Any],
+        split: Split,
         batching: tuple[int, bool],
         measured: Any,
     ) -> tuple[Path, Any, list[str], dict[str, Any], Any]:
@@ -384,7 +384,7 @@ class OptimizeStage(Stage):
         Returns what to quantize (model, ranges, float nodes), the record, and the all-int8 file and
         measurement of the chosen model (so the fallback does not quantize and measure it again).
         """
-        from edgetl import onnx_tools
+        from edgetl.onnx import tools as onnx_tools
         from edgetl.quantization.accuracy_aware import measure_attempt
         from edgetl.quantization.qdq import resolve_float_nodes
 
@@ -420,7 +420,7 @@ class OptimizeStage(Stage):
     def _qat(
         self,
         ctx: BuildContext,
-        split: dict[str, Any],
+        split: Split,
         calibration: list[Path],
         settings: Any,
         batching: tuple[int, bool],
@@ -428,17 +428,18 @@ class OptimizeStage(Stage):
         """Fine-tune the checkpoint with simulated int8, export it, calibrate it again (same images)."""
         import time
 
-        from edgetl import layout, onnx_tools
+        from edgetl import layout
+        from edgetl.onnx import tools as onnx_tools
+        from edgetl.onnx.export import export_for_profile
         from edgetl.quantization.calibration import ImageCalibrationReader, compute_ranges
         from edgetl.quantization.qat import qat_from_checkpoint
         from edgetl.quantization.qdq import prepare
-        from edgetl.stages.export import export_for_profile
 
         started = time.perf_counter()
         cfg = ctx.profile.optimize.int8
         outcome, pre, images = qat_from_checkpoint(
             ctx.results["finetune"].path(layout.CHECKPOINT),
-            split_paths(split, "train"),
+            split.paths("train"),
             calibration,
             cfg.qat,
             cfg.keep_float,

@@ -20,10 +20,10 @@ import numpy as np
 from edgetl import __version__, layout
 from edgetl.backends import ARTIFACTS, Backend, backend_for, get_backend
 from edgetl.bundle import verify_engine, write_bundle
+from edgetl.data.split import read_split
 from edgetl.machine import package_versions
 from edgetl.profile import Profile, profile_section
 from edgetl.stages.base import BuildContext, Stage
-from edgetl.stages.data import read_split, split_paths
 from edgetl.targets import Target, get_target
 
 
@@ -86,7 +86,7 @@ def tensorrt_unavailable_reason(target: Target) -> str | None:
 
 def pixels_model_unavailable(form: str, target: Target, artifact: str, model: Path) -> str | None:
     """Why the bundle gets no model_pixels.onnx, or None when it does."""
-    from edgetl import onnx_tools
+    from edgetl.onnx import tools as onnx_tools
 
     if form == "off":
         return "package.pixels_model is off"
@@ -97,7 +97,7 @@ def pixels_model_unavailable(form: str, target: Target, artifact: str, model: Pa
         )
     if ARTIFACTS[artifact].format != "onnx":
         return f"the shipped model {artifact} is {ARTIFACTS[artifact].format}, not ONNX"
-    from edgetl.ingraph_preprocessing import form_unavailable
+    from edgetl.onnx.pixels import form_unavailable
 
     return form_unavailable(onnx_tools.load_model(model), form)  # type: ignore[arg-type]
 
@@ -179,7 +179,7 @@ class PackageStage(Stage):
         return candidates
 
     def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
-        from edgetl import onnx_tools
+        from edgetl.onnx import tools as onnx_tools
         from edgetl.preprocessing import read_preprocessing
 
         profile = ctx.profile
@@ -189,7 +189,7 @@ class PackageStage(Stage):
         backend = backend_for(artifact)
         pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))
         split = read_split(ctx.results["data"].path(layout.SPLIT))
-        paths, labels = split_paths(split, "val")
+        paths, labels = split.paths("val")
         references = reference_sample(paths, labels, profile.tensorrt.verify_images)
         inputs = pre.batch([p for p, _ in references])
         with backend.make_runner(model, artifact, profile.benchmark.threads) as runner:
@@ -204,7 +204,7 @@ class PackageStage(Stage):
             artifact=artifact,
             companions=[model.with_suffix(Path(c).suffix) for c in ARTIFACTS[artifact].companions],
             runtime_label=backend.label,
-            labels=list(split["classes"]),
+            labels=list(split.classes),
             preprocessing=pre,
             target=_target_record(target, backend),
             engine_options=options,
@@ -244,7 +244,7 @@ class PackageStage(Stage):
         }
         reason = tensorrt_unavailable_reason(target)
         if options is not None and reason is None:
-            val = (pre, paths, labels, split["classes"])
+            val = (pre, paths, labels, split.classes)
             summary["engine"] = self._build_engine(ctx, out, options, val)
         elif options is not None:
             summary["engine_not_built"] = reason
@@ -262,8 +262,8 @@ class PackageStage(Stage):
         val: tuple[list[Path], list[int]],
     ) -> dict[str, Any]:
         """model_pixels.onnx (preprocessing in the graph), its reference logits and its measurements; or why not."""
-        from edgetl.ingraph_preprocessing import add_preprocessing, pixels_batch
         from edgetl.measure.pixels_model import measure_pixels_model
+        from edgetl.onnx.pixels import add_preprocessing, pixels_batch
 
         form = ctx.profile.package.pixels_model
         reason = pixels_model_unavailable(form, get_target(ctx.profile.target), artifact, model)

@@ -66,7 +66,7 @@ Transform = Callable[[Image.Image], torch.Tensor]
 class ResizingSchedule:
     """The training transform of each epoch when the crop side changes over training (progressive resizing).
 
-    `sizes[e - 1]` is epoch e's side (`edgetl.training.epochs.progressive_sizes`); `build(side)` makes the
+    `sizes[e - 1]` is epoch e's side (`edgetl.epochs.progressive_sizes`); `build(side)` makes the
     transform at that side, once per distinct side. Epochs past the list keep the last side.
     """
 

@@ -27,12 +27,12 @@ from torch import nn
 
 from edgetl.backbones.base import BuiltBackbone, count_parameters
 from edgetl.backbones.imagenet import match_imagenet_classes
+from edgetl.epochs import planned_epochs
 from edgetl.errors import ModelFileError, ProfileError
 from edgetl.files import atomic_path
 from edgetl.profile import FinetuneConfig
 from edgetl.training.datasets import FeatureDataset
 from edgetl.training.distributed import DistributedEnv
-from edgetl.training.epochs import planned_epochs
 from edgetl.training.sampling import GlobalBatchSampler
 from edgetl.training.strategies import Strategy
 

@@ -141,7 +141,7 @@ def test_export_switches_in_place_activations_off_and_back_and_the_graph_is_the_
     import onnxruntime as ort
 
     import edgetl.backbones.base as backbone_base
-    from edgetl.stages.export import export_onnx
+    from edgetl.onnx.export import export_onnx
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(

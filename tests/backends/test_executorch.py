@@ -11,9 +11,9 @@ import pytest
 
 from edgetl import layout
 from edgetl.backends import backend_for, get_backend
+from edgetl.data.split import read_split
 from edgetl.errors import ModelFileError
 from edgetl.preprocessing import read_preprocessing
-from edgetl.stages.data import read_split, split_paths
 from edgetl.stages.package import _target_record
 from edgetl.targets import get_target
 from tests.backends.conftest import HAS_EXECUTORCH, data_root
@@ -33,7 +33,7 @@ def test_executorch_programs_are_verified_against_pytorch_and_measured(executorc
     assert fp32["parity"]["max_abs_logit_diff"] < 1e-3
     assert int8["parity"]["against"] == "torch_fp32" and int8["parity"]["images"] > 0
     split = read_split(executorch_run.run_dir / layout.SPLIT)
-    pool, _ = split_paths(split, "calibration_pool")
+    pool, _ = split.paths("calibration_pool")
     assert int8["calibration_images"] == min(len(pool), 8)  # the tiny profile's calibration count, never val
     assert "PT2E" in int8["quantization"] and "executorch" in int8["converter"]
     for name in ("executorch_fp32", "executorch_int8"):
@@ -52,7 +52,7 @@ def test_runner_splits_batches_and_gives_back_the_thread_pool(executorch_run) ->
     with native_log():
         before = portable_lib._threadpool_get_thread_count()
     pre = read_preprocessing(executorch_run.run_dir / layout.PREPROCESSING)
-    paths, _ = split_paths(read_split(executorch_run.run_dir / layout.SPLIT), "val")
+    paths, _ = read_split(executorch_run.run_dir / layout.SPLIT).paths("val")
     images = pre.batch(paths[:3])
     path = executorch_run.run_dir / layout.EXECUTORCH_DIR / "model_fp32.pte"
     with backend_for("executorch_fp32").make_runner(path, "executorch_fp32", 1) as runner:
@@ -66,7 +66,7 @@ def test_runner_splits_batches_and_gives_back_the_thread_pool(executorch_run) ->
 
 
 def test_predict_runs_the_int8_program_from_the_run_directory(executorch_run, capsys) -> None:
-    paths, _ = split_paths(read_split(executorch_run.run_dir / layout.SPLIT), "val")
+    paths, _ = read_split(executorch_run.run_dir / layout.SPLIT).paths("val")
     image = paths[0]
     command = ["predict", str(executorch_run.run_dir), str(image), "--artifact", "executorch_int8"]
     code, out, err = run_cli(command, capsys)

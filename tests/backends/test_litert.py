@@ -15,7 +15,7 @@ from edgetl import layout
 from edgetl.backends import backend_for
 from edgetl.backends.litert.runner import dequantize, quantize
 from edgetl.bundle import read_bundle
-from edgetl.stages.data import read_split, split_paths
+from edgetl.data.split import read_split
 from tests.backends.conftest import data_root
 from tests.helpers import assert_verified_bytes_run, bundle_reference_check, run_cli, tiny_profile, write_profile
 
@@ -56,7 +56,7 @@ def test_litert_build_converts_verifies_measures_and_ships_int8(litert_run) -> N
     assert fp32["parity"]["max_abs_logit_diff"] < 1e-3
     assert int8["parity"]["against"] == "litert_fp32" and int8["parity"]["images"] > 0
     split = read_split(litert_run.run_dir / layout.SPLIT)
-    pool, _ = split_paths(split, "calibration_pool")
+    pool, _ = split.paths("calibration_pool")
     resolved = json.loads((litert_run.run_dir / layout.MANIFEST).read_text())["profile"]["resolved"]
     assert int8["calibration_images"] == min(len(pool), resolved["optimize"]["int8"]["calibration_images"])
     for name in ("litert_fp32", "litert_int8"):

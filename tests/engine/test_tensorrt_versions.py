@@ -22,8 +22,8 @@ from edgetl.backends.tensorrt.build import trtexec_command
 from edgetl.backends.tensorrt.options import EngineOptions
 from edgetl.backends.tensorrt.versions import TensorRTRelease
 from edgetl.errors import ModelFileError, UserInputError
-from edgetl.opset_lowering import lower_opset
-from edgetl.stages.export import export_onnx
+from edgetl.onnx.export import export_onnx
+from edgetl.onnx.opset_lowering import lower_opset
 from edgetl.targets import get_target, target_names
 from tests.helpers import tiny_profile, write_profile
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from edgetl.onnx.export import export_onnx
 from edgetl.quantization.accuracy_aware import infer_logits, model_feed
 from edgetl.quantization.calibration import compute_ranges
 from edgetl.quantization.qat import (
@@ -27,7 +28,6 @@ from edgetl.quantization.qat import (
     remove_quantizers,
 )
 from edgetl.quantization.qdq import QuantSettings, prepare, quantize_with_ranges, resolve_float_nodes
-from edgetl.stages.export import export_onnx
 from tests.quantization.test_calibration import ArrayReader
 
 

@@ -35,8 +35,8 @@ def _srgb(image):
 def _torch_logits(run: Path, images: list[Path]) -> np.ndarray:
     from PIL import Image
 
+    from edgetl.backbones.checkpoint import load_checkpoint
     from edgetl.preprocessing import read_preprocessing
-    from edgetl.training.checkpoint import load_checkpoint
 
     pre = read_preprocessing(run / "preprocessing.json")
     mode = {"bilinear": transforms.InterpolationMode.BILINEAR, "bicubic": transforms.InterpolationMode.BICUBIC}

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from edgetl.backbones import get_backbone
+from edgetl.epochs import auto_epochs, describe_sizes, progressive_sizes
 from edgetl.profile import FinetuneConfig
 from edgetl.training.auto import decide, fit_linear_probe, sign_test_p, stratified_folds
 from edgetl.training.datasets import ImageListDataset, ResizingSchedule, eval_transform, train_transform
-from edgetl.training.epochs import auto_epochs, describe_sizes, progressive_sizes
 from edgetl.training.strategies import make_strategy
 from edgetl.training.trainer import Trainer, _param_groups
 from tests.helpers import make_dataset

@@ -25,7 +25,7 @@ def convert(source: Path, target: Path, options: dict[str, Any]) -> dict[str, An
     import torch
 
     from edgetl.backbones.base import out_of_place
-    from edgetl.training.checkpoint import load_checkpoint
+    from edgetl.backbones.checkpoint import load_checkpoint
 
     if not source.is_file():
         raise ModelFileError(f"{source}: not found (the ExecuTorch conversion needs it)")

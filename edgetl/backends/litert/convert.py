@@ -38,7 +38,7 @@ def convert_checkpoint(checkpoint: Path, target: Path, input_shape: list[int]) -
     import torch
 
     from edgetl.backbones.base import out_of_place
-    from edgetl.training.checkpoint import load_checkpoint
+    from edgetl.backbones.checkpoint import load_checkpoint
 
     litert_torch = _import("litert_torch")
     model = load_checkpoint(checkpoint).build_model()  # already in eval mode

@@ -24,7 +24,7 @@ class TorchRunner(Runner):
         import torch
 
         if isinstance(self.model, (str, Path)):
-            from edgetl.training.checkpoint import load_checkpoint
+            from edgetl.backbones.checkpoint import load_checkpoint
 
             self.model = load_checkpoint(Path(self.model)).build_model()
         self._previous_threads = torch.get_num_threads()

@@ -26,8 +26,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edgetl import layout, onnx_tools
+from edgetl import layout
 from edgetl.errors import UserInputError
+from edgetl.onnx import tools as onnx_tools
 from edgetl.preprocessing import Preprocessing
 
 PixelsForm = Literal["any_size", "crop_size"]
