@@ -250,9 +250,9 @@ def bench(
 ) -> None:
     """Benchmark a finished run again; with --baseline, fail (exit 6) on an accuracy, latency or size regression."""
     from edgetl.bundle import is_bundle
+    from edgetl.commands.bench_run import bench as run_bench
     from edgetl.console import Log
     from edgetl.errors import RegressionFound, UserInputError
-    from edgetl.measure.rerun import bench as run_bench
     from edgetl.report.compose import print_table
     from edgetl.report.regression import Tolerances, counts, format_diff
 
@@ -299,7 +299,7 @@ def _bench_remote(
 ) -> None:
     from edgetl.bundle import is_bundle
     from edgetl.errors import UserInputError
-    from edgetl.measure.on_device import render
+    from edgetl.measure.device_bench import render
     from edgetl.measure.remote import bench_remote
 
     if baseline is not None:
@@ -314,8 +314,9 @@ def _bench_remote(
 
 
 def _bench_bundle(bundle: Path, baseline: Path | None, output: Path | None, log: Log, select: bool = False) -> None:
+    from edgetl.commands.bench_bundle import bench_bundle
     from edgetl.errors import UserInputError, VerificationError
-    from edgetl.measure.on_device import bench_bundle, compare, render
+    from edgetl.measure.device_bench import compare, render
 
     if baseline is not None:
         raise UserInputError(

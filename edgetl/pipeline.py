@@ -35,7 +35,8 @@ from edgetl.lock import RunLock
 from edgetl.machine import describe_machine, package_versions
 from edgetl.profile import LoadedProfile, load_profile
 from edgetl.report.compose import compose_report, publish_report
-from edgetl.stages.base import BuildContext, Stage, StageResult, execute, prune_cache
+from edgetl.stages.base import BuildContext, Stage, StageResult
+from edgetl.stages.cache import execute, prune_cache
 from edgetl.stages.convert import check_converters
 from edgetl.targets import get_target
 from edgetl.training.distributed import DistributedEnv

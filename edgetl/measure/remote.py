@@ -93,7 +93,7 @@ def bench_remote(
     if not isinstance(results, dict) or not isinstance(results.get("artifacts"), dict):
         raise UserInputError(f"{destination}: its bench.json is not an edgetl bundle benchmark")
     results["measured_on"] = {"ssh": destination, "edgetl": remote_edgetl}  # the device itself: results["machine"]
-    from edgetl.measure.on_device import render
+    from edgetl.measure.device_bench import render
 
     write_json_atomic(out / layout.BUNDLE_BENCH_JSON, results)
     write_text_atomic(out / layout.BUNDLE_BENCH_MD, render(results))

@@ -33,8 +33,10 @@ line between them is not a path of good models (benchmarks/results/auto_mix_aid.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -198,3 +200,99 @@ def holdout_correct(model: torch.nn.Module, images: torch.Tensor, labels: torch.
     with torch.no_grad():
         logits = torch.cat([model(chunk) for chunk in images.split(16)])
     return logits.argmax(1) == labels
+
+
+def fit_probe(
+    built: Any, pre: Any, paths: list[Path], labels: list[int], holdout: Any, seed: int, log: Any
+) -> tuple[dict[str, Any], tuple[Any, Any]]:
+    """`auto`, candidate 1: a logistic-regression head on frozen features, copied into the model's head.
+
+    Returns what was measured and the (train, holdout) features, for a refit on both if the probe is kept.
+    """
+    built.model.eval()
+    held = None
+    with torch.no_grad():
+        features = torch.cat(
+            [built.features(torch.from_numpy(pre.batch(paths[i : i + 16]))) for i in range(0, len(paths), 16)]
+        )
+        probe = fit_linear_probe(features, torch.tensor(labels), built.num_classes, seed)
+        built.head.weight.copy_(probe.weight)
+        built.head.bias.copy_(probe.bias)
+        accuracy = loss = None
+        if holdout is not None and len(holdout[0]):
+            held = torch.cat([built.features(chunk) for chunk in holdout[0].split(16)])
+            accuracy, loss = probe.accuracy(held, holdout[1]), probe.loss(held, holdout[1])
+    cv = ", ".join(f"{l2:g}: {score:.1%}" for l2, score in probe.cv_accuracy.items())
+    log(
+        f"strategy auto: linear probe on frozen features, L2 {probe.l2:g} by cross-validation ({cv})"
+        + (f"; holdout accuracy {accuracy:.1%}" if accuracy is not None else "")
+        + "; now fine-tuning every block from it"
+    )
+    info = {
+        "probe_holdout_accuracy": accuracy,
+        "probe_holdout_loss": loss,
+        "probe_l2": probe.l2,
+        "probe_cv_accuracy": {f"{l2:g}": score for l2, score in probe.cv_accuracy.items()},
+        "holdout_images": 0 if holdout is None else len(holdout[0]),
+        "seed": seed,
+    }
+    return info, (features, torch.tensor(labels), held)
+
+
+def settle_auto(
+    auto: dict[str, Any],
+    outcome: Any,
+    built: Any,
+    probe_state: dict[str, Any],
+    epochs: int,
+    train_size: int,
+    log: Any,
+    holdout: Any,
+    probe_features: tuple[Any, Any, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """`auto`, the decision: the fine-tune unless the probe is clearly better on the holdout (`decide`).
+
+    Loads the kept weights into `built` and fills `auto` with what was measured; returns both candidates.
+    """
+    last = outcome.history[-1] if outcome.history else None
+    tuned_state = copy.deepcopy(built.model.state_dict())
+    probe_right = tuned_right = None
+    if holdout is not None and len(holdout[0]):
+        tuned_right = holdout_correct(built.model, holdout[0], holdout[1])
+        built.model.load_state_dict(probe_state)
+        probe_right = holdout_correct(built.model, holdout[0], holdout[1])
+    strategy, reason, p = decide(probe_right, tuned_right)
+    refit_images = len(probe_features[1]) if probe_features is not None else 0
+    built.model.load_state_dict(probe_state if strategy == "feature_extract" else tuned_state)
+    if strategy == "feature_extract" and probe_features is not None and probe_features[2] is not None:
+        # The holdout has done its job: the kept probe learns from its images too (the L2 choice carries over).
+        features, labels, held = probe_features
+        probe = fit_linear_probe(
+            torch.cat([features, held]), torch.cat([labels, holdout[1]]), built.num_classes, auto["seed"],
+            grid=(auto["probe_l2"],),
+        )  # fmt: skip
+        with torch.no_grad():
+            built.head.weight.copy_(probe.weight)
+            built.head.bias.copy_(probe.bias)
+        refit_images += len(held)
+        reason += f"; it was refitted on train + holdout ({refit_images} images)"
+    log(f"strategy auto: {reason}")
+    probe_only, finetune_only = (0, 0) if p is None else disagreements(probe_right, tuned_right)
+    decision = AutoDecision(
+        strategy=strategy,
+        reason=reason,
+        finetune_holdout_accuracy=last.holdout_accuracy if last else None,
+        finetune_holdout_loss=last.holdout_loss if last else None,
+        train_resolution=train_size,
+        epochs=epochs,
+        finetune_seconds=outcome.seconds,
+        **{k: auto[k] for k in ("probe_holdout_accuracy", "probe_holdout_loss", "probe_l2", "probe_cv_accuracy")},
+        probe_refit_images=refit_images,
+        holdout_images=auto["holdout_images"],
+        holdout_disagreements={"probe_only": probe_only, "finetune_only": finetune_only},
+        evidence_p=p,
+        probe_seconds=auto["probe_seconds"],
+    )
+    auto.clear()
+    auto.update(decision.to_dict())
+    return {"probe": probe_state, "finetune": tuned_state}

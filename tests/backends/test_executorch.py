@@ -13,8 +13,8 @@ from edgetl import layout
 from edgetl.backends import backend_for, get_backend
 from edgetl.data.split import read_split
 from edgetl.errors import ModelFileError
+from edgetl.packaging import target_record as _target_record
 from edgetl.preprocessing import read_preprocessing
-from edgetl.stages.package import _target_record
 from edgetl.targets import get_target
 from tests.backends.conftest import HAS_EXECUTORCH, data_root
 from tests.helpers import assert_verified_bytes_run, run_cli, tiny_profile, write_profile

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
+from edgetl.measure.pricing import FallbackPricer
 from edgetl.quantization.accuracy_aware import Price, TuningSet, accuracy_aware_quantize, predict
 from edgetl.quantization.calibration import compute_ranges
 from edgetl.quantization.qdq import QuantSettings
-from edgetl.stages.optimize import FallbackPricer
 from tests.helpers import deep_merge, published_hashes, run_cli, write_profile
 from tests.quantization.synthetic import images
 from tests.quantization.test_calibration import ArrayReader, prepare_model

@@ -86,7 +86,7 @@ def test_a_symlinked_folder_in_the_run_directory_is_refused(
 def test_prune_cache_does_not_follow_a_symlinked_stage_folder(tmp_path: Path, sentinels: Path) -> None:
     from types import SimpleNamespace
 
-    from edgetl.stages.base import prune_cache
+    from edgetl.stages.cache import prune_cache
 
     cache = tmp_path / "cache"
     cache.mkdir()

@@ -310,7 +310,7 @@ def test_auto_ships_the_probe_refitted_on_train_and_holdout_when_it_clearly_won(
     import copy
     from types import SimpleNamespace
 
-    from edgetl.stages.finetune import _settle_auto
+    from edgetl.training.auto import settle_auto
 
     torch.manual_seed(0)
     built = SPEC.build(num_classes=2, pretrained=False)
@@ -330,7 +330,7 @@ def test_auto_ships_the_probe_refitted_on_train_and_holdout_when_it_clearly_won(
         train_features = built.features(torch.randn(8, 3, 32, 32))
         held_features = built.features(holdout[0])
     features = (train_features, torch.tensor([0, 1] * 4), held_features)
-    ends = _settle_auto(auto, outcome, built, probe_state, 3, 160, lambda message: None, holdout, features)
+    ends = settle_auto(auto, outcome, built, probe_state, 3, 160, lambda message: None, holdout, features)
     assert set(ends) == {"probe", "finetune"} and torch.equal(
         ends["probe"][f"{head}.bias"], probe_state[f"{head}.bias"]
     )
