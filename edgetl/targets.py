@@ -146,6 +146,12 @@ _TRTEXEC_ONLY_STEPS = (
     "run the bundle's build_engine.sh (trtexec ships with JetPack); edgetl itself needs Python >= 3.10, which this "
     "JetPack does not have, so load model.engine from your application (C++ or TensorRT's Python bindings)",
 )
+_WEB_STEPS = (
+    "serve the bundle directory over http(s): `edgetl serve BUNDLE_DIR` on this machine, or any static server "
+    "(send COOP/COEP headers for multithreaded WebAssembly)",
+    "open web/index.html: pick images or start the camera; everything runs in the tab",
+    "in an app: import { loadClassifier } from './web/edgetl-web.mjs' and pass it onnxruntime-web",
+)
 _JETPACK_6 = "JetPack 6.x (L4T r36), CUDA 12.6, TensorRT 10.3, Python 3.10"
 
 _TARGETS: dict[str, Target] = {
@@ -209,26 +215,17 @@ _TARGETS: dict[str, Target] = {
     "web": Target(
         name="web",
         description="Web browser with onnxruntime-web (WebAssembly SIMD; threads when cross-origin isolated)",
-        runtime="onnxruntime-web",
-        precisions=("fp32", "int8"),
-        deploy_int8="onnx_int8",
-        deploy_float="onnx_fp32",
+        **{**_ONNXRUNTIME, "runtime": "onnxruntime-web", "on_device": _WEB_STEPS},
         browser=True,
         software="a browser with WebAssembly SIMD (Chrome/Edge 91+, Firefox 89+, Safari 16.4+); onnxruntime-web "
         "(a copy ships in the bundle's web/ort/)",
-        on_device=(
-            "serve the bundle directory over http(s): `edgetl serve BUNDLE_DIR` on this machine, or any static server "
-            "(send COOP/COEP headers for multithreaded WebAssembly)",
-            "open web/index.html: pick images or start the camera; everything runs in the tab",
-            "in an app: import { loadClassifier } from './web/edgetl-web.mjs' and pass it onnxruntime-web",
-        ),
         notes=(
             "The page decodes the image (EXIF orientation, sRGB, alpha over white) and hands uint8 RGB pixels to "
             "model_pixels.onnx, which resizes, crops and normalises in the graph. The build runs the shipped page in "
             "headless Chromium on the build machine: labels on every val image against `edgetl predict`, and the "
             "page's latency per WASM thread count (the build machine's browser, not the user's device). WebAssembly "
             "has no int8 dot-product instructions of the kind x86 VNNI or Arm dotprod give: int8 is smaller to "
-            "download but may be slower than fp32 there; the report shows both."
+            "download but may be slower than fp32 there; the report times every ONNX model that passed the budgets."
         ),
         verified=Verification(
             "run here, in Chromium",

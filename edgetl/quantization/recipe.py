@@ -117,6 +117,14 @@ def quantize_int8(
 
 
 class _Int8Run:
+    """One quantization: the recipe's steps as methods sharing what they all measure against."""
+
+    settings: Any  # qdq.QuantSettings
+    tuning: Any  # accuracy_aware.TuningSet: tuning images, labels, fp32 logits
+    budget: tuple[float, float | None, float | None]  # max drop, min agreement, min logit SQNR
+    calibration: list[Path]
+    batching: tuple[int, bool]  # calibration batch size, and whether the model's batch is fixed
+
     def __init__(self, recipe: Int8Recipe, data: Int8Data, work: Path, log: Callable[[str], None]) -> None:
         self.recipe, self.data, self.work, self.log = recipe, data, work, log
 
@@ -175,22 +183,15 @@ class _Int8Run:
         target = model_out
         target.parent.mkdir(parents=True, exist_ok=True)
         budget = (max_drop, min_agreement, cfg.accuracy_aware.min_logit_sqnr_db)
-        int8_source, measured, weight_records = self._improve_weights(
-            prepared, ranges, settings, float_nodes, tuning, budget, calibration, (batch_size, is_fixed)
-        )
+        # What every step below measures against: kept on the run rather than passed step to step.
+        self.settings, self.tuning, self.budget = settings, tuning, budget
+        self.calibration, self.batching = calibration, (batch_size, is_fixed)
+        int8_source, measured, weight_records = self._improve_weights(prepared, ranges, float_nodes)
         qat_record = None
         quant_source, quant_ranges, quant_float_nodes = int8_source, ranges, float_nodes
         if cfg.qat.mode != "off":
             quant_source, quant_ranges, quant_float_nodes, qat_record, measured = self._maybe_qat(
-                int8_source,
-                ranges,
-                settings,
-                float_nodes,
-                tuning,
-                budget,
-                calibration,
-                (batch_size, is_fixed),
-                measured,
+                int8_source, ranges, float_nodes, measured
             )
         if cfg.accuracy_aware.enabled:
             pricer = FallbackPricer(
@@ -309,17 +310,7 @@ class _Int8Run:
         }
         return Int8Result(record=record, ranges=ranges.to_dict(), summary=summary)
 
-    def _improve_weights(
-        self,
-        prepared: Path,
-        ranges: Any,
-        settings: Any,
-        float_nodes: list[str],
-        tuning: Any,
-        budget: tuple[float, float | None, float | None],
-        calibration: list[Path],
-        batching: tuple[int, bool],
-    ) -> tuple[Path, Any, dict[str, Any]]:
+    def _improve_weights(self, prepared: Path, ranges: Any, float_nodes: list[str]) -> tuple[Path, Any, dict[str, Any]]:
         """All-int8 plainly, after bias correction, and after AdaRound (as their modes say), measured; the best is kept.
 
         Each candidate transforms the same float model; a candidate replaces the kept one if its mode
@@ -331,6 +322,7 @@ class _Int8Run:
         already kept int8 within 0.7 points of fp32. Returns the float model to quantize, its
         measured all-int8 attempt, and one record per candidate.
         """
+        settings, tuning, budget, calibration = self.settings, self.tuning, self.budget, self.calibration
         from edgetl.quantization.accuracy_aware import measure_attempt
         from edgetl.quantization.adaround import AdaRoundSettings, adaround
         from edgetl.quantization.bias_correction import correct_biases
@@ -354,7 +346,7 @@ class _Int8Run:
         if all(mode == "off" for _, _, mode, _ in steps):
             return kept[0], kept[1], records
         pre = self.data.preprocessing
-        batch_size, is_fixed = batching
+        batch_size, is_fixed = self.batching
         images = calibration[:_WEIGHT_STEP_IMAGES]
         batches = [pre.batch(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
         batches = [b for b in batches if len(b) == batch_size or not is_fixed]
@@ -381,22 +373,14 @@ class _Int8Run:
         return kept[0], kept[1], records
 
     def _maybe_qat(
-        self,
-        prepared: Path,
-        ranges: Any,
-        settings: Any,
-        float_nodes: list[str],
-        tuning: Any,
-        budget: tuple[float, float | None, float | None],
-        calibration: list[Path],
-        batching: tuple[int, bool],
-        measured: Any,
+        self, prepared: Path, ranges: Any, float_nodes: list[str], measured: Any
     ) -> tuple[Path, Any, list[str], dict[str, Any], Any]:
         """QAT when all-int8 (`measured`: its file and measurement) misses the budget, or always.
 
         Returns what to quantize (model, ranges, float nodes), the record, and the all-int8 file and
         measurement of the chosen model (so the fallback does not quantize and measure it again).
         """
+        settings, tuning, budget = self.settings, self.tuning, self.budget
         from edgetl.onnx import tools as onnx_tools
         from edgetl.quantization.accuracy_aware import measure_attempt
         from edgetl.quantization.qdq import resolve_float_nodes
@@ -413,7 +397,7 @@ class _Int8Run:
             + (f", logits {ptq.logit_sqnr_db:.1f} dB" if ptq.logit_sqnr_db is not None else "")
             + f"; quantization-aware training ({cfg.qat.epochs} epochs)",
         )
-        qat_prepared, qat_ranges, details = self._qat(calibration, settings, batching)
+        qat_prepared, qat_ranges, details = self._qat()
         qat_float = resolve_float_nodes(onnx_tools.load_model(qat_prepared), cfg.keep_float, cfg.exclude_nodes)
         qat = measure_attempt(qat_prepared, qat_file, qat_ranges, settings, qat_float, tuning, *budget)
         used = _closer(qat, ptq)
@@ -429,13 +413,9 @@ class _Int8Run:
             return prepared, ranges, float_nodes, record, measured
         return qat_prepared, qat_ranges, qat_float, record, (qat_file, qat)
 
-    def _qat(
-        self,
-        calibration: list[Path],
-        settings: Any,
-        batching: tuple[int, bool],
-    ) -> tuple[Path, Any, dict[str, Any]]:
+    def _qat(self) -> tuple[Path, Any, dict[str, Any]]:
         """Fine-tune the checkpoint with simulated int8, export it, calibrate it again (same images)."""
+        calibration, settings = self.calibration, self.settings
         import time
 
         from edgetl.onnx import tools as onnx_tools
@@ -459,7 +439,7 @@ class _Int8Run:
         raw, qat_prepared = self.work / "qat_fp32.onnx", self.work / "qat_prepared.onnx"
         onnx_tools.save_model(self.data.export(outcome.model, pre.input_shape, "QAT model"), raw)
         prepare(raw, qat_prepared)
-        batch_size, is_fixed = batching
+        batch_size, is_fixed = self.batching
         reader = ImageCalibrationReader(calibration, pre, batch_size, layout.INPUT_NAME, fixed_batch=is_fixed)
         ranges = compute_ranges(qat_prepared, reader, cfg.calibration_method, cfg.percentile)
         details = {
