@@ -118,26 +118,25 @@ window.edgetl = {
   async timeModel(url, runs) {
     const classifier = await ready;
     const image = await decodeRgb(await (await fetch(url)).blob(), classifier.preprocessing.color_management);
-    const samples = [];
-    for (let i = 0; i < runs; i++) {
-      const start = performance.now();
-      await classifier.logits(image);
-      samples.push(performance.now() - start);
-    }
-    return samples;
+    return timed(runs, () => classifier.logits(image));
   },
   async timeEndToEnd(url, runs) {
     const classifier = await ready;
     const blob = await (await fetch(url)).blob();
-    const samples = [];
-    for (let i = 0; i < runs; i++) {
-      const start = performance.now();
-      await classifier.classify(blob);
-      samples.push(performance.now() - start);
-    }
-    return samples;
+    return timed(runs, () => classifier.classify(blob));
   },
   async threads() {
     return (await ready).threads;
   },
 };
+
+/** Milliseconds of each of `runs` sequential calls of `call`. */
+async function timed(runs, call) {
+  const samples = [];
+  for (let i = 0; i < runs; i++) {
+    const start = performance.now();
+    await call();
+    samples.push(performance.now() - start);
+  }
+  return samples;
+}
