@@ -87,18 +87,18 @@ def run_cell(backbone: str, cell: str, work: Path) -> dict:
     return {
         "backbone": backbone,
         "strategy": cell,
-        "chosen": summary["strategy"] if summary.get("auto") else None,
+        "chosen": summary.strategy if summary.auto else None,
         "val_correct": correct,
         "val_total": total,
         "val_accuracy": correct / total,
-        "trainable_parameters": summary["trainable_parameters"],
-        "total_parameters": summary["total_parameters"],
-        "epochs_run": summary["epochs_run"],
-        "best_epoch": summary["best_epoch"],
+        "trainable_parameters": summary.trainable_parameters,
+        "total_parameters": summary.total_parameters,
+        "epochs_run": summary.epochs_run,
+        "best_epoch": summary.best_epoch,
         "finetune_stage_seconds": outcome.results["finetune"].seconds,
         "build_seconds": wall,
-        "head_init": summary["head_init"]["mode"],
-        "auto": summary.get("auto"),
+        "head_init": summary.head_init["mode"],
+        "auto": summary.auto,
     }
 
 

@@ -171,6 +171,7 @@ def train(
     """Run only the data and fine-tune stages (works under torchrun for multi-process training)."""
     from edgetl.console import Log
     from edgetl.pipeline import build as run_build
+    from edgetl.summaries import FinetuneSummary
 
     outcome = run_build(
         profile, output_dir=output_dir, force=force, resume=resume, until="finetune", log=Log(quiet=quiet)
@@ -178,10 +179,11 @@ def train(
     if not outcome.results or "finetune" not in outcome.results or outcome.results["finetune"].files == {}:
         return  # a torchrun rank other than 0
     summary = outcome.results["finetune"].summary
-    holdout = summary.get("best_holdout_accuracy")
+    assert isinstance(summary, FinetuneSummary)
+    holdout = summary.best_holdout_accuracy
     _out.print(
-        f"{summary['backbone']} {summary['strategy_detail']}: best epoch {summary['best_epoch']} of "
-        f"{summary['epochs_run']}" + (f", holdout accuracy {holdout:.2%}" if holdout is not None else "")
+        f"{summary.backbone} {summary.strategy_detail}: best epoch {summary.best_epoch} of "
+        f"{summary.epochs_run}" + (f", holdout accuracy {holdout:.2%}" if holdout is not None else "")
     )
     _err.print(
         f"run directory: {outcome.run_dir} (curves: {layout.TRAINING_CURVES}){_skipped_note(outcome)}; "

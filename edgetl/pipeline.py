@@ -38,6 +38,7 @@ from edgetl.report.compose import compose_report, publish_report
 from edgetl.stages.base import BuildContext, Stage, StageResult
 from edgetl.stages.cache import execute, prune_cache
 from edgetl.stages.convert import check_converters
+from edgetl.summaries import PackageSummary
 from edgetl.targets import get_target
 from edgetl.training.distributed import DistributedEnv
 
@@ -166,8 +167,8 @@ def build(
             report = None
             if "benchmark" in ctx.results:
                 results = read_json(ctx.results["benchmark"].path(layout.BENCHMARK_RESULTS))
-                engine = (ctx.results["package"].summary.get("engine") or {}) if "package" in ctx.results else {}
-                results["artifacts"].update(engine.get("measured") or {})  # an engine built here, measured there
+                engine = ctx.summary("package", PackageSummary).engine if "package" in ctx.results else None
+                results["artifacts"].update((engine or {}).get("measured") or {})  # an engine built here, measured
                 summaries = {name: result.summary for name, result in ctx.results.items()}
                 report = compose_report(loaded.profile, results, summaries, ctx.deployed_artifact(), tuning)
             _publish(ctx, report, started)
@@ -307,7 +308,7 @@ def _publish(ctx: BuildContext, report: dict[str, Any] | None, started: float) -
                 "fingerprint": result.fingerprint,
                 "skipped": result.skipped,
                 "seconds": round(result.seconds, 2),
-                "summary": result.summary,
+                "summary": result.summary.to_dict(),
             }
             for name, result in ctx.results.items()
         },

@@ -40,7 +40,7 @@ def test_quickstart_meets_the_accuracy_targets(hymenoptera: Path, tmp_path: Path
     assert int8["agreement"] >= 0.98
     assert int8["size_ratio_vs"]["onnx_fp32"] <= 0.3
     assert report["passed"], report["budgets"]
-    assert outcome.results["finetune"].summary["head_init"]["mode"] == "imagenet"
+    assert outcome.results["finetune"].summary.head_init["mode"] == "imagenet"
 
     # An unchanged re-run (issue #7): every stage is up to date, nothing is rebuilt, seconds not minutes.
     rerun = build(profile_path, output_dir=tmp_path / "run", log=Log(quiet=True))

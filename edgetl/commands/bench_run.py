@@ -83,6 +83,7 @@ def measure_run(run_dir: Path, output: Path, log: Callable[[str], None] = lambda
     from edgetl.measure.artifacts import measure_models
     from edgetl.preprocessing import read_preprocessing
     from edgetl.report.compose import compose_report, publish_report
+    from edgetl.summaries import read_manifest_summaries
 
     manifest = _manifest(run_dir)
     profile = _profile(manifest, run_dir / layout.MANIFEST)
@@ -104,8 +105,7 @@ def measure_run(run_dir: Path, output: Path, log: Callable[[str], None] = lambda
         )
     pre = read_preprocessing(run_dir / layout.PREPROCESSING)
     results = measure_models(models, images, labels, split.classes, pre, profile.benchmark, log=log)
-    stages = manifest.get("stages", {}).items()
-    summaries = {name: (stage.get("summary") if isinstance(stage, dict) else None) or {} for name, stage in stages}
+    summaries = read_manifest_summaries(manifest.get("stages"))
     # The build's decision stands: a re-measurement reports on what was shipped, it does not re-choose.
     report = compose_report(profile, results, summaries, manifest.get("deployed_artifact") or profile.deployed_artifact)
     output.mkdir(parents=True, exist_ok=True)

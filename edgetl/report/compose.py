@@ -7,8 +7,9 @@ printed at the end of `edgetl build`.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from rich.console import Console
@@ -30,7 +31,19 @@ from edgetl.report.sections import (
     statistics_lines,
     tuning_lines,
 )
+from edgetl.summaries import (
+    BrowserSummary,
+    ConvertSummary,
+    DataSummary,
+    DeviceSummary,
+    ExportSummary,
+    FinetuneSummary,
+    OptimizeSummary,
+    PackageSummary,
+    Summary,
+)
 
+SummaryT = TypeVar("SummaryT", bound=Summary)
 REPORT_SCHEMA = KNOWN_SCHEMAS[-1]  # the newest version, written by this edgetl
 
 
@@ -69,18 +82,38 @@ def _artifact_entries(results: dict[str, Any], baseline: str, seed: int = 0) -> 
     return entries
 
 
+def _summary(stages: Mapping[str, Summary], name: str, kind: type[SummaryT]) -> SummaryT | None:
+    """Stage `name`'s summary as its type, or None where the stage did not run in this build."""
+    summary = stages.get(name)
+    if summary is None:
+        return None
+    if not isinstance(summary, kind):
+        raise TypeError(f"stage {name} summary is {type(summary).__name__}, not {kind.__name__}")
+    return summary
+
+
+def _fields(summary: Summary | None) -> dict[str, Any] | None:
+    """A summary as report.json records it: its fields, without the stage cache's schema tag."""
+    if summary is None:
+        return None
+    return {key: value for key, value in summary.to_dict().items() if key != "schema"}
+
+
 def compose_report(
     profile: Profile,
     results: dict[str, Any],
-    stages: dict[str, dict[str, Any]],
+    stages: Mapping[str, Summary],
     deployed: str,
     tuning: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The report of one build; `tuning` is `edgetl tune`'s summary when the build is its final pick."""
+    """The report of one build from its stages' summaries; `tuning` is `edgetl tune`'s, for its final pick."""
     baseline = profile.benchmark.baseline
     artifacts = _artifact_entries(results, baseline, profile.seed)
     budgets = evaluate_budgets(profile.budgets, artifacts, deployed)
-    finetune = stages.get("finetune", {})
+    finetune = _summary(stages, "finetune", FinetuneSummary)
+    export = _summary(stages, "export", ExportSummary)
+    optimize = _summary(stages, "optimize", OptimizeSummary)
+    convert = _summary(stages, "convert", ConvertSummary)
     return {
         "schema": REPORT_SCHEMA,
         "edgetl_version": __version__,
@@ -107,7 +140,7 @@ def compose_report(
         "budgets": [b.to_dict() for b in budgets],
         "passed": all(b.passed for b in budgets),
         "training": {
-            key: finetune.get(key)
+            key: getattr(finetune, key, None)
             for key in (
                 "backbone",
                 "strategy",
@@ -128,14 +161,14 @@ def compose_report(
                 "resumed_from_epoch",
             )
         },
-        "export": stages.get("export", {}).get("parity"),
-        "quantization": (stages.get("optimize") or {}).get("int8"),
-        "fp16": (stages.get("optimize") or {}).get("fp16"),
-        "data": stages.get("data"),
-        "package": stages.get("package"),
-        "on_device": stages.get("device"),
-        "browser": stages.get("browser"),
-        "conversions": (stages.get("convert") or {}).get("artifacts") or {},
+        "export": export.parity if export else None,
+        "quantization": optimize.int8 if optimize else None,
+        "fp16": optimize.fp16 if optimize else None,
+        "data": _fields(_summary(stages, "data", DataSummary)),
+        "package": _fields(_summary(stages, "package", PackageSummary)),
+        "on_device": _fields(_summary(stages, "device", DeviceSummary)),
+        "browser": _fields(_summary(stages, "browser", BrowserSummary)),
+        "conversions": convert.artifacts if convert else {},
         "deployment": results.get("deployment"),
         "tuning": tuning,
     }

@@ -11,12 +11,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from edgetl import layout
 from edgetl.console import Log
 from edgetl.profile import LoadedProfile, Profile
+from edgetl.summaries import BenchmarkSummary, Summary
 from edgetl.training.distributed import DistributedEnv
+
+SummaryT = TypeVar("SummaryT", bound=Summary)
 
 STAGE_RECORD = "stage.json"
 
@@ -27,7 +30,7 @@ class StageResult:
     directory: Path
     fingerprint: str
     files: dict[str, str]  # relative path -> sha256
-    summary: dict[str, Any]
+    summary: Summary
     seconds: float
     skipped: bool
 
@@ -58,10 +61,17 @@ class BuildContext:
     def profile(self) -> Profile:
         return self.loaded.profile
 
+    def summary(self, stage: str, kind: type[SummaryT]) -> SummaryT:
+        """The summary stage `stage` returned in this build, as its type."""
+        summary = self.results[stage].summary
+        if not isinstance(summary, kind):
+            raise TypeError(f"stage {stage} summary is {type(summary).__name__}, not {kind.__name__}")
+        return summary
+
     def deployed_artifact(self) -> str:
         """What this build ships: the benchmark stage's decision (the profile's default before it ran)."""
         if "benchmark" in self.results:
-            return str(self.results["benchmark"].summary.get("deployed") or self.profile.deployed_artifact)
+            return self.summary("benchmark", BenchmarkSummary).deployed or self.profile.deployed_artifact
         return self.profile.deployed_artifact
 
     def artifact_path(self, name: str) -> Path:
@@ -93,11 +103,13 @@ class Stage(ABC):
     version: ClassVar[int] = 1
     # Runs on every torchrun rank (the others only wait for rank 0 and read its cached result).
     distributed: ClassVar[bool] = False
+    # What `run` returns (edgetl.summaries): the cache stores it with its schema and reads it back as this type.
+    summary_type: ClassVar[type[Summary]]
 
     @abstractmethod
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         """Everything the outputs depend on, JSON-serializable."""
 
     @abstractmethod
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
-        """Write outputs under `out` and return a JSON-ready summary."""
+    def run(self, ctx: BuildContext, out: Path) -> Summary:
+        """Write outputs under `out` and return what later stages and the report read of this run."""

@@ -18,10 +18,12 @@ from edgetl.files import write_json_atomic
 from edgetl.machine import machine_signature, package_versions
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
+from edgetl.summaries import BenchmarkSummary
 
 
 class BenchmarkStage(Stage):
     name = "benchmark"
+    summary_type = BenchmarkSummary
 
     def _models(self, ctx: BuildContext) -> dict[str, Path]:
         return {name: ctx.artifact_path(name) for name in ctx.profile.benchmarked_artifacts}
@@ -37,7 +39,7 @@ class BenchmarkStage(Stage):
             "versions": package_versions("torch", "onnxruntime", "openvino", "numpy"),
         }
 
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+    def run(self, ctx: BuildContext, out: Path) -> BenchmarkSummary:
         from edgetl.measure.artifacts import measure_models
         from edgetl.measure.select import choose_deployed, device_candidates
         from edgetl.preprocessing import read_preprocessing
@@ -59,11 +61,11 @@ class BenchmarkStage(Stage):
         results["deployment"]["device_candidates"] = device_candidates(results, ctx.profile)
         ctx.log.stage(self.name, f"deploying {results['deployment']['artifact']}: {results['deployment']['reason']}")
         write_json_atomic(out / layout.BENCHMARK_RESULTS, results)
-        return {
-            "artifacts": {
+        return BenchmarkSummary(
+            artifacts={
                 name: {"accuracy": a["accuracy"], "p50_ms": a["latency_ms"]["p50"]}
                 for name, a in results["artifacts"].items()
             },
-            "deployed": results["deployment"]["artifact"],
-            "device_candidates": results["deployment"]["device_candidates"],
-        }
+            deployed=results["deployment"]["artifact"],
+            device_candidates=results["deployment"]["device_candidates"],
+        )

@@ -17,10 +17,12 @@ from edgetl.data.split import read_split
 from edgetl.files import write_json_atomic
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
+from edgetl.summaries import BenchmarkSummary, BrowserSummary, PackageSummary
 
 
 class BrowserStage(Stage):
     name = "browser"
+    summary_type = BrowserSummary
 
     def _chromium(self, ctx: BuildContext) -> Path | None:
         from edgetl.measure.browser import find_chromium
@@ -32,8 +34,8 @@ class BrowserStage(Stage):
 
     def _alternatives(self, ctx: BuildContext) -> dict[str, Path]:
         """The other ONNX models that passed the budgets: timed in the page next to the shipped one."""
-        shipped = ctx.results["package"].summary["artifact"]
-        names = [c["artifact"] for c in ctx.results["benchmark"].summary.get("device_candidates") or []]
+        shipped = ctx.summary("package", PackageSummary).artifact
+        names = [c["artifact"] for c in ctx.summary("benchmark", BenchmarkSummary).device_candidates]
         return {name: ctx.artifact_path(name) for name in names if name != shipped and ARTIFACTS[name].format == "onnx"}
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
@@ -50,7 +52,7 @@ class BrowserStage(Stage):
             "cpus": ctx.profile.web.threads or None,
         }
 
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+    def run(self, ctx: BuildContext, out: Path) -> BrowserSummary:
         from edgetl.measure.browser import check_web_bundle
 
         chromium = self._chromium(ctx)
@@ -61,7 +63,7 @@ class BrowserStage(Stage):
                 else "no Chromium or Chrome on this machine (install chromium, or set web.chromium or $EDGETL_CHROMIUM)"
             )
             ctx.log.warn(f"the web page was not run in a browser: {reason}")
-            return {"checked": False, "reason": reason}
+            return BrowserSummary(checked=False, reason=reason)
         split = read_split(ctx.results["data"].path(layout.SPLIT))
         paths, labels = split.paths("val")
         results = check_web_bundle(
@@ -78,4 +80,4 @@ class BrowserStage(Stage):
             log=lambda message: ctx.log.stage(self.name, message),
         )
         write_json_atomic(out / layout.BROWSER_DIR / layout.BROWSER_RESULTS, results)
-        return {"checked": True, **{k: v for k, v in results.items() if k != "per_image"}}
+        return BrowserSummary(checked=True, **{k: v for k, v in results.items() if k != "per_image"})

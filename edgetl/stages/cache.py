@@ -30,8 +30,11 @@ def stage_code_digest(stage: Stage) -> str:
     return source_digest(type(stage).__module__)
 
 
-def _complete(directory: Path) -> dict[str, Any] | None:
+def _complete(directory: Path, stage: Stage) -> dict[str, Any] | None:
     """The stage record if every output is there with the hash it was written with, else None (rerun).
+
+    The record's summary is read back as the stage's summary type; one of another schema (an older
+    edgetl) makes the stage run again.
 
     Published files are hard links to these, so a model edited in place in the run directory
     changes the cached copy too; checking the hashes makes the stage run again instead of
@@ -46,7 +49,8 @@ def _complete(directory: Path) -> dict[str, Any] | None:
             path = directory / relative
             if not path.is_file() or sha256_file(path) != digest:
                 return None
-    except (ValueError, KeyError, OSError, AttributeError):
+        record["summary"] = stage.summary_type.from_dict(record["summary"])
+    except (ValueError, KeyError, OSError, AttributeError):  # StaleSummary is a ValueError
         return None
     return record
 
@@ -100,7 +104,7 @@ def _execute(stage: Stage, ctx: BuildContext, must_be_cached: bool = False) -> S
 def _execute_unlocked(
     stage: Stage, ctx: BuildContext, payload: dict[str, Any], fingerprint: str, folder: Path, must_be_cached: bool
 ) -> StageResult:
-    record = None if ctx.force and not must_be_cached else _complete(folder)
+    record = None if ctx.force and not must_be_cached else _complete(folder, stage)
     if record is not None:
         result = StageResult(
             name=stage.name,
@@ -127,6 +131,8 @@ def _execute_unlocked(
     started = time.perf_counter()
     try:
         summary = stage.run(ctx, temp)
+        if not isinstance(summary, stage.summary_type):
+            raise TypeError(f"stage {stage.name} returned {type(summary).__name__}, not {stage.summary_type.__name__}")
     except BaseException:
         remove_tree(temp)
         raise
@@ -145,7 +151,13 @@ def _execute_unlocked(
     }
     write_json_atomic(
         temp / STAGE_RECORD,
-        {"fingerprint": fingerprint, "inputs": payload, "files": files, "summary": summary, "seconds": seconds},
+        {
+            "fingerprint": fingerprint,
+            "inputs": payload,
+            "files": files,
+            "summary": summary.to_dict(),
+            "seconds": seconds,
+        },
     )
     remove_tree(folder)
     os.replace(temp, folder)

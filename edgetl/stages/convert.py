@@ -23,6 +23,7 @@ from edgetl.files import write_json_atomic
 from edgetl.machine import package_versions
 from edgetl.profile import Profile, profile_section
 from edgetl.stages.base import BuildContext, Stage
+from edgetl.summaries import ConvertSummary
 
 PARITY_IMAGES = 32
 
@@ -41,6 +42,7 @@ def check_converters(profile: Profile) -> None:
 
 class ConvertStage(Stage):
     name = "convert"
+    summary_type = ConvertSummary
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         names = converted_artifacts(ctx.profile)
@@ -61,10 +63,10 @@ class ConvertStage(Stage):
             "versions": package_versions("onnxruntime", *packages),
         }
 
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+    def run(self, ctx: BuildContext, out: Path) -> ConvertSummary:
         names = converted_artifacts(ctx.profile)
         if not names:
-            return {"artifacts": {}}
+            return ConvertSummary(artifacts={})
         from edgetl.preprocessing import read_preprocessing
 
         pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))
@@ -94,7 +96,7 @@ class ConvertStage(Stage):
                 )
             records[name] = record
         write_json_atomic(out / layout.CONVERSIONS, records)
-        return {"artifacts": records}
+        return ConvertSummary(artifacts=records)
 
 
 def _parity(name: str, path: Path, source_name: str, source: Path, images: np.ndarray, threads: int) -> dict[str, Any]:

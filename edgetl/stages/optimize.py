@@ -20,11 +20,13 @@ from edgetl.machine import package_versions
 from edgetl.profile import profile_section
 from edgetl.quantization.recipe import Int8Recipe, accuracy_budget, resolve_reduce_range
 from edgetl.stages.base import BuildContext, Stage
+from edgetl.summaries import OptimizeSummary
 from edgetl.targets import get_target
 
 
 class OptimizeStage(Stage):
     name = "optimize"
+    summary_type = OptimizeSummary
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         return {
@@ -39,15 +41,12 @@ class OptimizeStage(Stage):
             "versions": package_versions("onnx", "onnxruntime"),
         }
 
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
-        summary: dict[str, Any] = {"int8": None, "fp16": None}
-        if ctx.profile.optimize.fp16.enabled:
-            summary["fp16"] = self._fp16(ctx, out)
-        if ctx.profile.optimize.int8.enabled:
-            summary["int8"] = self._int8(ctx, out)
-        else:
+    def run(self, ctx: BuildContext, out: Path) -> OptimizeSummary:
+        fp16 = self._fp16(ctx, out) if ctx.profile.optimize.fp16.enabled else None
+        int8 = self._int8(ctx, out) if ctx.profile.optimize.int8.enabled else None
+        if int8 is None:
             ctx.log.stage(self.name, "int8 disabled in the profile")
-        return summary
+        return OptimizeSummary(int8=int8, fp16=fp16)
 
     def _fp16(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
         from edgetl.onnx import tools as onnx_tools

@@ -27,6 +27,7 @@ from edgetl.packaging import (
 )
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
+from edgetl.summaries import BenchmarkSummary, PackageSummary
 from edgetl.targets import get_target
 
 
@@ -39,6 +40,7 @@ def shipped_artifact(ctx: BuildContext) -> str:
 
 class PackageStage(Stage):
     name = "package"
+    summary_type = PackageSummary
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         artifact = shipped_artifact(ctx)
@@ -76,7 +78,7 @@ class PackageStage(Stage):
     @staticmethod
     def _device_ranking(ctx: BuildContext) -> dict[str, dict[str, Any]]:
         """The benchmark's device candidates, best build-machine guess first: artefact -> {p50_ms, rank}."""
-        ranked = ctx.results["benchmark"].summary.get("device_candidates") or []
+        ranked = ctx.summary("benchmark", BenchmarkSummary).device_candidates
         return {c["artifact"]: {"p50_ms": c["p50_ms"], "rank": c["build_machine_rank"]} for c in ranked}
 
     def _candidate_names(self, ctx: BuildContext, shipped: str) -> list[str]:
@@ -105,7 +107,7 @@ class PackageStage(Stage):
             )
         return candidates
 
-    def run(self, ctx: BuildContext, out: Path) -> dict[str, Any]:
+    def run(self, ctx: BuildContext, out: Path) -> PackageSummary:
         from edgetl.onnx import tools as onnx_tools
         from edgetl.preprocessing import read_preprocessing
 
@@ -173,20 +175,19 @@ class PackageStage(Stage):
             self.name,
             f"device bundle for {target.name}: {artifact}, {len(references)} reference images, {len(files)} files",
         )
-        summary: dict[str, Any] = {
-            "target": target.name,
-            "artifact": artifact,
-            "bundle": layout.BUNDLE_DIR,
-            "engine": None,
-            "pixels_model": {k: v for k, v in pixels.items() if k not in ("path", "reference_logits")},
-        }
-        reason = tensorrt_unavailable_reason(target)
+        engine, reason = None, tensorrt_unavailable_reason(target)
         if options is not None and reason is None:
             val = (pre, paths, labels, split.classes)
-            summary["engine"] = build_engine_here(
+            engine = build_engine_here(
                 out / layout.BUNDLE_DIR, options, val, profile.benchmark, lambda m: ctx.log.stage(self.name, m)
             )
         elif options is not None:
-            summary["engine_not_built"] = reason
             ctx.log.stage(self.name, f"TensorRT engine not built here: {reason}")
-        return summary
+        return PackageSummary(
+            target=target.name,
+            artifact=artifact,
+            bundle=layout.BUNDLE_DIR,
+            pixels_model={k: v for k, v in pixels.items() if k not in ("path", "reference_logits")},
+            engine=engine,
+            engine_not_built=reason if options is not None and engine is None else None,
+        )

@@ -222,8 +222,8 @@ def test_jetson_nano_build_exports_opset_13_and_a_tensorrt_8_2_script(built_run,
     exported = onnx.load(str(outcome.run_dir / layout.ONNX_FP32))
     onnx.checker.check_model(exported, full_check=True)
     assert next(o.version for o in exported.opset_import if o.domain == "") == 13 and exported.ir_version == 7
-    parity = outcome.results["export"].summary["parity"]
-    assert parity["passed"] and parity["top1_agreement"] == 1.0 and outcome.results["export"].summary["opset"] == 13
+    parity = outcome.results["export"].summary.parity
+    assert parity["passed"] and parity["top1_agreement"] == 1.0 and outcome.results["export"].summary.opset == 13
     bundle = json.loads((outcome.run_dir / layout.BUNDLE_DIR / layout.BUNDLE_INFO).read_text())
     assert bundle["engine"]["tensorrt"] == "8.2" and bundle["engine"]["strongly_typed"] is False
     script = (outcome.run_dir / layout.BUNDLE_DIR / layout.BUNDLE_BUILD_SCRIPT).read_text()

@@ -89,7 +89,7 @@ def test_jetson_bundle_carries_engine_options_and_the_trtexec_command(jetson_run
     assert "trtexec --onnx=model.onnx --saveEngine=model.engine --fp16 --int8" in script
     assert "--minShapes=input:1x3x128x128 --optShapes=input:2x3x128x128 --maxShapes=input:4x3x128x128" in script
     summary = jetson_run.results["package"].summary
-    assert summary["engine"] is None and "must be built on the device" in summary["engine_not_built"]
+    assert summary.engine is None and "must be built on the device" in summary.engine_not_built
     report = (jetson_run.run_dir / "report.md").read_text()
     assert "## Deployment" in report and "run `edgetl bench <bundle>` on the device" in report
 

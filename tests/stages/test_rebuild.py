@@ -182,7 +182,7 @@ def test_fixed_batch_export_flows_through_quantization_and_benchmark(built_run, 
     assert report["artifacts"]["onnx_fp32"]["agreement"] == 1.0
     assert report["artifacts"]["onnx_int8"]["throughput"] is None, "batch-4 throughput is impossible at batch 2"
     assert report["artifacts"]["torch_fp32"]["throughput"]["batch"] == 4
-    pixels = outcome.results["package"].summary["pixels_model"]
+    pixels = outcome.results["package"].summary.pixels_model
     assert not pixels["made"] and "fixed batch of 2" in pixels["reason"], "any_size takes one image at a time"
 
 
@@ -197,7 +197,7 @@ def test_fixed_batch_crop_size_pixels_model_keeps_the_batch(built_run, tmp_path:
         benchmark={"memory": False, "compute_peak": False},
     )
     outcome = build(profile, log=QUIET)
-    pixels = outcome.results["package"].summary["pixels_model"]
+    pixels = outcome.results["package"].summary.pixels_model
     assert pixels["made"] and pixels["measured"]["agreement"] == pixels["measured"]["images"] == 10
     model = onnx.load(str(tmp_path / "run/bundle/model_pixels.onnx"))
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2

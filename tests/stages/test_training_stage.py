@@ -142,20 +142,20 @@ def test_auto_strategy_explains_its_choice(built_run, tmp_path: Path) -> None:
     )
     outcome = build(path, log=Log(quiet=True))
     summary = outcome.results["finetune"].summary
-    auto = summary["auto"]
+    auto = summary.auto
     # Both candidates were measured on the holdout, and the choice follows the measurement.
     assert auto["holdout_images"] > 0 and auto["probe_l2"] in (1e-4, 1e-3, 1e-2, 1e-1)
     # Both candidates were measured on the same holdout images; the kept one follows the rule.
     split = auto["holdout_disagreements"]
     assert split["probe_only"] + split["finetune_only"] <= auto["holdout_images"] and "holdout images" in auto["reason"]
     assert auto["strategy"] == ("feature_extract" if auto["evidence_p"] <= 0.05 else "full"), auto
-    assert summary["strategy"] == auto["strategy"]
+    assert summary.strategy == auto["strategy"]
     for name in ("probe", "finetune"):  # both ends are kept beside the mix, loadable as checkpoints
         assert (run / "training/candidates" / f"{name}.pt").is_file()
-    assert auto["train_resolution"] == summary["train_resolution"] == 128 and auto["epochs"] == 3
+    assert auto["train_resolution"] == summary.train_resolution == 128 and auto["epochs"] == 3
     # Progressive resizing: the first epoch on smaller crops, the rest at the deployed size, as recorded.
     history = json.loads((run / "training/history.json").read_text())["history"]
     assert [record["train_resolution"] for record in history] == [96, 128, 128]
-    assert summary["train_resolutions"] == "96 px (1 epoch), 128 px (2)"
-    assert summary["head_init"]["mode"] == "linear_probe"
+    assert summary.train_resolutions == "96 px (1 epoch), 128 px (2)"
+    assert summary.head_init["mode"] == "linear_probe"
     assert "strategy chosen by `auto`" in (run / "report.md").read_text()
