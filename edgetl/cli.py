@@ -18,6 +18,7 @@ from rich.console import Console
 
 from edgetl import __version__, layout
 from edgetl.errors import EdgeTLError
+from edgetl.plan import build_plan
 
 if TYPE_CHECKING:
     from edgetl.console import Log
@@ -342,7 +343,7 @@ def validate(profile: ProfileArg) -> None:
     _out.print(
         f"{loaded.path}: ok\n"
         f"  name {p.name}, data {data}, backbone {p.backbone.name}, strategy {p.finetune.strategy}\n"
-        f"  target {p.target}, deployed artefact {p.deployed_artifact}, output {loaded.output_dir}"
+        f"  target {p.target}, deployed artefact {build_plan(p).deployed_artifact}, output {loaded.output_dir}"
     )
 
 

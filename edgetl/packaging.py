@@ -18,6 +18,7 @@ import numpy as np
 from edgetl import layout
 from edgetl.backends import ARTIFACTS, Backend, get_backend
 from edgetl.bundle import verify_engine
+from edgetl.plan import build_plan
 from edgetl.preprocessing import Preprocessing
 from edgetl.profile import Profile
 from edgetl.targets import Target
@@ -33,8 +34,8 @@ def shipped_artifact(profile: Profile, deployed: str) -> str:
     target = get_target(profile.target)
     fallback = target.deployed_artifact(profile.optimize.int8.enabled)
     if target.uses_tensorrt:
-        name = profile.deployed_artifact
-        if name == "onnx_fp32" and profile.strongly_typed_fp16_engine:
+        name = build_plan(profile).deployed_artifact
+        if name == "onnx_fp32" and build_plan(profile).strongly_typed_fp16_engine:
             return "onnx_fp16"  # a strongly typed network takes fp16 from the model's own types
         return name if ARTIFACTS[name].format == "onnx" else fallback
     return deployed if ARTIFACTS[deployed].backend != "torch" else fallback

@@ -18,7 +18,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgetl.backbones.registry import backbone_names, unknown_backbone_message
-from edgetl.backends import ARTIFACTS, converted_runtimes, quantizes, unknown_artifact_message
+from edgetl.backends import ARTIFACTS, converted_runtimes, unknown_artifact_message
 from edgetl.epochs import IMAGE_BUDGET, MAX_EPOCHS, MIN_EPOCHS
 from edgetl.errors import ProfileError, UserInputError
 from edgetl.files import sha256_text
@@ -654,11 +654,14 @@ class Profile(_Section):
             raise ValueError("benchmark.artifacts lists onnx_int8 but optimize.int8.enabled is false")
         if "onnx_fp16" in listed and not self.optimize.fp16.enabled:
             raise ValueError("benchmark.artifacts lists onnx_fp16 but optimize.fp16.enabled is false")
-        produced = self.produced_artifacts
+        from edgetl.plan import build_plan
+
+        plan = build_plan(self)
+        produced = plan.produced_artifacts
         for name in listed:
             if name not in produced:
                 item = ARTIFACTS[name]
-                needs = [] if item.backend in self.convert_runtimes else [f"{item.backend} in convert.runtimes"]
+                needs = [] if item.backend in plan.convert_runtimes else [f"{item.backend} in convert.runtimes"]
                 if item.source and item.source not in produced:
                     needs.append(f"{item.source} (its source)")
                 raise ValueError(f"benchmark.artifacts lists {name}, which needs {' and '.join(needs)}")
@@ -698,13 +701,13 @@ class Profile(_Section):
         if self.budgets.artifact is None and deployed not in produced:
             raise ValueError(
                 f"target {target.name} ships {deployed}, which this profile does not produce (convert.runtimes: "
-                f"{', '.join(self.convert_runtimes) or 'none'}); add {ARTIFACTS[deployed].backend} to "
+                f"{', '.join(plan.convert_runtimes) or 'none'}); add {ARTIFACTS[deployed].backend} to "
                 f"convert.runtimes, or name the artefact to ship in budgets.artifact (one of {', '.join(produced)})"
             )
-        if deployed not in self.benchmarked_artifacts:
+        if deployed not in plan.benchmarked_artifacts:
             raise ValueError(f"budgets apply to {deployed!r}, which benchmark.artifacts does not measure")
         relative = [n for n in ("min_speedup", "max_size_ratio") if getattr(self.budgets, n) is not None]
-        if relative and "onnx_fp32" not in self.benchmarked_artifacts:
+        if relative and "onnx_fp32" not in plan.benchmarked_artifacts:
             raise ValueError(
                 f"budgets.{relative[0]} is relative to onnx_fp32, which benchmark.artifacts does not measure"
             )
@@ -727,7 +730,9 @@ class Profile(_Section):
             options.check_release(release, f"target {target.name}")
         except UserInputError as error:
             raise ValueError(str(error)) from None
-        if self.strongly_typed_fp16_engine and not self.optimize.fp16.enabled:
+        from edgetl.plan import build_plan
+
+        if build_plan(self).strongly_typed_fp16_engine and not self.optimize.fp16.enabled:
             raise ValueError(
                 f"target {target.name} builds strongly typed fp16 engines (TensorRT {release}) from the fp16 ONNX: "
                 "set optimize.fp16.enabled: true (or tensorrt.strongly_typed: false before TensorRT 11)"
@@ -737,68 +742,6 @@ class Profile(_Section):
                 f"export.opset {self.export.opset}: target {target.name}'s TensorRT {release} parser reads opset "
                 f"<= {release.max_opset}, and edgetl lowers from opset 18 only: set export.opset: 18"
             )
-
-    @property
-    def strongly_typed_fp16_engine(self) -> bool:
-        """The target's float engine is strongly typed fp16, so it is built from (and ships) the fp16 ONNX."""
-        from edgetl.backends.tensorrt.options import EngineOptions
-
-        target = get_target(self.target)
-        release = target.tensorrt_release()
-        if release is None or target.engine_precision(self.optimize.int8.enabled) != "fp16":
-            return False
-        return EngineOptions(strongly_typed=self.tensorrt.strongly_typed).strongly_typed_for(release)
-
-    @property
-    def onnx_opset(self) -> int:
-        """The opset the exported ONNX has: export.opset, lowered to what the target's TensorRT parser reads."""
-        release = get_target(self.target).tensorrt_release()
-        return min(self.export.opset, release.max_opset) if release is not None else self.export.opset
-
-    @property
-    def convert_runtimes(self) -> list[str]:
-        """convert.runtimes, or the target's."""
-        if self.convert.runtimes is not None:
-            return list(self.convert.runtimes)
-        return list(get_target(self.target).converts_to)
-
-    @property
-    def produced_artifacts(self) -> list[str]:
-        """Every artefact this profile's build writes (engines aside), in catalogue order."""
-        made = {
-            "torch_fp32": True,
-            "onnx_fp32": True,
-            "onnx_fp16": self.optimize.fp16.enabled,
-            "onnx_int8": self.optimize.int8.enabled,
-        }
-        runtimes = self.convert_runtimes
-        for name, item in ARTIFACTS.items():
-            if item.stage == "convert":
-                made[name] = (
-                    item.backend in runtimes
-                    and bool(made.get(item.source or ""))
-                    and (self.optimize.int8.enabled or not quantizes(name))
-                )
-        return [name for name in ARTIFACTS if made.get(name)]
-
-    @property
-    def benchmarked_artifacts(self) -> list[str]:
-        """benchmark.artifacts, or every artefact this profile produces."""
-        if self.benchmark.artifacts is not None:
-            return list(self.benchmark.artifacts)
-        return self.produced_artifacts
-
-    @property
-    def deploy_mode(self) -> str:
-        """ "fastest" or "target": benchmark.deploy, or the target's choice; a budgets.artifact pins it."""
-        if self.budgets.artifact is not None:
-            return "target"
-        return self.benchmark.deploy or get_target(self.target).deploy
-
-    @property
-    def deployed_artifact(self) -> str:
-        """The artefact shipped when nothing is chosen by measurement (and the default among candidates)."""
-        return self.budgets.artifact or get_target(self.target).deployed_artifact(self.optimize.int8.enabled)
 
 
 @dataclass(frozen=True)

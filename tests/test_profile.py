@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgetl.errors import ProfileError
+from edgetl.plan import build_plan
 from edgetl.profile import load_profile, parse_profile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def test_defaults_and_relative_paths_resolve_against_the_profile(tmp_path: Path)
     loaded = load_profile(path)
     assert loaded.profile.data.root == (tmp_path / "sub" / "images").resolve()
     assert loaded.output_dir == (tmp_path / "out").resolve()
-    assert loaded.profile.deployed_artifact == "onnx_int8"
+    assert build_plan(loaded.profile).deployed_artifact == "onnx_int8"
     assert loaded.profile.optimize.int8.activation_type == "uint8"
 
 
@@ -59,7 +60,7 @@ def test_a_target_whose_runtime_is_not_converted_says_how_to_ship_another(tmp_pa
     assert "executorch_int8" in message
     executorch_only = "target: android-arm64\nconvert:\n  runtimes: [executorch]\n"
     (tmp_path / "ok.yaml").write_text(MINIMAL + executorch_only + "budgets:\n  artifact: executorch_int8\n")
-    assert load_profile(tmp_path / "ok.yaml").profile.deployed_artifact == "executorch_int8"
+    assert build_plan(load_profile(tmp_path / "ok.yaml").profile).deployed_artifact == "executorch_int8"
 
 
 def test_every_problem_is_reported_on_its_own_line(tmp_path: Path) -> None:
@@ -104,7 +105,7 @@ def test_benchmarked_artifacts_default_to_what_the_profile_produces(tmp_path: Pa
     for extra, expected in cases.items():
         path = tmp_path / "p.yaml"
         path.write_text(MINIMAL + extra)
-        assert load_profile(path).profile.benchmarked_artifacts == expected, extra
+        assert build_plan(load_profile(path).profile).benchmarked_artifacts == expected, extra
 
 
 def test_impossible_budgets_are_refused(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from edgetl import layout
 from edgetl.backends import ARTIFACTS
 from edgetl.errors import ModelFileError, UserInputError
 from edgetl.files import nearest_existing, read_json
+from edgetl.plan import build_plan
 from edgetl.report.regression import (
     Check,
     Tolerances,
@@ -87,7 +88,7 @@ def measure_run(run_dir: Path, output: Path, log: Callable[[str], None] = lambda
 
     manifest = _manifest(run_dir)
     profile = _profile(manifest, run_dir / layout.MANIFEST)
-    models = {name: run_dir / ARTIFACTS[name].file for name in profile.benchmarked_artifacts}
+    models = {name: run_dir / ARTIFACTS[name].file for name in build_plan(profile).benchmarked_artifacts}
     engine = run_dir / layout.ENGINE
     if engine.is_file() and sidecar_path(engine).is_file():
         # An engine built into the run's bundle (during the build, or later with edgetl engine build).
@@ -107,7 +108,8 @@ def measure_run(run_dir: Path, output: Path, log: Callable[[str], None] = lambda
     results = measure_models(models, images, labels, split.classes, pre, profile.benchmark, log=log)
     summaries = read_manifest_summaries(manifest.get("stages"))
     # The build's decision stands: a re-measurement reports on what was shipped, it does not re-choose.
-    report = compose_report(profile, results, summaries, manifest.get("deployed_artifact") or profile.deployed_artifact)
+    deployed = manifest.get("deployed_artifact") or build_plan(profile).deployed_artifact
+    report = compose_report(profile, results, summaries, deployed)
     output.mkdir(parents=True, exist_ok=True)
     publish_report(output, report)
     return report

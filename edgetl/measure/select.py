@@ -19,6 +19,7 @@ import numpy as np
 
 from edgetl.backends import ARTIFACTS
 from edgetl.errors import VerificationError
+from edgetl.plan import build_plan
 from edgetl.profile import Profile
 from edgetl.report.budgets import budget_view, evaluate_budgets
 
@@ -80,8 +81,8 @@ def device_candidates(results: dict[str, Any], profile: Profile) -> list[dict[st
 def choose_deployed(results: dict[str, Any], profile: Profile) -> dict[str, Any]:
     """The deployment decision with every candidate's measurements and why it won or lost."""
     measured = results["artifacts"]
-    default = profile.deployed_artifact
-    mode = profile.deploy_mode
+    default = build_plan(profile).deployed_artifact
+    mode = build_plan(profile).deploy_mode
     floor = profile.benchmark.min_runtime_agreement
     names = deployable(measured) if mode == "fastest" else [default]
     candidates = [evaluate_candidate(measured, name, profile) for name in names]

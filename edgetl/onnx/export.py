@@ -18,6 +18,7 @@ import numpy as np
 
 from edgetl import layout
 from edgetl.errors import VerificationError
+from edgetl.plan import build_plan
 from edgetl.profile import Profile
 
 OUTPUT_NAME = "logits"
@@ -63,10 +64,10 @@ def export_onnx(model: Any, input_shape: tuple[int, int, int], batch: int | str,
 def export_for_profile(model: Any, input_shape: tuple[int, int, int], profile: Profile, what: str) -> Any:
     """The profile's export (batch, opset), lowered to the opset the target's parser reads (`Profile.onnx_opset`)."""
     proto = export_onnx(model, input_shape, profile.export.batch_size, profile.export.opset)
-    if profile.onnx_opset < profile.export.opset:
+    if build_plan(profile).onnx_opset < profile.export.opset:
         from edgetl.onnx.opset_lowering import lower_opset
 
-        proto = lower_opset(proto, profile.onnx_opset, what)
+        proto = lower_opset(proto, build_plan(profile).onnx_opset, what)
     return proto
 
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 
 from edgetl import layout
 from edgetl.console import Log
+from edgetl.plan import build_plan
 from edgetl.profile import LoadedProfile, Profile
 from edgetl.summaries import BenchmarkSummary, Summary
 from edgetl.training.distributed import DistributedEnv
@@ -71,8 +72,8 @@ class BuildContext:
     def deployed_artifact(self) -> str:
         """What this build ships: the benchmark stage's decision (the profile's default before it ran)."""
         if "benchmark" in self.results:
-            return self.summary("benchmark", BenchmarkSummary).deployed or self.profile.deployed_artifact
-        return self.profile.deployed_artifact
+            return self.summary("benchmark", BenchmarkSummary).deployed or build_plan(self.profile).deployed_artifact
+        return build_plan(self.profile).deployed_artifact
 
     def artifact_path(self, name: str) -> Path:
         """Where artefact `name` lies in the cache folder of the stage that wrote it (this build)."""

@@ -16,6 +16,7 @@ from edgetl import layout
 from edgetl.data.split import read_split
 from edgetl.files import write_json_atomic
 from edgetl.machine import machine_signature, package_versions
+from edgetl.plan import build_plan
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
 from edgetl.summaries import BenchmarkSummary
@@ -26,14 +27,14 @@ class BenchmarkStage(Stage):
     summary_type = BenchmarkSummary
 
     def _models(self, ctx: BuildContext) -> dict[str, Path]:
-        return {name: ctx.artifact_path(name) for name in ctx.profile.benchmarked_artifacts}
+        return {name: ctx.artifact_path(name) for name in build_plan(ctx.profile).benchmarked_artifacts}
 
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         return {
             "benchmark": profile_section(ctx.profile, "benchmark"),
             "budgets": profile_section(ctx.profile, "budgets"),  # they decide what `deploy: fastest` ships
             "target": ctx.profile.target,
-            "artifacts": {name: ctx.artifact_digest(name) for name in ctx.profile.benchmarked_artifacts},
+            "artifacts": {name: ctx.artifact_digest(name) for name in build_plan(ctx.profile).benchmarked_artifacts},
             "split": ctx.results["data"].files[layout.SPLIT],
             "machine": machine_signature(),
             "versions": package_versions("torch", "onnxruntime", "openvino", "numpy"),

@@ -21,6 +21,7 @@ from edgetl.data.split import read_split
 from edgetl.errors import DependencyError
 from edgetl.files import write_json_atomic
 from edgetl.machine import package_versions
+from edgetl.plan import build_plan
 from edgetl.profile import Profile, profile_section
 from edgetl.stages.base import BuildContext, Stage
 from edgetl.summaries import ConvertSummary
@@ -29,7 +30,7 @@ PARITY_IMAGES = 32
 
 
 def converted_artifacts(profile: Profile) -> list[str]:
-    return [name for name in profile.produced_artifacts if ARTIFACTS[name].stage == "convert"]
+    return [name for name in build_plan(profile).produced_artifacts if ARTIFACTS[name].stage == "convert"]
 
 
 def check_converters(profile: Profile) -> None:

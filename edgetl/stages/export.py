@@ -18,6 +18,7 @@ from edgetl.errors import VerificationError
 from edgetl.files import write_json_atomic
 from edgetl.machine import package_versions
 from edgetl.onnx.export import export_for_profile, parity
+from edgetl.plan import build_plan
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
 from edgetl.summaries import ExportSummary
@@ -30,7 +31,9 @@ class ExportStage(Stage):
     def fingerprint_inputs(self, ctx: BuildContext) -> dict[str, Any]:
         return {
             "export": profile_section(ctx.profile, "export"),
-            "opset": ctx.profile.onnx_opset,  # lower than export.opset when the target's TensorRT parser needs it
+            "opset": build_plan(
+                ctx.profile
+            ).onnx_opset,  # lower than export.opset when the target's TensorRT parser needs it
             "checkpoint": ctx.results["finetune"].files[layout.CHECKPOINT],
             "split": ctx.results["data"].files[layout.SPLIT],
             "versions": package_versions("torch", "onnx", "onnxscript", "onnxruntime"),
@@ -46,11 +49,11 @@ class ExportStage(Stage):
         pre = checkpoint.preprocessing
         ctx.log.stage(self.name, f"exporting ONNX (opset {cfg.opset}, batch {cfg.batch_size})")
         proto = export_for_profile(model, pre.input_shape, ctx.profile, layout.ONNX_FP32)
-        if ctx.profile.onnx_opset < cfg.opset:
+        opset = build_plan(ctx.profile).onnx_opset
+        if opset < cfg.opset:
             ctx.log.stage(
                 self.name,
-                f"lowered to opset {ctx.profile.onnx_opset} (IR {proto.ir_version}): the target's TensorRT parser "
-                "reads no newer",
+                f"lowered to opset {opset} (IR {proto.ir_version}): the target's TensorRT parser reads no newer",
             )
         onnx_tools.embed_metadata(proto, checkpoint.classes, pre, **{"edgetl.precision": "fp32"})
         onnx_tools.check(proto, layout.ONNX_FP32)

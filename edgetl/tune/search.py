@@ -31,6 +31,7 @@ from edgetl import layout
 from edgetl.console import Log
 from edgetl.errors import EdgeTLError, ProfileError, UserInputError
 from edgetl.files import folders_kept_on_success, write_text_atomic
+from edgetl.plan import build_plan
 from edgetl.profile import LoadedProfile, Profile, deep_merge, load_profile, parse_duration
 from edgetl.tune.pruning import COST_ATTR, CheaperTrialsPruner
 from edgetl.tune.results import TUNE_DIR
@@ -106,8 +107,8 @@ def base_profile_dict(loaded: LoadedProfile) -> dict[str, Any]:
 def trial_benchmark(profile: Profile) -> dict[str, Any]:
     """What a trial measures: the deployed artefact and the fp32 ONNX model, no memory or GEMM-peak runs."""
     bench: dict[str, Any] = {"memory": False, "compute_peak": False, "batch_sizes": [1]}
-    if profile.deploy_mode != "fastest":
-        artifacts = list(dict.fromkeys([profile.deployed_artifact, "onnx_fp32"]))
+    if build_plan(profile).deploy_mode != "fastest":
+        artifacts = list(dict.fromkeys([build_plan(profile).deployed_artifact, "onnx_fp32"]))
         bench["artifacts"] = artifacts
         if profile.benchmark.baseline not in artifacts:
             bench["baseline"] = "onnx_fp32"

@@ -16,6 +16,7 @@ from edgetl.backends.base import Backend, Runner
 from edgetl.bundle import compare_with_reference, read_bundle
 from edgetl.errors import ProfileError, UserInputError, VerificationError
 from edgetl.measure.select import choose_deployed
+from edgetl.plan import build_plan
 from edgetl.profile import Profile, load_profile
 from edgetl.runtime import load
 from tests.backends.conftest import data_root
@@ -56,14 +57,26 @@ def _profile(tmp_path: Path, **overrides: object) -> Profile:
 
 def test_intel_cpu_converts_to_openvino_and_deploys_the_fastest(tmp_path: Path) -> None:
     profile = _profile(tmp_path, target="intel-cpu")
-    assert profile.convert_runtimes == ["openvino"] and profile.deploy_mode == "fastest"
-    assert profile.produced_artifacts == ["torch_fp32", "onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_int8"]
+    assert build_plan(profile).convert_runtimes == ["openvino"] and build_plan(profile).deploy_mode == "fastest"
+    assert build_plan(profile).produced_artifacts == [
+        "torch_fp32",
+        "onnx_fp32",
+        "onnx_int8",
+        "openvino_fp32",
+        "openvino_int8",
+    ]
     plain = _profile(tmp_path)
-    assert plain.produced_artifacts == ["torch_fp32", "onnx_fp32", "onnx_int8"] and plain.deploy_mode == "target"
+    assert (
+        build_plan(plain).produced_artifacts == ["torch_fp32", "onnx_fp32", "onnx_int8"]
+        and build_plan(plain).deploy_mode == "target"
+    )
     pinned = _profile(tmp_path, target="intel-cpu", budgets={"artifact": "onnx_int8"})
-    assert pinned.deploy_mode == "target" and pinned.deployed_artifact == "onnx_int8"
+    assert build_plan(pinned).deploy_mode == "target" and build_plan(pinned).deployed_artifact == "onnx_int8"
     no_int8 = _profile(tmp_path, convert={"runtimes": ["openvino"]}, optimize={"int8": {"enabled": False}})
-    assert "openvino_int8" not in no_int8.produced_artifacts and "openvino_fp32" in no_int8.produced_artifacts
+    assert (
+        "openvino_int8" not in build_plan(no_int8).produced_artifacts
+        and "openvino_fp32" in build_plan(no_int8).produced_artifacts
+    )
 
 
 def test_profile_errors_name_the_field(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from edgetl.backends import backend_for
 from edgetl.backends.litert.runner import dequantize, quantize
 from edgetl.bundle import read_bundle
 from edgetl.data.split import read_split
+from edgetl.plan import build_plan
 from tests.backends.conftest import data_root
 from tests.helpers import assert_verified_bytes_run, bundle_reference_check, run_cli, tiny_profile, write_profile
 
@@ -35,15 +36,18 @@ def test_android_target_converts_to_litert_and_int8_follows_the_int8_switch(tmp_
 
     android = tiny_profile(tmp_path, tmp_path / "r", target="android-arm64")
     profile = load_profile(write_profile(tmp_path / "a.yaml", android)).profile
-    assert profile.convert_runtimes == ["litert"] and profile.deployed_artifact == "litert_int8"
-    assert profile.produced_artifacts[-2:] == ["litert_fp32", "litert_int8"]
+    assert build_plan(profile).convert_runtimes == ["litert"] and build_plan(profile).deployed_artifact == "litert_int8"
+    assert build_plan(profile).produced_artifacts[-2:] == ["litert_fp32", "litert_int8"]
     no_int8 = load_profile(
         write_profile(
             tmp_path / "b.yaml",
             tiny_profile(tmp_path, tmp_path / "r", target="android-arm64", optimize={"int8": {"enabled": False}}),
         )
     ).profile
-    assert "litert_fp32" in no_int8.produced_artifacts and "litert_int8" not in no_int8.produced_artifacts
+    assert (
+        "litert_fp32" in build_plan(no_int8).produced_artifacts
+        and "litert_int8" not in build_plan(no_int8).produced_artifacts
+    )
 
 
 def test_litert_build_converts_verifies_measures_and_ships_int8(litert_run) -> None:
