@@ -47,3 +47,14 @@ def test_an_injected_upward_import_breaks_the_contracts(
     done = _lint(tmp_path, copy)
     assert done.returncode == 1, done.stdout[-3000:]
     assert reported in done.stdout, done.stdout[-3000:]
+
+
+def test_every_top_level_module_has_a_layer() -> None:
+    """A new module outside the layers list would escape the contract: each one is placed."""
+    tomllib = pytest.importorskip("tomllib")
+    layers = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    placed = {name.strip() for layer in layers for name in layer.replace("|", ":").split(":")}
+    package = REPO / "edgetl"
+    modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    modules |= {p.name for p in package.iterdir() if (p / "__init__.py").is_file()}
+    assert modules == placed, f"not placed: {sorted(modules - placed)}; gone: {sorted(placed - modules)}"
