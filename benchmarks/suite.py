@@ -178,9 +178,7 @@ def run_default(dataset: Path, work: Path, overrides: dict, rebuild: bool = Fals
     row["train_seconds"] = training.get("train_seconds")
     if auto:
         row["decision"] = auto_decision_on_val(outcome.run_dir, auto)
-    quantization = (
-        (outcome.results.get("optimize").summary or {}).get("int8") if "optimize" in outcome.results else None
-    )
+    quantization = outcome.results["optimize"].summary.int8 if "optimize" in outcome.results else None
     if quantization:
         row["int8_float_nodes"] = quantization["float_nodes"]
         row["int8_fallback"] = quantization["accuracy_aware"]
