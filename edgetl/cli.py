@@ -348,6 +348,23 @@ def validate(profile: ProfileArg) -> None:
 
 
 @app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write here instead of stdout")] = None,
+) -> None:
+    """The profile's JSON Schema, for editors (`# yaml-language-server: $schema=...` at the top of a profile)."""
+    import json
+
+    from edgetl.files import write_text_atomic
+    from edgetl.profile import profile_json_schema
+
+    text = json.dumps(profile_json_schema(), indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        write_text_atomic(output, text)
+
+
+@app.command()
 def predict(
     source: Annotated[
         Path, typer.Argument(help="run directory, device bundle, .engine or edgetl .onnx file", show_default=False)

@@ -744,6 +744,26 @@ class Profile(_Section):
             )
 
 
+PROFILE_SCHEMA_FILE = "profile.schema.json"  # in profiles/: what each profile's yaml-language-server line names
+
+
+def profile_json_schema() -> dict[str, Any]:
+    """The profile as JSON Schema (2020-12), for editors: completion, hover help and checks while typing.
+
+    Generated from the pydantic model, with the names only validators know (targets, backbones) as enums.
+    Editors check less than `edgetl validate` does (cross-field rules live in the model); it is the reference.
+    """
+    schema = Profile.model_json_schema()
+    schema["properties"]["target"]["enum"] = target_names()
+    schema["$defs"]["BackboneConfig"]["properties"]["name"]["enum"] = backbone_names()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "edgetl profile",
+        "description": "An edgetl build profile (edgetl build PROFILE). Check one with: edgetl validate PROFILE",
+        **{key: value for key, value in schema.items() if key != "title"},
+    }
+
+
 @dataclass(frozen=True)
 class LoadedProfile:
     """A validated profile plus where it came from; paths inside are already absolute."""
