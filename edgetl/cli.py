@@ -56,18 +56,42 @@ class PredictFormat(str, enum.Enum):
 
 @app.command()
 def build(
-    profile: ProfileArg,
+    profile: Annotated[
+        Path | None, typer.Argument(help="profile YAML file (or --data instead)", show_default=False)
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="no profile file: build this image folder with a starter profile (edgetl init's)"),
+    ] = None,
+    target: Annotated[
+        str, typer.Option("--target", help="with --data: where the model runs (edgetl targets)")
+    ] = "x86-cpu",
+    backbone: Annotated[
+        str, typer.Option("--backbone", help="with --data: the pretrained backbone (edgetl backbones)")
+    ] = "efficientnet_lite0",
     output_dir: OutputOption = None,
     force: ForceOption = False,
     resume: ResumeOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Fine-tune, export, quantize and benchmark as the profile says."""
+    """Fine-tune, export, quantize and benchmark as the profile says (or, with --data, as a starter profile says)."""
+    import tempfile
+
     from edgetl.console import Log
+    from edgetl.errors import UserInputError
     from edgetl.pipeline import build as run_build
     from edgetl.report.compose import print_table
 
-    outcome = run_build(profile, output_dir=output_dir, force=force, resume=resume, log=Log(quiet=quiet))
+    if (profile is None) == (data is None):
+        raise UserInputError("give a profile file or --data DIR (not both)", hint="edgetl init DIR writes a profile")
+    with tempfile.TemporaryDirectory(prefix="edgetl-profile-") as scratch:
+        if data is not None:
+            from edgetl.commands.init import profile_name, starter_profile
+
+            name = profile_name(data)
+            profile = Path(scratch) / f"{name}.yaml"
+            profile.write_text(starter_profile(data, target, backbone, name))
+        outcome = run_build(profile, output_dir=output_dir, force=force, resume=resume, log=Log(quiet=quiet))
     if outcome.report is None:  # a torchrun rank other than 0: rank 0 reports
         return
     print_table(outcome.report, _out)
@@ -75,7 +99,28 @@ def build(
         f"run directory: {outcome.run_dir} (report: {layout.REPORT_MD}){_skipped_note(outcome)}; "
         f"{outcome.seconds:.1f} s"
     )
+    if data is not None:
+        _err.print(f"the profile it used: {outcome.run_dir / layout.PROFILE_COPY} (edit it, then edgetl build it)")
     outcome.raise_for_budgets()
+
+
+@app.command()
+def init(
+    data: Annotated[Path, typer.Argument(help="image folder: class folders, or train/ and val/", show_default=False)],
+    target: Annotated[str, typer.Option("--target", help="where the model runs (edgetl targets)")] = "x86-cpu",
+    backbone: Annotated[str, typer.Option("--backbone", help="pretrained backbone (edgetl backbones)")] = (
+        "efficientnet_lite0"
+    ),
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="the profile file to write (default: ./<folder name>.yaml)")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="the profile's name (default: the folder's)")] = None,
+) -> None:
+    """Write a commented starter profile for an image folder (never over an existing file)."""
+    from edgetl.commands.init import profile_name, write_starter_profile
+
+    path = write_starter_profile(data, output or Path(f"{profile_name(data)}.yaml"), target, backbone, name)
+    _plain(f"wrote {path}: check it with `edgetl validate {path}`, build it with `edgetl build {path}`")
 
 
 @app.command()
