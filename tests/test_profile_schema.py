@@ -1,4 +1,7 @@
-"""The profile's JSON Schema (for editors) is current, named by every shipped profile, and agrees with edgetl."""
+"""The profile's JSON Schema (for editors) is current, named by every shipped profile, and agrees with edgetl.
+
+The checks against the schema need `jsonschema` (`.ci/run` installs it; `pip install jsonschema` here).
+"""
 
 from __future__ import annotations
 
