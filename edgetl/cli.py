@@ -82,8 +82,10 @@ def build(
     from edgetl.pipeline import build as run_build
     from edgetl.report.compose import print_table
 
-    if (profile is None) == (data is None):
-        raise UserInputError("give a profile file or --data DIR (not both)", hint="edgetl init DIR writes a profile")
+    if profile is None and data is None:
+        raise UserInputError("missing a profile: edgetl build PROFILE, or edgetl build --data DIR (no profile file)")
+    if profile is not None and data is not None:
+        raise UserInputError("give a profile file or --data DIR, not both")
     with tempfile.TemporaryDirectory(prefix="edgetl-profile-") as scratch:
         if data is not None:
             from edgetl.commands.init import profile_name, starter_profile

@@ -63,7 +63,9 @@ def test_missing_data_folder_is_exit_2(capsys, tmp_path: Path) -> None:
 
 def test_usage_errors_are_exit_2_in_one_line(capsys) -> None:
     code, _, err = run_cli(["build"], capsys)
-    assert code == 2 and err == "edgetl: error: Missing argument 'profile'. (see 'edgetl build --help')\n"
+    assert code == 2 and err == (
+        "edgetl: error: missing a profile: edgetl build PROFILE, or edgetl build --data DIR (no profile file)\n"
+    )
     code, _, err = run_cli(["frobnicate"], capsys)
     assert code == 2 and err.count("\n") == 1 and "No such command 'frobnicate'" in err
     code, _, err = run_cli(["predict", "run", "a.jpg", "--top-k", "0"], capsys)

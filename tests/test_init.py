@@ -40,7 +40,7 @@ def test_init_refuses_bad_input_in_one_line_and_never_overwrites(
         (["init", str(tmp_path / "absent"), "-o", str(tmp_path / "a.yaml")], "not a folder of images"),
         (["init", str(data), "--target", "pi4", "-o", str(tmp_path / "b.yaml")], "--target pi4: unknown target"),
         (["init", str(data), "--backbone", "resnet", "-o", str(tmp_path / "c.yaml")], "did you mean 'resnet18'"),
-        (["build", "--data", str(data), str(existing)], "give a profile file or --data DIR (not both)"),
+        (["build", "--data", str(data), str(existing)], "give a profile file or --data DIR, not both"),
     ]
     for args, message in cases:
         code, _, err = run_cli(args, capsys)
