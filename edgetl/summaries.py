@@ -14,6 +14,13 @@ from typing import Any, ClassVar, TypeVar
 S = TypeVar("S", bound="Summary")
 
 
+def as_kind(stage: str, summary: Summary, kind: type[S]) -> S:
+    """`summary` (stage `stage`'s) as `kind`, which it must be: a mix-up of stages fails loudly here."""
+    if not isinstance(summary, kind):
+        raise TypeError(f"stage {stage} summary is {type(summary).__name__}, not {kind.__name__}")
+    return summary
+
+
 class StaleSummary(ValueError):
     """A stored summary of another schema (an older edgetl): its stage must run again."""
 

@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 import numpy as np
 
 from edgetl import layout
-from edgetl.errors import UserInputError
+from edgetl.errors import UserInputError, VerificationError
 from edgetl.machine import describe_machine
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -53,8 +53,8 @@ _TYPES = {
 }
 
 
-class BrowserError(RuntimeError):
-    """Chromium or the page failed: the message says what the page or the browser reported."""
+class BrowserError(VerificationError):
+    """Chromium or the page failed: the message says what the page or the browser reported (exit code 4)."""
 
 
 def find_chromium(explicit: str | None = None) -> Path | None:
@@ -181,7 +181,7 @@ class Chromium:
         self._profile = tempfile.mkdtemp(prefix="edgetl-chromium-")
         to_browser_read, self._to_browser = os.pipe()
         self._from_browser, from_browser_write = os.pipe()
-        # The child's ends must not already be 3 or 4, or the shell below would close what it just set up.
+        # The child's ends must not already be 3 or 4: the first dup2 below would replace the other end.
         to_browser_read, from_browser_write = (_above_four(fd) for fd in (to_browser_read, from_browser_write))
         args = [
             str(executable),
@@ -380,9 +380,7 @@ def _classify_all(browser: Chromium, server: BundleServer, session: str, count: 
     results = []
     for index in range(count):
         result = browser.evaluate(session, f"window.edgetl.classifyUrl({json.dumps(server.image_url(index))})")
-        results.append(
-            {"index": int(result["index"]), "logits": result["logits"], "size": [result["width"], result["height"]]}
-        )
+        results.append({"index": int(result["index"]), "logits": result["logits"]})
     return results
 
 
@@ -429,6 +427,8 @@ def check_web_bundle(
     from edgetl.onnx.pixels import add_preprocessing
     from edgetl.runtime import load
 
+    if not paths:
+        raise BrowserError(f"{bundle}: no images to run the page on; a check of nothing is not a pass")
     info = read_bundle(bundle)
     shipped = str(info.info["model"]["artifact"])
     thread_counts = sorted(set(threads or (1, os.cpu_count() or 1)))
@@ -451,9 +451,7 @@ def check_web_bundle(
             log(f"{browser.version}: the bundle's page on {len(paths)} val images")
             page = _classify_all(browser, server, sessions[0], len(paths))
             log(f"timing {', '.join([shipped, *models])} in the page with WASM threads {thread_counts}")
-            samples, end_to_end = (
-                _time_pages(browser, server, sessions, rounds, runs_per_round, warmup) if paths else ([], [])
-            )
+            samples, end_to_end = _time_pages(browser, server, sessions, rounds, runs_per_round, warmup)
             isolated = bool(browser.evaluate(sessions[0], "crossOriginIsolated"))
             actual_threads = [browser.evaluate(session, "window.edgetl.threads()") for session in sessions]
             if browser.page_errors:
@@ -495,17 +493,17 @@ def check_web_bundle(
         "machine": describe_machine(),
         "images": len(paths),
         "agreement": agree,
-        "agreement_percent": 100.0 * agree / len(paths) if len(paths) else 0.0,
+        "agreement_percent": 100.0 * agree / len(paths),
         "correct": int((page_labels == truth).sum()),
         "predict_correct": int((predict_labels == truth).sum()),
-        "max_abs_logit_diff": float(np.abs(got - want).max()) if len(paths) else 0.0,
+        "max_abs_logit_diff": float(np.abs(got - want).max()),
         "disagreements": disagreements,
         "cross_origin_isolated": isolated,
         "latency": timings,
         "end_to_end": {
             "artifact": shipped,
-            "threads": actual_threads[0] if actual_threads else None,
-            "p50_ms": _percentile(end_to_end, 50) if end_to_end else None,
+            "threads": actual_threads[0],
+            "p50_ms": _percentile(end_to_end, 50),
             "what": "classify(file): decode the image in the browser + the model, one val image",
         },
         "method": f"{rounds} interleaved rounds x {runs_per_round} runs per tab after {max(1, warmup)} warm-up runs, "

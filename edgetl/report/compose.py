@@ -41,6 +41,7 @@ from edgetl.summaries import (
     OptimizeSummary,
     PackageSummary,
     Summary,
+    as_kind,
 )
 
 SummaryT = TypeVar("SummaryT", bound=Summary)
@@ -84,12 +85,7 @@ def _artifact_entries(results: dict[str, Any], baseline: str, seed: int = 0) -> 
 
 def _summary(stages: Mapping[str, Summary], name: str, kind: type[SummaryT]) -> SummaryT | None:
     """Stage `name`'s summary as its type, or None where the stage did not run in this build."""
-    summary = stages.get(name)
-    if summary is None:
-        return None
-    if not isinstance(summary, kind):
-        raise TypeError(f"stage {name} summary is {type(summary).__name__}, not {kind.__name__}")
-    return summary
+    return as_kind(name, stages[name], kind) if name in stages else None
 
 
 def _fields(summary: Summary | None) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from edgetl import layout
 from edgetl.console import Log
 from edgetl.plan import build_plan
 from edgetl.profile import LoadedProfile, Profile
-from edgetl.summaries import BenchmarkSummary, Summary
+from edgetl.summaries import BenchmarkSummary, Summary, as_kind
 from edgetl.training.distributed import DistributedEnv
 
 SummaryT = TypeVar("SummaryT", bound=Summary)
@@ -64,10 +64,7 @@ class BuildContext:
 
     def summary(self, stage: str, kind: type[SummaryT]) -> SummaryT:
         """The summary stage `stage` returned in this build, as its type."""
-        summary = self.results[stage].summary
-        if not isinstance(summary, kind):
-            raise TypeError(f"stage {stage} summary is {type(summary).__name__}, not {kind.__name__}")
-        return summary
+        return as_kind(stage, self.results[stage].summary, kind)
 
     def deployed_artifact(self) -> str:
         """What this build ships: the benchmark stage's decision (the profile's default before it ran)."""

@@ -14,7 +14,9 @@ from typing import Any
 from edgetl import layout
 from edgetl.backends import ARTIFACTS
 from edgetl.data.split import read_split
+from edgetl.errors import UserInputError
 from edgetl.files import write_json_atomic
+from edgetl.machine import machine_signature
 from edgetl.profile import profile_section
 from edgetl.stages.base import BuildContext, Stage
 from edgetl.summaries import BenchmarkSummary, BrowserSummary, PackageSummary
@@ -30,7 +32,10 @@ class BrowserStage(Stage):
         setting = ctx.profile.web.chromium
         if setting == "off":
             return None
-        return find_chromium(None if setting == "auto" else setting)
+        try:
+            return find_chromium(None if setting == "auto" else setting)
+        except UserInputError as error:  # name the profile field that asked for it
+            raise UserInputError(f"{ctx.loaded.path}: web.chromium: {error.message}") from None
 
     def _alternatives(self, ctx: BuildContext) -> dict[str, Path]:
         """The other ONNX models that passed the budgets: timed in the page next to the shipped one."""
@@ -49,7 +54,7 @@ class BrowserStage(Stage):
             "web": profile_section(ctx.profile, "web"),
             "timing": [ctx.profile.benchmark.warmup, ctx.profile.benchmark.iterations, ctx.profile.benchmark.rounds],
             "chromium": chromium_version(chromium) if chromium else None,
-            "cpus": ctx.profile.web.threads or None,
+            "machine": machine_signature(),  # the page's latency and its default thread counts are this machine's
         }
 
     def run(self, ctx: BuildContext, out: Path) -> BrowserSummary:

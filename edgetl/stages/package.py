@@ -47,6 +47,7 @@ class PackageStage(Stage):
         target = get_target(ctx.profile.target)
         item = ARTIFACTS[artifact]
         stage = ctx.results[item.stage]
+        web_runtime = self._web_runtime(ctx)
         return {
             "target": asdict(target),
             "tensorrt": profile_section(ctx.profile, "tensorrt"),
@@ -59,7 +60,7 @@ class PackageStage(Stage):
             "tensorrt_release": str(target.tensorrt_release()),
             "versions": package_versions("onnxruntime", "tensorrt"),
             "web": profile_section(ctx.profile, "web") if target.browser else None,
-            "web_runtime": self._web_runtime(ctx).identity() if self._web_runtime(ctx) else None,
+            "web_runtime": web_runtime.identity() if web_runtime else None,
         }
 
     @staticmethod
@@ -116,6 +117,7 @@ class PackageStage(Stage):
         artifact = shipped_artifact(ctx)
         model = ctx.artifact_path(artifact)
         backend = backend_for(artifact)
+        web_runtime = self._web_runtime(ctx)
         pre = read_preprocessing(ctx.results["finetune"].path(layout.PREPROCESSING))
         split = read_split(ctx.results["data"].path(layout.SPLIT))
         paths, labels = split.paths("val")
@@ -161,14 +163,13 @@ class PackageStage(Stage):
             candidates=self._candidates(ctx, artifact),
             shipped_rank=self._device_ranking(ctx).get(artifact),
             web_app=target.browser,
-            web_runtime=self._web_runtime(ctx),
+            web_runtime=web_runtime,
         )
         if target.browser:
-            runtime = self._web_runtime(ctx)
             ctx.log.stage(
                 self.name,
-                f"web page with onnxruntime-web {runtime.version} from {runtime.source}"
-                if runtime
+                f"web page with onnxruntime-web {web_runtime.version} from {web_runtime.source}"
+                if web_runtime
                 else "web page loads onnxruntime-web from a CDN: no local copy (offline build)",
             )
         ctx.log.stage(
