@@ -75,35 +75,32 @@ def build(
     quiet: QuietOption = False,
 ) -> None:
     """Fine-tune, export, quantize and benchmark as the profile says (or, with --data, as a starter profile says)."""
-    import tempfile
-
+    from edgetl.api import build_run
     from edgetl.console import Log
     from edgetl.errors import UserInputError
-    from edgetl.pipeline import build as run_build
+    from edgetl.profile import load_profile
     from edgetl.report.compose import print_table
 
     if profile is None and data is None:
         raise UserInputError("missing a profile: edgetl build PROFILE, or edgetl build --data DIR (no profile file)")
     if profile is not None and data is not None:
         raise UserInputError("give a profile file or --data DIR, not both")
-    with tempfile.TemporaryDirectory(prefix="edgetl-profile-") as scratch:
-        if data is not None:
-            from edgetl.commands.init import profile_name, starter_profile
-
-            name = profile_name(data)
-            profile = Path(scratch) / f"{name}.yaml"
-            profile.write_text(starter_profile(data, target, backbone, name))
-        outcome = run_build(profile, output_dir=output_dir, force=force, resume=resume, log=Log(quiet=quiet))
-    if outcome.report is None:  # a torchrun rank other than 0: rank 0 reports
-        return
-    print_table(outcome.report, _out)
-    _err.print(
-        f"run directory: {outcome.run_dir} (report: {layout.REPORT_MD}){_skipped_note(outcome)}; "
-        f"{outcome.seconds:.1f} s"
-    )
     if data is not None:
-        _err.print(f"the profile it used: {outcome.run_dir / layout.PROFILE_COPY} (edit it, then edgetl build it)")
-    outcome.raise_for_budgets()
+        from edgetl.commands.init import starter_loaded
+
+        loaded = starter_loaded(data, target, backbone)
+    else:
+        assert profile is not None
+        loaded = load_profile(profile)
+    run = build_run(loaded, output_dir=output_dir, force=force, resume=resume, log=Log(quiet=quiet))
+    if run is None:  # a torchrun rank other than 0: rank 0 reports
+        return
+    print_table(dict(run.report), _out)
+    reused = f"; up to date: {', '.join(run.reused_stages)}" if run.reused_stages else ""
+    _err.print(f"run directory: {run.run_dir} (report: {layout.REPORT_MD}){reused}; {run.seconds:.1f} s")
+    if data is not None:
+        _err.print(f"the profile it used: {run.profile_path} (edit it, then edgetl build it)")
+    run.raise_for_budgets()
 
 
 @app.command()

@@ -103,7 +103,7 @@ def default_stages(until: str | None = None) -> list[Stage]:
 
 
 def build(
-    profile_path: str | Path,
+    profile_path: str | Path | LoadedProfile,
     output_dir: Path | None = None,
     force: bool = False,
     resume: bool = False,
@@ -120,7 +120,7 @@ def build(
     """
     started = time.perf_counter()
     log = log or Log()
-    loaded = load_profile(profile_path)
+    loaded = profile_path if isinstance(profile_path, LoadedProfile) else load_profile(profile_path)
     run_dir = (output_dir.resolve() if output_dir else loaded.output_dir).resolve()
     dist = DistributedEnv.from_env()
     created = _first_missing(run_dir) if dist.is_main else None

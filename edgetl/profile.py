@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -94,6 +95,8 @@ class DataConfig(_Section):
 
 
 class BackboneConfig(_Section):
+    """The pretrained network to fine-tune (`edgetl backbones` lists them) and its input size."""
+
     name: str = "efficientnet_lite0"
     pretrained: bool = True
     weights: Path | None = Field(None, description="local weights file; default: the offline weights package")
@@ -112,6 +115,8 @@ class BackboneConfig(_Section):
 
 
 class AugmentationConfig(_Section):
+    """Random changes to training images (never to holdout, val or calibration images)."""
+
     enabled: bool = True
     crop_scale: tuple[Annotated[float, Field(gt=0.0, le=1.0)], Annotated[float, Field(gt=0.0, le=1.0)]] = (0.35, 1.0)
     crop_ratio: tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]] = (3 / 4, 4 / 3)
@@ -147,6 +152,8 @@ class ProgressiveResizingConfig(_Section):
 
 
 class EarlyStoppingConfig(_Section):
+    """Stop training when the holdout stops improving; the best epoch's weights are kept."""
+
     patience: PositiveInt | None = Field(
         None,
         description="epochs without holdout improvement before stopping, then the best epoch is restored; null "
@@ -169,6 +176,8 @@ Strategy = Literal["auto", "feature_extract", "partial", "gradual", "full", "scr
 
 
 class FinetuneConfig(_Section):
+    """How the backbone is trained on your images: strategy, epochs, learning rates, augmentation."""
+
     strategy: Strategy = Field(
         "auto",
         description=(
@@ -220,6 +229,8 @@ class FinetuneConfig(_Section):
 
 
 class ExportConfig(_Section):
+    """The ONNX export, checked against PyTorch on real images before anything uses it."""
+
     opset: Annotated[int, Field(ge=18, le=23)] = Field(18, description="the torch.export-based exporter starts at 18")
     batch_size: Literal["dynamic"] | PositiveInt = Field("dynamic", description="'dynamic' or a fixed batch")
     parity_images: PositiveInt = Field(16, description="real images compared between PyTorch and ONNX")
@@ -292,6 +303,8 @@ class AdaRoundConfig(_Section):
 
 
 class Int8Config(_Section):
+    """Post-training int8 quantization: calibration, what stays float, and the accuracy checks around it."""
+
     enabled: bool = True
     calibration_images: PositiveInt = Field(
         300, description="taken from train (+ holdout), never from val; all of them if train is smaller"
@@ -327,10 +340,14 @@ class Int8Config(_Section):
 
 
 class Fp16Config(_Section):
+    """A half-precision ONNX model (for GPUs; CPUs usually run it slower than fp32)."""
+
     enabled: bool = Field(False, description="also write models/model_fp16.onnx (for GPU targets)")
 
 
 class OptimizeConfig(_Section):
+    """The optimized ONNX artefacts made from the fp32 export."""
+
     int8: Int8Config = Int8Config()
     fp16: Fp16Config = Fp16Config()
 
@@ -402,6 +419,8 @@ class PackageConfig(_Section):
 
 
 class BenchmarkConfig(_Section):
+    """How every artefact is measured on the val images: accuracy, latency, throughput, memory."""
+
     artifacts: list[ArtifactName] | None = Field(None, description="default: every artefact the profile produces")
     baseline: ArtifactName = "torch_fp32"
     deploy: Literal["target", "fastest"] | None = Field(
@@ -561,6 +580,8 @@ def parse_duration(text: str) -> float:
 
 
 class MlflowConfig(_Section):
+    """Log to an MLflow tracking server or folder."""
+
     enabled: bool = True
     tracking_uri: str | None = Field(
         None, description="default: a SQLite store in the run directory (mlflow.db); a server URL to share"
@@ -569,6 +590,8 @@ class MlflowConfig(_Section):
 
 
 class TensorBoardConfig(_Section):
+    """Write TensorBoard event files."""
+
     enabled: bool = True
     log_dir: Path | None = Field(None, description="default: <run>/tensorboard")
 
@@ -616,9 +639,17 @@ class WebConfig(_Section):
 
 
 class Profile(_Section):
-    version: Literal[1] = 1
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
-    description: str = ""
+    """A build profile: what to train on, which backbone, how to optimize, for which target, within which budgets.
+
+    The same fields as a profile YAML file; build one in code with `edgetl.Profile(name=..., data={...})`
+    (sections as dicts or config objects) and hand it to `edgetl.build`. Immutable: `model_copy(update=...)`.
+    """
+
+    version: Literal[1] = Field(1, description="the profile format's version")
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)] = Field(
+        description="names the run directory (./runs/<name> by default), the report and the bundle"
+    )
+    description: str = Field("", description="free text, shown in the report")
     seed: Annotated[int, Field(ge=-(2**63), lt=2**63)] = Field(0, description="a 64-bit integer (torch's seed range)")
     output_dir: Path | None = Field(None, description="default: ./runs/<name>")
     data: DataConfig
@@ -627,7 +658,9 @@ class Profile(_Section):
     export: ExportConfig = ExportConfig()
     optimize: OptimizeConfig = OptimizeConfig()
     convert: ConvertConfig = ConvertConfig()
-    target: str = "x86-cpu"
+    target: str = Field(
+        "x86-cpu", description="where the model runs: the runtime, precision and bundle (`edgetl targets`)"
+    )
     tensorrt: TensorRTConfig = TensorRTConfig()
     package: PackageConfig = PackageConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
@@ -760,7 +793,7 @@ def profile_json_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "edgetl profile",
         "description": "An edgetl build profile (edgetl build PROFILE). Check one with: edgetl validate PROFILE",
-        **{key: value for key, value in schema.items() if key != "title"},
+        **{key: value for key, value in schema.items() if key not in ("title", "description")},
     }
 
 
@@ -954,8 +987,34 @@ def load_profile(path: str | Path) -> LoadedProfile:
         raise ProfileError(f"{file}: not a text file (expected UTF-8 YAML)") from None
     except OSError as error:
         raise ProfileError(f"{file}: cannot read profile ({error.strerror})") from None
-    profile = parse_profile(text, file.resolve())
-    return LoadedProfile(profile=profile, path=file.resolve(), sha256=sha256_text(text), text=text)
+    return loaded_from_text(text, file.resolve())
+
+
+def loaded_from_text(text: str, source: Path) -> LoadedProfile:
+    """Profile text validated as if read from `source` (relative paths resolve against its folder)."""
+    return LoadedProfile(profile=parse_profile(text, source), path=source, sha256=sha256_text(text), text=text)
+
+
+def loaded_from_mapping(data: Mapping[str, Any], source: Path, header: str = "") -> LoadedProfile:
+    """A profile given as a mapping (Python, or a file with overrides laid over it), as if read from `source`.
+
+    The text is the mapping written as YAML, so the run directory's profile.yaml is exactly what ran and
+    can be edited and rebuilt; relative paths resolve against `source`'s folder, messages name `source`.
+    """
+    return loaded_from_text(
+        header + yaml.safe_dump(_plain_data(dict(data)), sort_keys=False, allow_unicode=True), source
+    )
+
+
+def _plain_data(value: Any) -> Any:
+    """Paths as strings, tuples as lists: what YAML's safe dumper writes."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain_data(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_data(item) for item in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    return value
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

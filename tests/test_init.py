@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgetl.profile import load_profile
+from edgetl.profile import LoadedProfile, load_profile
 from tests.helpers import make_dataset, run_cli
 
 
@@ -58,8 +58,9 @@ def test_build_with_data_builds_from_the_starter_profile(
     data = make_dataset(tmp_path / "flowers", train=2, val=1)
     seen: dict[str, object] = {}
 
-    def fake_build(profile: Path, **kwargs: object) -> object:
-        seen["profile"] = load_profile(profile).profile
+    def fake_build(loaded: LoadedProfile, **kwargs: object) -> object:
+        seen["profile"] = loaded.profile
+        seen["text"] = loaded.text
         seen["output_dir"] = kwargs["output_dir"]
         raise SystemExit(0)
 
@@ -69,3 +70,4 @@ def test_build_with_data_builds_from_the_starter_profile(
     profile = seen["profile"]
     assert profile.name == "flowers" and profile.target == "web" and profile.data.root == data.resolve()  # type: ignore[attr-defined]
     assert seen["output_dir"] == tmp_path / "run"
+    assert "# Written by `edgetl init`" in str(seen["text"])  # the run directory keeps the commented profile

@@ -10,11 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from edgetl.console import Log
-from edgetl.pipeline import build
-from tests.helpers import deep_merge, write_profile
+import edgetl
+from edgetl.pipeline import STAGE_ORDER
 
 REPO = Path(__file__).resolve().parents[1]
 LIGHT_TIMING = {"warmup": 2, "iterations": 10, "rounds": 2, "batch_sizes": [1], "memory": False, "compute_peak": False}
@@ -23,12 +21,13 @@ LIGHT_TIMING = {"warmup": 2, "iterations": 10, "rounds": 2, "batch_sizes": [1], 
 @pytest.mark.slow
 def test_quickstart_meets_the_accuracy_targets(hymenoptera: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("EDGETL_DATA_HOME", str(hymenoptera.parent))
-    # The README's profile; only the timing loops are shortened (latency is not asserted here).
-    profile = yaml.safe_load((REPO / "profiles/quickstart.yaml").read_text())
-    profile = deep_merge(profile, {"benchmark": LIGHT_TIMING})
-    profile_path = write_profile(tmp_path / "quickstart.yaml", profile)
-    outcome = build(profile_path, output_dir=tmp_path / "run", log=Log(quiet=True))
+    # The README's profile through the Python API; only the timing loops are shortened (latency is not asserted).
+    run = edgetl.build(
+        REPO / "profiles/quickstart.yaml", output_dir=tmp_path / "run", quiet=True, benchmark=LIGHT_TIMING
+    )
     report = json.loads((tmp_path / "run/report.json").read_text())
+    assert run.deployed.name == "onnx_int8" and run.deployed.accuracy == report["artifacts"]["onnx_int8"]["accuracy"]
+    assert run.reused_stages == ()
     torch_fp32, onnx_fp32, int8 = (report["artifacts"][n] for n in ("torch_fp32", "onnx_fp32", "onnx_int8"))
 
     assert report["eval"]["images"] == 153
@@ -40,13 +39,13 @@ def test_quickstart_meets_the_accuracy_targets(hymenoptera: Path, tmp_path: Path
     assert int8["agreement"] >= 0.98
     assert int8["size_ratio_vs"]["onnx_fp32"] <= 0.3
     assert report["passed"], report["budgets"]
-    assert outcome.results["finetune"].summary.head_init["mode"] == "imagenet"
+    assert report["training"]["head_init"]["mode"] == "imagenet"
 
     # An unchanged re-run (issue #7): every stage is up to date, nothing is rebuilt, seconds not minutes.
-    rerun = build(profile_path, output_dir=tmp_path / "run", log=Log(quiet=True))
-    assert all(result.skipped for result in rerun.results.values()), [
-        n for n, r in rerun.results.items() if not r.skipped
-    ]
-    assert rerun.seconds < 15, f"{rerun.seconds:.1f} s for an up-to-date build"
+    rerun = edgetl.build(
+        REPO / "profiles/quickstart.yaml", output_dir=tmp_path / "run", quiet=True, benchmark=LIGHT_TIMING
+    )
+    assert set(rerun.reused_stages) == set(STAGE_ORDER), rerun.reused_stages
+    assert rerun.seconds is not None and rerun.seconds < 15, f"{rerun.seconds:.1f} s for an up-to-date build"
     rebuilt = json.loads((tmp_path / "run/report.json").read_text())
     assert rebuilt["artifacts"]["onnx_int8"]["correct"] == int8["correct"]

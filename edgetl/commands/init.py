@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from edgetl.errors import UserInputError
-from edgetl.profile import parse_profile
+from edgetl.profile import LoadedProfile, loaded_from_text, parse_profile
 
 DEFAULT_TARGET = "x86-cpu"
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -94,3 +94,9 @@ def write_starter_profile(data: Path, output: Path, target: str, backbone: str, 
     with output.open("x", encoding="utf-8") as handle:  # "x": a file that appeared meanwhile is not replaced
         handle.write(text)
     return output
+
+
+def starter_loaded(data: Path, target: str, backbone: str) -> LoadedProfile:
+    """`edgetl build --data`: the starter profile, validated as if it were `./<name>.yaml` (no file is written)."""
+    name = profile_name(data)
+    return loaded_from_text(starter_profile(data, target, backbone, name), Path.cwd() / f"{name}.yaml")

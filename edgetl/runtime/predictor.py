@@ -27,6 +27,8 @@ MODEL_FILES = {name: a.file for name, a in ARTIFACTS.items() if a.backend != "to
 
 @dataclass(frozen=True)
 class Prediction:
+    """One label for one image: its name, its index in labels.txt and its probability."""
+
     label: str
     index: int
     score: float  # softmax probability
@@ -48,6 +50,7 @@ class Predictor:
         self.runner.activate()
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw class scores for a batch already preprocessed as `self.preprocessing` says (softmax: probabilities)."""
         logits = self.runner.infer_any_batch(batch)
         if logits.ndim != 2 or logits.shape[-1] != len(self.labels):
             # A model and labels from different builds would name every class wrong, silently.

@@ -16,7 +16,7 @@ from typing import Any
 from edgetl.console import Log
 from edgetl.files import write_text_atomic
 from edgetl.machine import describe_machine
-from edgetl.profile import load_profile
+from edgetl.profile import LoadedProfile, load_profile
 from edgetl.tune import results
 from edgetl.tune.results import TUNE_DIR
 from edgetl.tune.search import Search, TuneOptions, TuneOutcome, latency_source, write_profile
@@ -25,10 +25,10 @@ from edgetl.tune.study import redact
 __all__ = ["TuneOptions", "TuneOutcome", "run_tune", "write_outputs"]
 
 
-def run_tune(profile_path: str | Path, options: TuneOptions, log: Log | None = None) -> TuneOutcome:
+def run_tune(profile_path: str | Path | LoadedProfile, options: TuneOptions, log: Log | None = None) -> TuneOutcome:
     """Search, write `tune/`, then (unless interrupted or told not to) build the pick and evaluate it on val."""
     log = log or Log()
-    loaded = load_profile(profile_path)
+    loaded = profile_path if isinstance(profile_path, LoadedProfile) else load_profile(profile_path)
     from edgetl.pipeline import check_run_dir
 
     check_run_dir(loaded.output_dir, loaded)  # the same refusals as a build, before tune/ is written
