@@ -155,7 +155,7 @@ def fp32_run(run_dir: Path, work: Path) -> Path:
 
 def render(result: dict[str, Any]) -> str:
     lines = [
-        "# Node.js client vs edgetl (issue 15)",
+        "# Node.js client vs edgetl",
         "",
         f"CPU: {result['machine']['cpu']}; node {result['node']}; onnxruntime-node "
         f"{result['onnxruntime_node']}; sharp {result['sharp']}; onnxruntime (Python) "

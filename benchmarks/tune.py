@@ -11,7 +11,7 @@
    difference and McNemar's exact test, and p50 latency interleaved in rounds (batch 1, 1 thread),
    so the speed ratio is measured in one run.
 
-"Better" (issue 16): more accurate at equal or lower latency, or as accurate (the paired CI
+"Better": more accurate at equal or lower latency, or as accurate (the paired CI
 includes 0 or is above it) and >= 1.3x faster. Writes `benchmarks/results/tune_<dataset>.{json,md}`.
 """
 
@@ -182,7 +182,7 @@ def main() -> None:
     elif as_accurate and speedup >= 1.3:
         verdict = "as accurate (paired CI includes 0) and >= 1.3x faster"
     else:
-        verdict = "not better by issue 16's definition"
+        verdict = "not better (neither more accurate at equal latency nor as accurate and >= 1.3x faster)"
     pick = outcome.summary["pick"]
     rows["tuned"]["trial"] = pick["trial"]
     result = {
