@@ -192,3 +192,15 @@ def test_commands_the_docs_point_to_answer(command: str, tmp_path: Path) -> None
         [sys.executable, "-m", "edgetl", *shlex.split(command)[1:]], cwd=tmp_path, capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stdout.strip(), done.stderr
+
+
+def test_the_layout_in_the_development_guide_names_every_module() -> None:
+    text = (DOCS / "development.md").read_text()
+    layout = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    modules = sorted(
+        path.stem if path.is_file() else path.name
+        for path in (REPO / "edgetl").iterdir()
+        if (path.suffix == ".py" and path.stem != "__init__") or (path.is_dir() and (path / "__init__.py").is_file())
+    )
+    missing = [name for name in modules if not re.search(rf"\b{re.escape(name)}(\.py|/)", layout)]
+    assert not missing, f"docs/development.md's Layout does not name: {missing}"
