@@ -14,6 +14,7 @@ report, read back as typed records: what the CLI prints is what these hold.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -134,6 +135,10 @@ class Run:
                 "budget violated: " + "; ".join(b.message for b in self.failed_budgets),
                 hint=f"report: {self.report_md}",
             )
+
+    def __fspath__(self) -> str:
+        """A run is its run directory: `edgetl.load(run)`, `Path(run)` and `open(Path(run) / ...)` work."""
+        return str(self.run_dir)
 
     def load(self, artifact: str | None = None, threads: int | None = None) -> Predictor:
         """A torch-free predictor for the deployed artefact (or `artifact`), checked against the manifest."""
@@ -382,8 +387,12 @@ def _artifact(name: str, record: Mapping[str, Any], run_dir: Path, baseline: str
 # -- progress --------------------------------------------------------------------------------------
 
 
+_logger = logging.getLogger("edgetl")
+_logger.addHandler(logging.NullHandler())  # the console shows progress already; handlers are the application's
+
+
 class _ApiLog(Log):
-    """The CLI's log, plus a callback for every line and notebook-aware progress bars."""
+    """The CLI's log, plus the `edgetl` logger, a callback for every line and notebook-aware progress bars."""
 
     def __init__(self, quiet: bool, bars: bool, on_progress: Callable[[Progress], None] | None) -> None:
         super().__init__(quiet=quiet)
@@ -392,16 +401,19 @@ class _ApiLog(Log):
 
     def __call__(self, message: str) -> None:
         super().__call__(message)
+        _logger.info(message)
         if self._on_progress is not None:
             self._on_progress(Progress("message", message))
 
     def stage(self, name: str, message: str) -> None:
         super().stage(name, message)
+        _logger.info("%s: %s", name, message)
         if self._on_progress is not None:
             self._on_progress(Progress("stage", message, stage=name))
 
     def warn(self, message: str) -> None:
         super().warn(message)
+        _logger.warning(message)
         if self._on_progress is not None:
             self._on_progress(Progress("warning", message))
 

@@ -102,6 +102,7 @@ def test_a_run_reads_back_as_typed_results(built_run) -> None:
     assert [b.message for b in run.budgets] == [b["message"] for b in report["budgets"]]
     assert run.passed is report["passed"] and run.bundle == built_run.run_dir / "bundle"
     assert run.report_md.is_file() and run.profile_path.is_file()
+    assert edgetl.load(run).labels == run.load().labels == report["eval"]["classes"]  # a Run is its run directory
     labels = {p.label for p in run.load().predict(sorted((built_run.run_dir / "bundle").rglob("*.jpg"))[:2])[0]}
     assert labels <= set(report["eval"]["classes"])
 
@@ -141,7 +142,7 @@ def test_load_run_refuses_what_is_not_a_finished_build(tmp_path: Path) -> None:
 
 
 def test_build_passes_progress_to_the_callback_and_checks_budgets_on_request(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built_run
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built_run, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The API's wiring around the pipeline (the pipeline itself is what every build test runs)."""
     import edgetl.pipeline
@@ -170,10 +171,15 @@ def test_build_passes_progress_to_the_callback_and_checks_budgets_on_request(
     monkeypatch.setattr(edgetl.pipeline, "build", fake_pipeline)
     events: list[api.Progress] = []
     profile = {"name": "cb", "data": {"root": str(tmp_path)}}
+    caplog.set_level("INFO", logger="edgetl")
     run = edgetl.build(profile, output_dir=tmp_path / "out", quiet=True, on_progress=events.append)
     assert [(e.kind, e.stage, e.message) for e in events] == [
         ("stage", "finetune", "epoch 1/1"),
         ("warning", None, "careful"),
+    ]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "edgetl"] == [
+        ("INFO", "finetune: epoch 1/1"),
+        ("WARNING", "careful"),
     ]
     assert seen["kwargs"]["output_dir"] == tmp_path / "out"  # type: ignore[index]
     assert seen["loaded"].profile.name == "cb"  # type: ignore[attr-defined]

@@ -176,5 +176,5 @@ def _missing(modules: tuple[str, ...], extra: str | None) -> str | None:
     missing = [module for module in modules if importlib.util.find_spec(module) is None]
     if not missing:
         return None
-    install = f"pip install 'edgetl[{extra}]'" if extra else "see the README"
+    install = f"pip install 'edgetl[{extra}]'" if extra else "see the targets guide: docs/guides/targets.md"
     return f"{', '.join(missing)} not installed ({install})"

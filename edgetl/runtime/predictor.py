@@ -192,7 +192,7 @@ def _load_engine_file(path: Path, threads: int | None) -> Predictor:
     return Predictor(TensorRTRunner(path, name="engine"), preprocessing, labels)
 
 
-def load(source: str | Path, artifact: str | None = None, threads: int | None = None) -> Predictor:
+def load(source: str | os.PathLike[str], artifact: str | None = None, threads: int | None = None) -> Predictor:
     """Open a run directory (default: its deployed artefact), a device bundle, an engine or an edgetl ONNX file."""
     path = Path(source)
     if path.is_file() and path.suffix not in (".engine", ".plan"):

@@ -154,7 +154,8 @@ class Search:
         profile = loaded.profile
         if profile.tune is None:
             raise ProfileError(
-                f"{loaded.path}: no tune section; add one (an empty `tune: {{}}` searches edgetl's default space)"
+                f"{loaded.path}: no tune section; add one (an empty `tune: {{}}` searches edgetl's default space)",
+                hint="profiles/quickstart-tune.yaml is an example",
             )
         self.loaded = loaded
         self.options = options
