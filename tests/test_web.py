@@ -138,3 +138,27 @@ def test_serve_refuses_a_bundle_without_a_page(built_run, capsys: pytest.Capture
     code, _, err = run_cli(["serve", str(built_run.run_dir / layout.BUNDLE_DIR)], capsys)
     assert code == 2 and "has no web page (target x86-cpu)" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_page_must_agree_with_predict_as_often_as_any_runtime() -> None:
+    from edgetl.measure.browser import BrowserError, require_agreement
+
+    def results(agree: int, images: int = 100) -> dict:
+        flips = [{"image": f"/v/{i}.jpg", "page": 1, "predict": 0} for i in range(images - agree)]
+        return {
+            "images": images,
+            "agreement": agree,
+            "agreement_percent": 100.0 * agree / images if images else 0.0,
+            "disagreements": flips,
+        }
+
+    require_agreement(results(99), 99.0, ["ants", "bees"])  # at the floor: passes
+    with pytest.raises(
+        BrowserError,
+        match=r"agree with edgetl predict on 98 of 100 val images \(98.0 % < "
+        r"benchmark.min_runtime_agreement 99 %\): 0.jpg: page bees, predict ants; 1.jpg",
+    ) as raised:
+        require_agreement(results(98), 99.0, ["ants", "bees"])
+    assert raised.value.exit_code == 4
+    with pytest.raises(BrowserError, match="checked on no images: nothing was compared"):
+        require_agreement(results(0, images=0), 99.0, ["ants", "bees"])

@@ -520,3 +520,24 @@ def _margin(logits: np.ndarray) -> float:
     """Top-1 minus top-2 logit: how close a label was to flipping."""
     top = np.sort(logits)[::-1]
     return round(float(top[0] - top[1]), 4) if top.size > 1 else 0.0
+
+
+def require_agreement(results: dict[str, Any], floor_percent: float, classes: list[str]) -> None:
+    """BrowserError (exit 4) when the page's labels agree with `edgetl predict` on fewer than `floor_percent` %.
+
+    The page decodes with the browser and resizes in the graph, so a few borderline images may flip;
+    more than the floor means the shipped page classifies differently from what the report measured.
+    """
+    if results["images"] == 0:
+        raise BrowserError("the web page was checked on no images: nothing was compared")
+    if results["agreement_percent"] >= floor_percent:
+        return
+    examples = "; ".join(
+        f"{Path(d['image']).name}: page {classes[d['page']]}, predict {classes[d['predict']]}"
+        for d in results["disagreements"][:3]
+    )
+    raise BrowserError(
+        f"the web page's labels agree with edgetl predict on {results['agreement']} of {results['images']} val images "
+        f"({results['agreement_percent']:.1f} % < benchmark.min_runtime_agreement {floor_percent:g} %): {examples}",
+        hint="the bundle's page would classify differently from what the report measured",
+    )

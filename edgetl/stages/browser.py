@@ -2,8 +2,10 @@
 
 Thin: fingerprint the bundle (bundle.json holds every file's hash), the other ONNX candidates, the
 `web:` settings and the browser's version; call `edgetl.measure.browser.check_web_bundle`; keep its
-browser.json. The report shows the page's agreement with `edgetl predict` on every val image and the
-page's latency per WebAssembly thread count, as measured in this machine's Chromium.
+browser.json; fail (exit 4) when the page agrees with `edgetl predict` on fewer val images than
+`benchmark.min_runtime_agreement` asks of any runtime. The report shows the page's agreement with
+`edgetl predict` on every val image and the page's latency per WebAssembly thread count, as measured
+in this machine's Chromium.
 """
 
 from __future__ import annotations
@@ -52,13 +54,14 @@ class BrowserStage(Stage):
             "alternatives": {name: ctx.artifact_digest(name) for name in self._alternatives(ctx)},
             "split": ctx.results["data"].files[layout.SPLIT],
             "web": profile_section(ctx.profile, "web"),
+            "min_agreement": ctx.profile.benchmark.min_runtime_agreement,
             "timing": [ctx.profile.benchmark.warmup, ctx.profile.benchmark.iterations, ctx.profile.benchmark.rounds],
             "chromium": chromium_version(chromium) if chromium else None,
             "machine": machine_signature(),  # the page's latency and its default thread counts are this machine's
         }
 
     def run(self, ctx: BuildContext, out: Path) -> BrowserSummary:
-        from edgetl.measure.browser import check_web_bundle
+        from edgetl.measure.browser import check_web_bundle, require_agreement
 
         chromium = self._chromium(ctx)
         if chromium is None:
@@ -85,4 +88,6 @@ class BrowserStage(Stage):
             log=lambda message: ctx.log.stage(self.name, message),
         )
         write_json_atomic(out / layout.BROWSER_DIR / layout.BROWSER_RESULTS, results)
+        # The same floor a converted artefact must meet before it may ship: the page is one more runtime.
+        require_agreement(results, ctx.profile.benchmark.min_runtime_agreement, split.classes)
         return BrowserSummary(checked=True, **{k: v for k, v in results.items() if k != "per_image"})
