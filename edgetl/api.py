@@ -215,7 +215,7 @@ def build(
     Args:
         profile: a profile file, a mapping of profile fields, or an `edgetl.Profile`.
         output_dir: the run directory, relative to the working directory (default: the profile's output_dir,
-            else ./runs/<name>).
+            else `./runs/<name>`).
         force: rerun every stage instead of reusing cached results.
         resume: continue an interrupted fine-tune from its last finished epoch.
         quiet: print nothing but warnings (progress still reaches `on_progress`).
