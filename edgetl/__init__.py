@@ -56,11 +56,12 @@ __all__ = [
     "tune",
 ]
 
-# Public name -> the module that defines it, imported on first use (PEP 562).
+# Public name -> the module (under edgetl) that defines it, imported on first use (PEP 562). Written
+# relative, not as "edgetl.api": the stages' code digests follow "edgetl.x" strings (edgetl.source), and
+# every module imports this package, while no stage ever touches the public API's lazy names.
 _LAZY = {
     **dict.fromkeys(
-        ("Artifact", "Budget", "Progress", "ProfileSource", "Run", "TuneResult", "build", "load_run", "tune"),
-        "edgetl.api",
+        ("Artifact", "Budget", "Progress", "ProfileSource", "Run", "TuneResult", "build", "load_run", "tune"), "api"
     ),
     **dict.fromkeys(
         (
@@ -72,10 +73,10 @@ _LAZY = {
             "UserInputError",
             "VerificationError",
         ),
-        "edgetl.errors",
+        "errors",
     ),
-    "Profile": "edgetl.profile",
-    **dict.fromkeys(("Prediction", "Predictor", "load"), "edgetl.runtime"),
+    "Profile": "profile",
+    **dict.fromkeys(("Prediction", "Predictor", "load"), "runtime"),
 }
 
 
@@ -83,7 +84,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'edgetl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value  # later lookups skip this function
     return value
 

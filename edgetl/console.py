@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
 
 from rich.console import Console
 
@@ -26,3 +30,33 @@ class Log:
     @property
     def progress_enabled(self) -> bool:
         return not self.quiet and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def native_output_captured(keep_bytes: int = 20_000) -> Iterator[None]:
+    """Route file descriptor 2 to a temporary file while a converter or a runtime loads a model.
+
+    TensorFlow Lite, absl, oneDNN and XNNPACK log from C++ straight to fd 2, past `sys.stderr` and
+    `--quiet` ("Created TensorFlow Lite XNNPACK delegate", "oneDNN custom operations are on", ...).
+    What they said is dropped when the block succeeds and printed when it raises, so a failure still
+    shows the library's own words.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            with contextlib.suppress(ValueError, OSError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                size = sink.seek(0, os.SEEK_END)
+                sink.seek(max(0, size - keep_bytes))
+                said = sink.read().decode("utf-8", errors="replace")
+                if said.strip():
+                    sys.stderr.write(said if said.endswith("\n") else said + "\n")

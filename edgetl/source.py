@@ -10,6 +10,8 @@ follows, statically and transitively:
   backend and backbone registries resolve with importlib;
 - the package `__init__.py` files Python runs on the way, and the non-Python source a package ships
   beside its modules (the web page in `edgetl/web/assets`).
+
+Imports under `if TYPE_CHECKING:` are not followed: they never run.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _referenced(path: Path, root: Path) -> set[str]:
     this = _module_name(path, root)
     package = this if path.name == "__init__.py" else this.rpartition(".")[0]
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -64,6 +66,26 @@ def _referenced(path: Path, root: Path) -> set[str]:
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _REFERENCE.match(node.value):
             names.add(node.value.partition(":")[0])
     return {name for name in names if name == PACKAGE or name.startswith(PACKAGE + ".")}
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of `tree` except the bodies of `if TYPE_CHECKING:` blocks (imports for type checkers never run)."""
+    nodes: list[ast.AST] = []
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        nodes.append(node)
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            pending.extend(node.orelse)
+            continue
+        pending.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _with_parents(name: str) -> list[str]:

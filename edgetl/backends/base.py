@@ -168,8 +168,11 @@ class Backend:
     def convert(self, source: Path, target: Path, options: dict[str, Any]) -> dict[str, Any]:
         if self.converter is None:
             raise RuntimeError(f"backend {self.name} converts nothing")
+        from edgetl.console import native_output_captured
+
         module, _, attribute = self.converter.partition(":")
-        return getattr(importlib.import_module(module), attribute)(source, target, options)
+        with native_output_captured():  # converters' C++ logs bypass --quiet; shown only if the conversion fails
+            return getattr(importlib.import_module(module), attribute)(source, target, options)
 
 
 def _missing(modules: tuple[str, ...], extra: str | None) -> str | None:

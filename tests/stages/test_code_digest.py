@@ -79,3 +79,11 @@ def test_an_edit_invalidates_the_stages_that_can_run_the_file(
         assert source_digest(STAGES[name], copy) != source_digest(STAGES[name]), f"{edited} must invalidate {name}"
     for name in kept:
         assert source_digest(STAGES[name], copy) == source_digest(STAGES[name]), f"{edited} must not invalidate {name}"
+
+
+def test_type_checking_imports_and_the_public_api_facade_are_not_in_stage_closures() -> None:
+    """Every module imports the edgetl package, whose lazy public names reach the whole build: no stage runs them."""
+    for stage in ("data", "finetune", "export", "optimize", "convert", "benchmark", "package", "browser", "device"):
+        closure = _relative(f"edgetl.stages.{stage}")
+        assert "__init__.py" in closure and "api.py" not in closure and "pipeline.py" not in closure, stage
+    assert "api.py" in _relative("edgetl.cli")  # the CLI does run it

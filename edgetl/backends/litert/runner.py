@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.backends.base import Runner
+from edgetl.console import native_output_captured
 from edgetl.errors import DependencyError, ModelFileError, first_line
 
 
@@ -69,8 +70,9 @@ class LiteRTRunner(Runner):
             raise ModelFileError(f"{self.path}: LiteRT model not found")
         try:
             source = {"model_content": self.model} if self.model is not None else {"model_path": str(self.path)}
-            self._interpreter = interpreter_type(**source, num_threads=self.threads or None)
-            self._interpreter.allocate_tensors()
+            with native_output_captured():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on fd 2
+                self._interpreter = interpreter_type(**source, num_threads=self.threads or None)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise ModelFileError(f"{self.path}: LiteRT cannot load the model ({first_line(error)})") from None
         self._input = self._interpreter.get_input_details()[0]
