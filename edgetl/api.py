@@ -15,6 +15,7 @@ report, read back as typed records: what the CLI prints is what these hold.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -271,6 +272,7 @@ def tune(
     study: str | None = None,
     resume: bool = False,
     final_build: bool | None = None,
+    heartbeat: float = 30.0,
     quiet: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
     on_trial: Callable[[dict[str, Any]], None] | None = None,
@@ -280,8 +282,11 @@ def tune(
 
     Trials are scored on a holdout carved out of train; val is used once, by the final build of the pick.
     `on_trial` is called with every finished trial's row. `storage` is an Optuna RDB URL (default: SQLite
-    in the run directory's tune/), shared by workers that run the same study.
+    in the run directory's tune/), shared by workers that run the same study; a worker silent for twice
+    `heartbeat` seconds has its running trial marked failed.
     """
+    if not math.isfinite(heartbeat) or not 1 <= heartbeat <= 86_400:
+        raise UserInputError(f"heartbeat {heartbeat}: expected seconds between 1 and 86400")
     from edgetl.tune import TuneOptions, run_tune
 
     loaded = resolve_profile(profile, **overrides)
@@ -292,6 +297,7 @@ def tune(
         study=study,
         resume=resume,
         final_build=final_build,
+        heartbeat=heartbeat,
         progress=on_trial,
     )
     outcome = run_tune(loaded, options, _log(quiet, None, on_progress))

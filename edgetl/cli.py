@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 internal error, 2 bad input, 3 budget violated, 4 verificati
 from __future__ import annotations
 
 import enum
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -160,20 +161,17 @@ def tune(
     space is printed when the search starts and recorded in tune/trials.json. Writes <run>/tune/ and, at the end,
     builds the pick into <run> and evaluates it on val once.
     """
-    import math
-
+    from edgetl.api import tune as run_tune
     from edgetl.console import Log
     from edgetl.errors import UserInputError
     from edgetl.report.compose import print_table
-    from edgetl.tune import TuneOptions, run_tune
     from edgetl.tune.progress import TrialProgress
 
     if not math.isfinite(heartbeat) or not 1 <= heartbeat <= 86_400:
         raise UserInputError(f"--heartbeat {heartbeat}: expected seconds between 1 and 86400")
-
-    log = Log(quiet=quiet)
-    with TrialProgress(log, enabled=not quiet) as progress:
-        options = TuneOptions(
+    with TrialProgress(Log(quiet=quiet), enabled=not quiet) as progress:
+        result = run_tune(
+            profile,
             trials=trials,
             time_budget=time_budget,
             storage=storage,
@@ -181,28 +179,26 @@ def tune(
             resume=resume,
             final_build=final,
             heartbeat=heartbeat,
-            progress=progress.update,
+            quiet=quiet,
+            on_trial=progress.update,
         )
-        outcome = run_tune(profile, options, log)
-    summary = outcome.summary
-    pick = summary["pick"]
-    counts = summary["counts"]
+    summary, pick, counts = result.summary, result.pick, result.counts
     _err.print(
-        f"study {summary['name']}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed; "
-        f"results in {outcome.tune_dir} (pareto.md, trials.csv, best.yaml)"
+        f"study {result.study}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed; "
+        f"results in {result.tune_dir} (pareto.md, trials.csv, best.yaml)"
     )
     if pick is not None:
         _err.print(
             f"pick: trial {pick['trial']} ({pick['accuracy']:.1%} on the tune holdout, {pick['latency_ms']:.2f} ms, "
             f"{pick['size_mb']:.2f} MB): {', '.join(f'{k}={v}' for k, v in pick['params'].items())}"
         )
-    if outcome.interrupted:
+    if result.interrupted:
         _err.print(f"edgetl: interrupted; finished trials are kept in {summary['storage']}; --resume continues")
         raise typer.Exit(130)
-    if outcome.final is not None and outcome.final.report is not None:
-        print_table(outcome.final.report, _out)
-        _err.print(f"run directory: {outcome.final.run_dir} (the pick, evaluated on val once: {layout.REPORT_MD})")
-        outcome.final.raise_for_budgets()
+    if result.final is not None:
+        print_table(dict(result.final.report), _out)
+        _err.print(f"run directory: {result.final.run_dir} (the pick, evaluated on val once: {layout.REPORT_MD})")
+        result.final.raise_for_budgets()
 
 
 @app.command()
