@@ -38,7 +38,7 @@ from edgetl.console import Log  # noqa: E402
 from edgetl.machine import describe_machine, package_versions  # noqa: E402
 from edgetl.pipeline import build  # noqa: E402
 from edgetl.preprocessing import read_preprocessing  # noqa: E402
-from edgetl.tune import TuneOptions, run_tune  # noqa: E402
+from edgetl.tuning import TuneOptions, run_tune  # noqa: E402
 
 # A space a 30-minute search on 2 cores can cover: fine-tunes of up to 9 epochs, inputs 128-224 px.
 SEARCH: dict[str, Any] = {

@@ -186,14 +186,14 @@ def _sentence(text: str) -> str:
 
 def cli_reference() -> str:
     """Every command, argument and option of `edgetl`, from the typer app itself."""
-    import click
+    import typer
     import typer.main
     from typer.cli import get_docs_for_click
 
     from edgetl import cli
 
     command = typer.main.get_command(cli.app)
-    docs = get_docs_for_click(obj=command, ctx=click.Context(command, info_name="edgetl"), name="edgetl")
+    docs = get_docs_for_click(obj=command, ctx=typer.Context(command, info_name="edgetl"), name="edgetl")
     body = docs.split("\n", 1)[1] if docs.startswith("# ") else docs  # our own title below
     exit_codes = (cli.__doc__ or "").split("Exit codes:", 1)[1].split("`--debug`", 1)[0]
     return "\n".join(
@@ -221,12 +221,13 @@ def pages() -> dict[Path, str]:
 
 
 def main(argv: list[str]) -> int:
-    stale = [path for path, text in pages().items() if not path.is_file() or path.read_text() != text]
+    generated = pages()
+    stale = [path for path, text in generated.items() if not path.is_file() or path.read_text() != text]
     if "--check" in argv:
         for path in stale:
             print(f"{path}: stale; run python docs/generate.py", file=sys.stderr)
         return 1 if stale else 0
-    for path, text in pages().items():
+    for path, text in generated.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     print(f"wrote {PROFILE_PAGE} and {CLI_PAGE}")

@@ -4,7 +4,7 @@
 
     run = edgetl.build("profile.yaml")          # or edgetl.build({...}), edgetl.build(edgetl.Profile(...))
     print(run.deployed.name, run.deployed.accuracy, run.deployed.latency_ms)
-    edgetl.load(run.bundle).predict(["photo.jpg"])
+    edgetl.load(run).predict(["photo.jpg"])       # a Run is its run directory; a bundle folder works too
 
 Importing edgetl imports no torch: the names below load on first use, and a build imports torch when
 it starts. `edgetl.load` and the predictor it returns never need torch (a device installs numpy,
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     )
     from edgetl.profile import Profile
     from edgetl.runtime import Prediction, Predictor, load
+    from edgetl.tuning.progress import TrialEvent
 
 __all__ = [
     "Artifact",
@@ -46,6 +47,7 @@ __all__ = [
     "ProfileSource",
     "Progress",
     "Run",
+    "TrialEvent",
     "TuneResult",
     "UserInputError",
     "VerificationError",
@@ -76,6 +78,7 @@ _LAZY = {
         "errors",
     ),
     "Profile": "profile",
+    "TrialEvent": "tuning.progress",
     **dict.fromkeys(("Prediction", "Predictor", "load"), "runtime"),
 }
 

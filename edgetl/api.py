@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import yaml
 
@@ -29,10 +29,11 @@ from edgetl import layout
 from edgetl.console import Log
 from edgetl.errors import BudgetExceeded, ModelFileError, UserInputError
 from edgetl.files import read_json
-from edgetl.profile import LoadedProfile, Profile, deep_merge, load_profile, loaded_from_mapping
+from edgetl.profile import LoadedProfile, Profile, deep_merge, load_profile, loaded_from_mapping, plain_profile_data
 
 if TYPE_CHECKING:
     from edgetl.runtime import Predictor
+    from edgetl.tuning.progress import TrialEvent
 
 __all__ = [
     "Artifact",
@@ -47,7 +48,7 @@ __all__ = [
     "tune",
 ]
 
-ProfileSource = Profile | str | os.PathLike[str] | Mapping[str, Any] | LoadedProfile
+ProfileSource: TypeAlias = Profile | str | os.PathLike[str] | Mapping[str, Any] | LoadedProfile
 """A profile file's path, a mapping of profile fields (as the YAML would hold), or an `edgetl.Profile`."""
 
 
@@ -196,7 +197,7 @@ def resolve_profile(profile: ProfileSource, **overrides: Any) -> LoadedProfile:
     else:
         raise UserInputError(f"profile: expected a path, a mapping or an edgetl.Profile, got {type(profile).__name__}")
     header = "# Built through edgetl's Python API; edit it and `edgetl build` this file.\n"
-    return loaded_from_mapping(deep_merge(dict(data), overrides), source, header)
+    return loaded_from_mapping(deep_merge(dict(data), plain_profile_data(overrides)), source, header)
 
 
 def build(
@@ -275,19 +276,20 @@ def tune(
     heartbeat: float = 30.0,
     quiet: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
-    on_trial: Callable[[dict[str, Any]], None] | None = None,
+    on_trial: Callable[[TrialEvent], None] | None = None,
     **overrides: Any,
 ) -> TuneResult:
     """Search for the most accurate model that fits the budgets (`edgetl tune`); the profile needs a `tune` section.
 
     Trials are scored on a holdout carved out of train; val is used once, by the final build of the pick.
-    `on_trial` is called with every finished trial's row. `storage` is an Optuna RDB URL (default: SQLite
+    `on_trial` is called with an `edgetl.TrialEvent` after every finished trial (its settings, measurements,
+    the study's progress and the best so far). `storage` is an Optuna RDB URL (default: SQLite
     in the run directory's tune/), shared by workers that run the same study; a worker silent for twice
     `heartbeat` seconds has its running trial marked failed.
     """
     if not math.isfinite(heartbeat) or not 1 <= heartbeat <= 86_400:
         raise UserInputError(f"heartbeat {heartbeat}: expected seconds between 1 and 86400")
-    from edgetl.tune import TuneOptions, run_tune
+    from edgetl.tuning import TuneOptions, run_tune
 
     loaded = resolve_profile(profile, **overrides)
     options = TuneOptions(
@@ -328,7 +330,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
         raise ModelFileError(f"{path}: not readable JSON ({error})") from None
     try:
         return run_from_report(folder.resolve(), report, seconds=None)
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelFileError(f"{path}: not an edgetl report ({error.__class__.__name__}: {error})") from None
 
 

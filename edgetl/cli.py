@@ -165,7 +165,7 @@ def tune(
     from edgetl.console import Log
     from edgetl.errors import UserInputError
     from edgetl.report.compose import print_table
-    from edgetl.tune.progress import TrialProgress
+    from edgetl.tuning.progress import TrialProgress
 
     if not math.isfinite(heartbeat) or not 1 <= heartbeat <= 86_400:
         raise UserInputError(f"--heartbeat {heartbeat}: expected seconds between 1 and 86400")

@@ -431,7 +431,8 @@ class BenchmarkConfig(_Section):
     min_runtime_agreement: Annotated[float, Field(ge=0.0, le=100.0)] = Field(
         99.0,
         description="percent top-1 agreement on val a converted artefact needs with the model it was converted "
-        "from before `deploy: fastest` may ship it (same model, other runtime: it must predict the same)",
+        "from before `deploy: fastest` may ship it (same model, other runtime: it must predict the same); the "
+        "web target's page must agree with `edgetl predict` as often, or the build fails",
     )
     threads: PositiveInt = 1
     warmup: Annotated[int, Field(ge=0)] = 10
@@ -518,7 +519,7 @@ class TuneConfig(_Section):
         description="parameter -> a list of choices or a {low, high, log, step} range. Parameters: backbone, "
         "input_size, strategy, unfreeze_blocks, lr, backbone_lr_ratio, augmentation (none, light, default, strong), "
         "epochs, calibration_method, or any dotted profile field (finetune.label_smoothing). Empty: edgetl's "
-        "default space (edgetl.tune.space.default_space, printed when the search starts)",
+        "default space (edgetl.tuning.space.default_space, printed when the search starts)",
     )
     objectives: list[TuneObjective] = Field(
         default_factory=lambda: ["accuracy", "latency"],
@@ -919,13 +920,16 @@ def _describe_error(error: dict[str, Any], lines: dict[tuple[Any, ...], int], fi
     return f"{where}: {dotted}: {message}{shown}"
 
 
-def parse_profile(text: str, file: Path) -> Profile:
-    """Parse and validate profile text; `file` is used for messages and relative paths."""
+def parse_profile(text: str, file: Path, line_numbers: bool = True) -> Profile:
+    """Parse and validate profile text; `file` is used for messages and relative paths.
+
+    `line_numbers=False` for generated text: a line the user never saw would mislead.
+    """
     try:
         raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader derives from SafeLoader
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else str(file)
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark and line_numbers else str(file)
         raise ProfileError(f"{where}: invalid YAML: {error.problem or error.context}") from None
     except yaml.YAMLError as error:
         raise ProfileError(f"{file}: invalid YAML: {error}") from None
@@ -939,7 +943,7 @@ def parse_profile(text: str, file: Path) -> Profile:
     except RecursionError:
         raise ProfileError(f"{file}: nested too deeply for a profile") from None
     except ValidationError as error:
-        lines = _line_map(text)
+        lines = _line_map(text) if line_numbers else {}
         problems = [_describe_error(e, lines, file) for e in error.errors()]
         raise ProfileError("\n".join(problems)) from None
     return _resolve_paths(profile, file.parent)
@@ -998,30 +1002,56 @@ def loaded_from_text(text: str, source: Path) -> LoadedProfile:
 def loaded_from_mapping(data: Mapping[str, Any], source: Path, header: str = "") -> LoadedProfile:
     """A profile given as a mapping (Python, or a file with overrides laid over it), as if read from `source`.
 
-    The text is the mapping written as YAML, so the run directory's profile.yaml is exactly what ran and
-    can be edited and rebuilt; relative paths resolve against `source`'s folder, messages name `source`.
+    Relative paths resolve against `source`'s folder; messages name `source` and the field (no line:
+    the YAML is generated). The recorded text is the mapping as YAML with every path written resolved,
+    so the run directory's profile.yaml rebuilds the same thing from wherever it is built.
     """
-    return loaded_from_text(
-        header + yaml.safe_dump(_plain_data(dict(data)), sort_keys=False, allow_unicode=True), source
-    )
+    plain = plain_profile_data(data)
+    try:
+        text = yaml.safe_dump(plain, sort_keys=False, allow_unicode=True)
+    except yaml.YAMLError as error:
+        raise ProfileError(f"{source}: a value YAML cannot hold ({error})") from None
+    profile = parse_profile(text, source, line_numbers=False)
+    for dotted, value in _resolved_paths(profile).items():
+        section = plain
+        *parents, last = dotted.split(".")
+        for name in parents:
+            section = section.get(name) if isinstance(section, dict) else None
+        if isinstance(section, dict) and section.get(last) is not None:
+            section[last] = str(value)
+    return loaded_from_text(header + yaml.safe_dump(plain, sort_keys=False, allow_unicode=True), source)
 
 
-def _plain_data(value: Any) -> Any:
-    """Paths as strings, tuples as lists: what YAML's safe dumper writes."""
+def _resolved_paths(profile: Profile) -> dict[str, Path | None]:
+    board = profile.tracking.tensorboard
+    return {
+        "output_dir": profile.output_dir,
+        "data.root": profile.data.root,
+        "backbone.weights": profile.backbone.weights,
+        "tracking.tensorboard.log_dir": board.log_dir if board is not None else None,
+    }
+
+
+def plain_profile_data(value: Any) -> Any:
+    """What YAML's safe dumper writes: config objects as their fields, paths as strings, numpy scalars as numbers."""
+    if isinstance(value, BaseModel):
+        return plain_profile_data(value.model_dump(mode="json", exclude_unset=True))
     if isinstance(value, Mapping):
-        return {str(key): _plain_data(item) for key, item in value.items()}
+        return {str(key): plain_profile_data(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain_data(item) for item in value]
+        return [plain_profile_data(item) for item in value]
     if isinstance(value, PurePath):
         return str(value)
+    if hasattr(value, "item") and hasattr(value, "dtype"):  # a numpy scalar
+        return value.item()
     return value
 
 
-def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Profile mapping `base` with `overrides` laid over it, section by section (for scripted variants)."""
     merged = dict(base)
     for key, value in overrides.items():
-        nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        nested = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
         merged[key] = deep_merge(merged[key], value) if nested else value
     return merged
 

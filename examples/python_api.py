@@ -69,6 +69,7 @@ print("bundle:", run.bundle)
 
 # %%
 image = next(path for path in sorted(data.rglob("*")) if path.suffix.lower() in {".jpg", ".jpeg", ".png"})
+assert run.bundle is not None  # every x86-cpu build writes one
 predictor = edgetl.load(run.bundle)
 best = predictor.predict([image], top_k=1)[0][0]
 print(f"{image.name}: {best.label} ({best.score:.1%})")

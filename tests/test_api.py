@@ -6,6 +6,7 @@ page) and tests/test_quickstart.py (the quickstart profile on hymenoptera).
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -42,6 +43,8 @@ def test_every_public_name_is_listed_typed_and_documented() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         edgetl.nope  # noqa: B018 - the lookup is what is tested
     assert edgetl.build is api.build and edgetl.Profile is edgetl.profile.Profile
+    importlib.import_module("edgetl.tuning.results")  # importing a subpackage must not shadow a public function
+    assert edgetl.tune is api.tune and edgetl.load is edgetl.runtime.load
 
 
 def test_a_profile_comes_from_a_path_a_mapping_or_a_profile_object(tmp_path: Path, tiny_data: Path) -> None:
@@ -72,12 +75,21 @@ def test_relative_paths_in_a_mapping_resolve_against_the_working_directory(
     loaded = api.resolve_profile(edgetl.Profile(name="rel", data={"root": Path("images")}))
     assert loaded.profile.data.root == (tmp_path / "images").resolve()
     assert loaded.output_dir == tmp_path / "runs" / "rel"
+    # The run directory's copy rebuilds the same thing from anywhere: its paths are written resolved.
+    assert yaml.safe_load(loaded.text)["data"]["root"] == str((tmp_path / "images").resolve())
 
 
 def test_bad_profile_input_is_one_error_naming_the_field(tmp_path: Path, tiny_data: Path) -> None:
     path = write_profile(tmp_path / "tiny.yaml", tiny_profile(tiny_data, tmp_path / "run"))
-    with pytest.raises(ProfileError, match=r"tiny.yaml \(with overrides\).*finetune.epochs"):
+    with pytest.raises(ProfileError, match=r"tiny.yaml \(with overrides\): finetune.epochs"):  # no line: generated
         api.resolve_profile(path, finetune={"epochs": 0})
+    import numpy as np
+
+    from edgetl.profile import FinetuneConfig
+
+    typed = api.resolve_profile(path, finetune=FinetuneConfig(epochs=2), seed=np.int64(7))
+    assert typed.profile.finetune.epochs == 2 and typed.profile.seed == 7
+    assert typed.profile.finetune.lr == 0.01  # a config object overrides its set fields only, like a mapping
     with pytest.raises(ProfileError, match="unknown key; did you mean 'finetune'"):
         api.resolve_profile(path, fine_tune={"epochs": 2})
     with pytest.raises(ProfileError, match="profile mapping.*name: required field is missing"):

@@ -37,9 +37,11 @@ def _generator() -> ModuleType:
     return module
 
 
-def test_generated_reference_pages_are_current() -> None:
-    for path, text in _generator().pages().items():
-        assert path.read_text() == text, f"{path.relative_to(REPO)} is stale: run python docs/generate.py"
+def test_the_generated_profile_reference_is_current() -> None:
+    """Byte for byte: the profile page comes from edgetl's own schema. (The CLI page's layout is typer's, which
+    changes between typer releases; its completeness is tested below instead.)"""
+    generator = _generator()
+    assert generator.PROFILE_PAGE.read_text() == generator.profile_reference(), "run python docs/generate.py"
 
 
 def _schema_fields(schema: dict[str, Any]) -> set[str]:
@@ -83,23 +85,26 @@ def test_the_profile_reference_lists_every_field_of_the_schema() -> None:
 
 
 def test_the_cli_reference_lists_every_command_and_option() -> None:
+    """Each command's section lists each of its options: an option added without regenerating the page fails."""
     import typer.main
 
     from edgetl.cli import app
 
     page = (DOCS / "reference" / "cli.md").read_text()
+    sections = dict(re.findall(r"^#{2,4} `([^`]+)`\n(.*?)(?=^#{2,4} `|\Z)", page, re.M | re.S))
     checked = 0
 
     def walk(command: Any, words: list[str]) -> None:
         nonlocal checked
-        if hasattr(command, "commands"):  # a group (typer's own click, or click's)
+        if hasattr(command, "commands"):  # a group
             for name, sub in command.commands.items():
                 walk(sub, [*words, name])
             return
-        assert f"## `{' '.join(words)}`" in page, f"{' '.join(words)} missing from the CLI reference"
+        name = " ".join(words)
+        assert name in sections, f"{name} missing from the CLI reference: run python docs/generate.py"
         for parameter in command.params:
-            for option in parameter.opts:
-                assert f"`{option}" in page or f"{option}" in page, f"{' '.join(words)} {option} not listed"
+            for option in parameter.opts if parameter.param_type_name == "option" else []:
+                assert f"`{option}" in sections[name] or f", {option}" in sections[name], f"{name} {option}"
                 checked += 1
 
     walk(typer.main.get_command(app), ["edgetl"])

@@ -21,3 +21,13 @@ def test_native_output_is_dropped_on_success_and_shown_on_failure(capfd: pytest.
             raise RuntimeError("conversion failed")
     assert capfd.readouterr().err == "F0000 converter.cc:12] unsupported op: Foo\n"
 
+
+def test_without_a_usable_fd_2_the_block_just_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    def closed(fd: int) -> int:
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(os, "dup", closed)
+    ran = []
+    with native_output_captured():
+        ran.append(True)
+    assert ran == [True]

@@ -41,7 +41,7 @@ def test_quickstart_meets_the_accuracy_targets(hymenoptera: Path, tmp_path: Path
     assert report["passed"], report["budgets"]
     assert report["training"]["head_init"]["mode"] == "imagenet"
 
-    # An unchanged re-run (issue #7): every stage is up to date, nothing is rebuilt, seconds not minutes.
+    # An unchanged re-run: every stage is up to date, nothing is rebuilt, seconds not minutes.
     rerun = edgetl.build(
         REPO / "profiles/quickstart.yaml", output_dir=tmp_path / "run", quiet=True, benchmark=LIGHT_TIMING
     )

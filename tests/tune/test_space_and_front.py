@@ -11,9 +11,9 @@ import pytest
 from edgetl.errors import BackboneError, ProfileError
 from edgetl.profile import TuneConfig, parse_profile
 from edgetl.training.trainer import EpochRecord
-from edgetl.tune.pruning import COST_ATTR, CheaperTrialsPruner, rung_attr
-from edgetl.tune.results import pareto_front, pick
-from edgetl.tune.space import AUGMENTATION_PRESETS, SearchSpace
+from edgetl.tuning.pruning import COST_ATTR, CheaperTrialsPruner, rung_attr
+from edgetl.tuning.results import pareto_front, pick
+from edgetl.tuning.space import AUGMENTATION_PRESETS, SearchSpace
 
 
 def space(search: dict[str, Any]) -> SearchSpace:
@@ -60,7 +60,7 @@ def test_sampled_values_are_recorded_with_the_parameters_own_distributions() -> 
 
 
 def test_progress_names_the_trial_the_pick_rule_would_choose() -> None:
-    from edgetl.tune.progress import best_so_far
+    from edgetl.tuning.progress import best_so_far
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     assert best_so_far(study) == "no feasible trial yet"
@@ -177,7 +177,7 @@ def flowers_like(trial_3_correct: int = 111) -> list[dict[str, Any]]:
 
 
 def test_a_second_fold_decides_between_tied_trials() -> None:
-    from edgetl.tune.results import tied_best
+    from edgetl.tuning.results import tied_best
 
     rows = flowers_like()
     assert sorted(r["trial"] for r in tied_best(rows)) == [0, 3, 29]
@@ -188,7 +188,7 @@ def test_a_second_fold_decides_between_tied_trials() -> None:
 
 def test_a_pick_much_faster_than_trials_it_ties_with_says_what_the_holdout_cannot_tell() -> None:
     from edgetl.report.sections import tuning_lines
-    from edgetl.tune.results import holdout_limit, tied_best
+    from edgetl.tuning.results import holdout_limit, tied_best
 
     rows = flowers_like(trial_3_correct=112)
     chosen = pick(rows)
@@ -282,7 +282,7 @@ def test_tune_without_a_tune_section_or_with_a_bad_budget_is_one_line(tmp_path: 
 
 
 def test_latency_of_a_target_that_is_not_this_machine_is_labelled_an_estimate(tmp_path: Path) -> None:
-    from edgetl.tune.search import latency_source
+    from edgetl.tuning.search import latency_source
 
     here = parse_profile("version: 1\nname: t\ndata: {root: .}\n", tmp_path / "p.yaml")
     phone = parse_profile("version: 1\nname: t\ndata: {root: .}\ntarget: android-arm64\n", tmp_path / "p.yaml")
@@ -303,7 +303,7 @@ def test_a_search_value_the_profile_refuses_is_caught_before_any_trial(tmp_path:
 def test_a_trial_failing_for_a_stated_reason_is_one_line_not_a_traceback() -> None:
     import logging
 
-    from edgetl.tune.search import TrialFailed, _one_line_trial_failures
+    from edgetl.tuning.search import TrialFailed, _one_line_trial_failures
 
     lines: list[str] = []
 
@@ -329,7 +329,7 @@ def test_a_trial_failing_for_a_stated_reason_is_one_line_not_a_traceback() -> No
 
 
 def test_redact_hides_a_password_with_an_unencoded_at_sign() -> None:
-    from edgetl.tune.study import redact
+    from edgetl.tuning.study import redact
 
     assert redact("postgresql://edgetl:p@ss@db.local:5432/study") == "postgresql://edgetl:***@db.local:5432/study"
     assert redact("postgresql://edgetl:secret@db/x") == "postgresql://edgetl:***@db/x"
@@ -359,7 +359,7 @@ def test_the_run_directory_is_marked_before_a_worker_writes_into_it(
     tiny_data: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A second worker that checks the folder while the first opens its study must see an edgetl run directory."""
-    import edgetl.tune.search as search_module
+    import edgetl.tuning.search as search_module
     from edgetl.pipeline import is_run_dir
     from tests.helpers import run_cli, tiny_profile, write_profile
 

@@ -44,7 +44,7 @@ def _worker(profile: Path, storage: str, study: str, *args: str) -> subprocess.P
 
 
 def _trials(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
-    from edgetl.tune.study import open_storage, storage_url
+    from edgetl.tuning.study import open_storage, storage_url
 
     return optuna.load_study(study_name=study, storage=open_storage(storage_url(storage, Path()))).get_trials()
 

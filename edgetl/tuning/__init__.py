@@ -17,10 +17,10 @@ from edgetl.console import Log
 from edgetl.files import write_text_atomic
 from edgetl.machine import describe_machine
 from edgetl.profile import LoadedProfile, load_profile
-from edgetl.tune import results
-from edgetl.tune.results import TUNE_DIR
-from edgetl.tune.search import Search, TuneOptions, TuneOutcome, latency_source, write_profile
-from edgetl.tune.study import redact
+from edgetl.tuning import results
+from edgetl.tuning.results import TUNE_DIR
+from edgetl.tuning.search import Search, TuneOptions, TuneOutcome, latency_source, write_profile
+from edgetl.tuning.study import redact
 
 __all__ = ["TuneOptions", "TuneOutcome", "run_tune", "write_outputs"]
 

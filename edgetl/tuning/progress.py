@@ -6,15 +6,45 @@ On a terminal it is a live bar; in a log (CI, nohup) one line per finished trial
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from edgetl.console import Log
 
 
+@dataclass(frozen=True)
+class TrialEvent:
+    """One finished trial of a study, as `edgetl.tune(on_trial=...)` and the progress line see it."""
+
+    number: int
+    state: str  # "COMPLETE", "PRUNED" or "FAIL"
+    params: dict[str, Any] = field(default_factory=dict)  # the sampled settings
+    measured: dict[str, Any] | None = None  # accuracy (tune holdout), latency_ms, size_mb; None unless complete
+    note: str = ""  # why it failed, or where it was pruned
+    finished: int = 0  # complete or pruned trials of the whole study so far
+    total: int = 0  # trials the study runs
+    best: str = ""  # what the pick rule would choose now, in a few words
+
+
+def trial_event(study: Any, trial: Any, total: int) -> TrialEvent:
+    finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+    note = trial.user_attrs.get("error") or str(trial.user_attrs.get("pruned_at") or "")
+    return TrialEvent(
+        number=trial.number,
+        state=trial.state.name,
+        params=dict(trial.params),
+        measured=trial.user_attrs.get("measured"),
+        note=note,
+        finished=finished,
+        total=total,
+        best=best_so_far(study),
+    )
+
+
 def best_so_far(study: Any) -> str:
     """What the pick rule would choose now (before any second-fold confirmation), in a few words."""
-    from edgetl.tune.results import pick, tied_best, trial_rows
+    from edgetl.tuning.results import pick, tied_best, trial_rows
 
     best = pick(tied_best(trial_rows(study)))
     if best is None:
@@ -50,22 +80,16 @@ class TrialProgress:
             self.task = self.progress.add_task("starting", total=None)
         return self
 
-    def update(self, event: dict[str, Any]) -> None:
+    def update(self, event: TrialEvent) -> None:
         if not self.enabled:
             return
-        study, trial, total = event["study"], event["trial"], event["total"]
-        finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
-        best = best_so_far(study)
         if self.live:
-            self.progress.update(self.task, completed=finished, total=total, description=best)
+            self.progress.update(self.task, completed=event.finished, total=event.total, description=event.best)
             return
-        measured = trial.user_attrs.get("measured")
-        what = (
-            f"{measured['accuracy']:.1%}, {measured['latency_ms']:.2f} ms"
-            if measured
-            else trial.user_attrs.get("error") or str(trial.user_attrs.get("pruned_at") or {})
-        )
-        self.log(f"trial {trial.number} {trial.state.name.lower()} ({what}); {finished}/{total} finished; {best}")
+        measured = event.measured
+        what = f"{measured['accuracy']:.1%}, {measured['latency_ms']:.2f} ms" if measured else event.note
+        progress = f"{event.finished}/{event.total} finished"
+        self.log(f"trial {event.number} {event.state.lower()} ({what}); {progress}; {event.best}")
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         if self.progress is not None:

@@ -33,10 +33,11 @@ from edgetl.errors import EdgeTLError, ProfileError, UserInputError
 from edgetl.files import folders_kept_on_success, write_text_atomic
 from edgetl.plan import build_plan
 from edgetl.profile import LoadedProfile, Profile, deep_merge, load_profile, parse_duration
-from edgetl.tune.pruning import COST_ATTR, CheaperTrialsPruner
-from edgetl.tune.results import TUNE_DIR
-from edgetl.tune.space import SearchSpace
-from edgetl.tune.study import HEARTBEAT_SECONDS, make_sampler, open_storage, open_study, storage_url
+from edgetl.tuning.progress import TrialEvent, trial_event
+from edgetl.tuning.pruning import COST_ATTR, CheaperTrialsPruner
+from edgetl.tuning.results import TUNE_DIR
+from edgetl.tuning.space import SearchSpace
+from edgetl.tuning.study import HEARTBEAT_SECONDS, make_sampler, open_storage, open_study, storage_url
 
 OBJECTIVE_DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "size": "minimize"}
 
@@ -68,7 +69,7 @@ class TuneOptions:
     resume: bool = False
     final_build: bool | None = None
     heartbeat: float = HEARTBEAT_SECONDS
-    progress: Callable[[dict[str, Any]], None] | None = None  # called after every finished trial
+    progress: Callable[[TrialEvent], None] | None = None  # called after every finished trial
 
 
 @dataclass
@@ -237,7 +238,7 @@ class Search:
 
     def _after_trial(self, study: Any, trial: Any) -> None:
         if self.options.progress is not None:
-            self.options.progress({"study": study, "trial": trial, "total": self.total})
+            self.options.progress(trial_event(study, trial, self.total))
 
     # -- one trial -------------------------------------------------------------------------------
 
@@ -301,7 +302,7 @@ class Search:
         in the study (`confirmation`), so a resumed or repeated finish does not rebuild them.
         """
         from edgetl.pipeline import build
-        from edgetl.tune.results import tied_best, trial_rows
+        from edgetl.tuning.results import tied_best, trial_rows
 
         tied = tied_best(trial_rows(study))
         if self.cfg.confirm == 0 or len(tied) < 2:
