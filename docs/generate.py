@@ -1,7 +1,7 @@
 """Write the generated reference pages: the profile fields (from the JSON Schema) and the command line (from typer).
 
     python docs/generate.py            # rewrites docs/reference/profile.md and docs/reference/cli.md
-    python docs/generate.py --check    # exit 1 if either is stale (tests/test_docs.py runs the same comparison)
+    python docs/generate.py --check    # exit 1 if either differs from what the code generates now
 
 Both come from the code, so the pages cannot drift from what `edgetl validate` accepts and what
 `edgetl --help` prints; the descriptions are the pydantic fields' and the typer options' own help.
