@@ -59,20 +59,34 @@ ProfileSource: TypeAlias = Profile | str | os.PathLike[str] | Mapping[str, Any] 
 class Artifact:
     """One measured artefact of a build (a row of the report's table), on the val split."""
 
-    name: str  # e.g. "onnx_int8", "torch_fp32" (`edgetl targets` and the report name them)
-    file: Path  # absolute path of the model file in the run directory
-    format: str  # "onnx", "pytorch", "openvino", "tflite", "pte", "tensorrt"
-    precision: str  # "fp32", "fp16", "int8"
-    runtime: str  # what ran it, e.g. "ONNX Runtime CPU"
+    name: str
+    """The artefact's name, e.g. `onnx_int8`, `torch_fp32` (the report's rows)."""
+    file: Path
+    """Absolute path of the model file in the run directory."""
+    format: str
+    """`onnx`, `pytorch`, `openvino`, `tflite`, `pte` or `tensorrt`."""
+    precision: str
+    """`fp32`, `fp16` or `int8`."""
+    runtime: str
+    """What ran it, e.g. "ONNX Runtime CPU"."""
     size_bytes: int
-    accuracy: float  # top-1 on val, 0..1
+    """The model file's size."""
+    accuracy: float
+    """Top-1 on val, 0..1."""
     correct: int
+    """Val images it classified right."""
     total: int
-    latency_ms: float | None  # p50 at batch 1, measured on the build machine (None: not timed here)
-    images_per_second: float | None  # throughput at the benchmark's batch size
-    accuracy_drop_points: float | None  # baseline accuracy minus this one, in percentage points
-    speedup: float | None  # the baseline's p50 latency / this one's
-    raw: Mapping[str, Any] = field(repr=False, compare=False)  # the report's whole record
+    """Val images."""
+    latency_ms: float | None
+    """The p50 latency at batch 1, measured on the build machine (None: not timed here)."""
+    images_per_second: float | None
+    """Throughput at the benchmark's batch size."""
+    accuracy_drop_points: float | None
+    """Baseline accuracy minus this one, in percentage points."""
+    speedup: float | None
+    """The baseline's p50 latency / this one's."""
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+    """The report's whole record."""
 
     @property
     def size_mb(self) -> float:
@@ -83,13 +97,20 @@ class Artifact:
 class Budget:
     """One budget from the profile, checked against the deployed artefact's measurements."""
 
-    name: str  # e.g. "max_accuracy_drop"
+    name: str
+    """The budget's field in the profile, e.g. `max_accuracy_drop`."""
     artifact: str
+    """The artefact it was checked on (the deployed one)."""
     limit: float
+    """The profile's value."""
     measured: float | None
+    """What was measured, in `unit`."""
     unit: str
+    """`points`, `%`, `ms`, `MB` or `x` (a ratio)."""
     passed: bool
+    """Whether the limit holds."""
     message: str
+    """One line saying all of the above, as the CLI prints it."""
 
 
 @dataclass(frozen=True)
@@ -97,15 +118,25 @@ class Run:
     """A finished build: where it is, what ships, what was measured and whether the budgets hold."""
 
     run_dir: Path
-    deployed: Artifact  # the artefact the bundle ships
-    baseline: Artifact  # what accuracy drops and speedups are measured against (PyTorch fp32 by default)
+    """The run directory (absolute)."""
+    deployed: Artifact
+    """The artefact the bundle ships."""
+    baseline: Artifact
+    """What accuracy drops and speedups are measured against (PyTorch fp32 by default)."""
     artifacts: Mapping[str, Artifact]
+    """Every measured artefact by name."""
     budgets: tuple[Budget, ...]
-    passed: bool  # every budget holds
+    """The profile's budgets, checked on the deployed artefact."""
+    passed: bool
+    """Every budget holds."""
     target: str
-    seconds: float | None  # wall clock of the build that wrote it (None when read back from disk)
-    reused_stages: tuple[str, ...]  # stages whose cached results were up to date (not rerun)
-    report: Mapping[str, Any] = field(repr=False, compare=False)  # report.json, whole
+    """Where the model runs (the profile's target)."""
+    seconds: float | None
+    """Wall clock of the build that wrote it (None when read back from disk)."""
+    reused_stages: tuple[str, ...]
+    """Stages whose cached results were up to date (not rerun)."""
+    report: Mapping[str, Any] = field(repr=False, compare=False)
+    """The whole report.json."""
 
     @property
     def report_md(self) -> Path:
@@ -153,11 +184,15 @@ class Run:
 class TuneResult:
     """A finished (or interrupted) `tune`: the study's outputs and, when built, the pick evaluated on val."""
 
-    tune_dir: Path  # pareto.md, trials.csv, best.yaml, ...
+    tune_dir: Path
+    """Pareto.md, trials.csv, best.yaml, ..."""
     study: str
-    pick: Mapping[str, Any] | None  # trial, params, accuracy (tune holdout), latency_ms, size_mb
-    counts: Mapping[str, int]  # complete, pruned, fail
-    final: Run | None  # the pick built on all of train, evaluated on val once
+    pick: Mapping[str, Any] | None
+    """Trial, params, accuracy (tune holdout), latency_ms, size_mb."""
+    counts: Mapping[str, int]
+    """Complete, pruned, fail."""
+    final: Run | None
+    """The pick built on all of train, evaluated on val once."""
     interrupted: bool
     summary: Mapping[str, Any] = field(repr=False, compare=False)
 
@@ -167,8 +202,11 @@ class Progress:
     """One progress event, for `on_progress`: a stage line, a message or a warning."""
 
     kind: Literal["stage", "message", "warning"]
+    """A stage's line, a message of the build, or a warning."""
     message: str
+    """The line, as the console shows it."""
     stage: str | None = None
+    """The stage it comes from (stage lines only)."""
 
 
 # -- entry points ----------------------------------------------------------------------------------

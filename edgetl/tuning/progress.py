@@ -18,13 +18,21 @@ class TrialEvent:
     """One finished trial of a study, as `edgetl.tune(on_trial=...)` and the progress line see it."""
 
     number: int
-    state: str  # "COMPLETE", "PRUNED" or "FAIL"
-    params: dict[str, Any] = field(default_factory=dict)  # the sampled settings
-    measured: dict[str, Any] | None = None  # accuracy (tune holdout), latency_ms, size_mb; None unless complete
-    note: str = ""  # why it failed, or where it was pruned
-    finished: int = 0  # complete or pruned trials of the whole study so far
-    total: int = 0  # trials the study runs
-    best: str = ""  # what the pick rule would choose now, in a few words
+    """The trial's number in the study."""
+    state: str
+    """`COMPLETE`, `PRUNED` or `FAIL`."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The sampled settings."""
+    measured: dict[str, Any] | None = None
+    """Accuracy (tune holdout), latency_ms, size_mb; None unless complete."""
+    note: str = ""
+    """Why it failed, or where it was pruned."""
+    finished: int = 0
+    """Complete or pruned trials of the whole study so far."""
+    total: int = 0
+    """Trials the study runs."""
+    best: str = ""
+    """What the pick rule would choose now, in a few words."""
 
 
 def trial_event(study: Any, trial: Any, total: int) -> TrialEvent:
