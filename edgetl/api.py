@@ -326,7 +326,7 @@ def tune(
     `heartbeat` seconds has its running trial marked failed.
     """
     if not math.isfinite(heartbeat) or not 1 <= heartbeat <= 86_400:
-        raise UserInputError(f"heartbeat {heartbeat}: expected seconds between 1 and 86400")
+        raise UserInputError(f"heartbeat (--heartbeat) {heartbeat}: expected seconds between 1 and 86400")
     from edgetl.tuning import TuneOptions, run_tune
 
     loaded = resolve_profile(profile, **overrides)

@@ -8,9 +8,8 @@ Exit codes: 0 ok, 1 internal error, 2 bad input, 3 budget violated, 4 verificati
 from __future__ import annotations
 
 import enum
-import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -97,7 +96,7 @@ def build(
     if run is None:  # a torchrun rank other than 0: rank 0 reports
         return
     print_table(dict(run.report), _out)
-    reused = f"; up to date: {', '.join(run.reused_stages)}" if run.reused_stages else ""
+    reused = _reused_note(run.reused_stages)
     _err.print(f"run directory: {run.run_dir} (report: {layout.REPORT_MD}){reused}; {run.seconds:.1f} s")
     if data is not None:
         _err.print(f"the profile it used: {run.profile_path} (edit it, then edgetl build it)")
@@ -163,12 +162,9 @@ def tune(
     """
     from edgetl.api import tune as run_tune
     from edgetl.console import Log
-    from edgetl.errors import UserInputError
     from edgetl.report.compose import print_table
     from edgetl.tuning.progress import TrialProgress
 
-    if not math.isfinite(heartbeat) or not 1 <= heartbeat <= 86_400:
-        raise UserInputError(f"--heartbeat {heartbeat}: expected seconds between 1 and 86400")
     with TrialProgress(Log(quiet=quiet), enabled=not quiet) as progress:
         result = run_tune(
             profile,
@@ -180,7 +176,7 @@ def tune(
             final_build=final,
             heartbeat=heartbeat,
             quiet=quiet,
-            on_trial=progress.update,
+            on_trial=None if quiet else progress.update,  # quiet: no trial events to build
         )
     summary, pick, counts = result.summary, result.pick, result.counts
     _err.print(
@@ -227,14 +223,15 @@ def train(
         f"{summary.epochs_run}" + (f", holdout accuracy {holdout:.2%}" if holdout is not None else "")
     )
     _err.print(
-        f"run directory: {outcome.run_dir} (curves: {layout.TRAINING_CURVES}){_skipped_note(outcome)}; "
+        f"run directory: {outcome.run_dir} (curves: {layout.TRAINING_CURVES})"
+        f"{_reused_note([name for name, result in outcome.results.items() if result.skipped])}; "
         f"{outcome.seconds:.1f} s"
     )
 
 
-def _skipped_note(outcome: object) -> str:
-    skipped = [name for name, r in outcome.results.items() if r.skipped]  # type: ignore[attr-defined]
-    return f"; up to date: {', '.join(skipped)}" if skipped else ""
+def _reused_note(stages: Sequence[str]) -> str:
+    """The stages a build found up to date, for its last line."""
+    return f"; up to date: {', '.join(stages)}" if stages else ""
 
 
 @app.command()

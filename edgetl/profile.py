@@ -949,28 +949,33 @@ def parse_profile(text: str, file: Path, line_numbers: bool = True) -> Profile:
     return _resolve_paths(profile, file.parent)
 
 
+# Every path field of a profile: resolved against the profile file's folder when loaded, written resolved
+# when edgetl records a profile it generated.
+PATH_FIELDS = ("output_dir", "data.root", "backbone.weights", "tracking.tensorboard.log_dir")
+
+
+def path_field(profile: Profile, dotted: str) -> Path | None:
+    """The value of a dotted path field (None where it, or the section holding it, is unset)."""
+    value: Any = profile
+    for name in dotted.split("."):
+        value = getattr(value, name, None) if value is not None else None
+    return value
+
+
+def _with_field(model: BaseModel, dotted: str, value: Any) -> Any:
+    name, _, rest = dotted.partition(".")
+    if not rest:
+        return model.model_copy(update={name: value})
+    return model.model_copy(update={name: _with_field(getattr(model, name), rest, value)})
+
+
 def _resolve_paths(profile: Profile, base: Path) -> Profile:
-    def absolute(path: Path | None) -> Path | None:
-        if path is None:
-            return None
-        path = path.expanduser()
-        return (path if path.is_absolute() else base / path).resolve()
-
-    return profile.model_copy(
-        update={
-            "output_dir": absolute(profile.output_dir),
-            "data": profile.data.model_copy(update={"root": absolute(profile.data.root)}),
-            "backbone": profile.backbone.model_copy(update={"weights": absolute(profile.backbone.weights)}),
-            "tracking": _resolve_tracking(profile.tracking, absolute),
-        }
-    )
-
-
-def _resolve_tracking(tracking: TrackingConfig, absolute: Any) -> TrackingConfig:
-    board = tracking.tensorboard
-    if board is None or board.log_dir is None:
-        return tracking
-    return tracking.model_copy(update={"tensorboard": board.model_copy(update={"log_dir": absolute(board.log_dir)})})
+    for dotted in PATH_FIELDS:
+        path = path_field(profile, dotted)
+        if path is not None:
+            path = path.expanduser()
+            profile = _with_field(profile, dotted, (path if path.is_absolute() else base / path).resolve())
+    return profile
 
 
 def load_profile(path: str | Path) -> LoadedProfile:
@@ -1012,7 +1017,8 @@ def loaded_from_mapping(data: Mapping[str, Any], source: Path, header: str = "")
     except yaml.YAMLError as error:
         raise ProfileError(f"{source}: a value YAML cannot hold ({error})") from None
     profile = parse_profile(text, source, line_numbers=False)
-    for dotted, value in _resolved_paths(profile).items():
+    for dotted in PATH_FIELDS:
+        value = path_field(profile, dotted)
         section = plain
         *parents, last = dotted.split(".")
         for name in parents:
@@ -1020,16 +1026,6 @@ def loaded_from_mapping(data: Mapping[str, Any], source: Path, header: str = "")
         if isinstance(section, dict) and section.get(last) is not None:
             section[last] = str(value)
     return loaded_from_text(header + yaml.safe_dump(plain, sort_keys=False, allow_unicode=True), source)
-
-
-def _resolved_paths(profile: Profile) -> dict[str, Path | None]:
-    board = profile.tracking.tensorboard
-    return {
-        "output_dir": profile.output_dir,
-        "data.root": profile.data.root,
-        "backbone.weights": profile.backbone.weights,
-        "tracking.tensorboard.log_dir": board.log_dir if board is not None else None,
-    }
 
 
 def plain_profile_data(value: Any) -> Any:

@@ -47,7 +47,7 @@ def test_executorch_programs_are_verified_against_pytorch_and_measured(executorc
 def test_runner_splits_batches_and_gives_back_the_thread_pool(executorch_run) -> None:
     from executorch.extension.pybindings import portable_lib
 
-    from edgetl.backends.executorch.runner import native_log
+    from edgetl.console import native_log
 
     with native_log():
         before = portable_lib._threadpool_get_thread_count()

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.backends.executorch.runner import native_log
+from edgetl.console import native_log
 from edgetl.errors import DependencyError, ModelFileError, first_line
 from edgetl.machine import package_versions
 

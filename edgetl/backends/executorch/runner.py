@@ -8,16 +8,14 @@ build's output while a program loads and puts its last line into the error when 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgetl.backends.base import Runner
+from edgetl.console import native_log
 from edgetl.errors import DependencyError, ModelFileError, first_line
 
 
@@ -32,22 +30,6 @@ def import_runtime() -> tuple[Any, Any]:
         ) from None
     with native_log():
         return Runtime.get(), portable_lib
-
-
-@contextlib.contextmanager
-def native_log() -> Iterator[list[str]]:
-    """Capture what native code writes to file descriptor 2 while the block runs; yields its lines afterwards."""
-    lines: list[str] = []
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            lines.extend(line for line in capture.read().decode(errors="replace").splitlines() if line.strip())
 
 
 class ExecuTorchRunner(Runner):
